@@ -1,0 +1,37 @@
+//! The per-worker flannel CNI network config, as the seed writes it for cnitool.
+
+use super::paths::runtime;
+use crate::model::{Naming, Worker};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlannelConf {
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subnet_file: String,
+    pub data_dir: String,
+    pub delegate: Delegate,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delegate {
+    pub is_default_gateway: bool,
+}
+
+/// The network is named after the worker, so `cnitool add C0w1 ...` picks it.
+pub fn flannel_conf(n: &Naming, w: &Worker) -> FlannelConf {
+    FlannelConf {
+        cni_version: "1.0.0".into(),
+        name: w.host.name.clone(),
+        kind: "flannel".into(),
+        subnet_file: runtime::subnet_env(n, w),
+        data_dir: runtime::flannel_data_dir(n, w),
+        delegate: Delegate {
+            is_default_gateway: true,
+        },
+    }
+}

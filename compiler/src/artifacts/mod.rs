@@ -1,0 +1,86 @@
+//! Renders every artifact of a model into a bundle. One file per artifact kind;
+//! text formats come from `templates/` (minijinja), JSON from typed structs.
+
+pub mod cni;
+pub mod etcd;
+pub mod flannel;
+pub mod nft;
+pub mod nginx;
+pub mod paths;
+pub mod skupper;
+mod templates;
+
+use crate::bundle::{ArtifactKind, Bundle};
+use crate::model::Model;
+
+/// Pretty JSON with a trailing newline, the form every JSON artifact is written in.
+pub fn to_json<T: serde::Serialize>(value: &T) -> String {
+    let mut s = serde_json::to_string_pretty(value).expect("artifact serializes");
+    s.push('\n');
+    s
+}
+
+pub fn render_bundle(model: &Model) -> Bundle {
+    let mut b = Bundle::default();
+    b.insert(paths::INVENTORY, ArtifactKind::Inventory, None, None, to_json(model));
+    let naming = model.naming();
+    for c in &model.clusters {
+        let cl = Some(c.name.as_str());
+        b.insert(
+            paths::flannel_network_config(c),
+            ArtifactKind::FlannelNetworkConfig,
+            cl,
+            None,
+            flannel::network_config(c),
+        );
+        for m in &c.etcd {
+            b.insert(
+                paths::etcd_member(c, m),
+                ArtifactKind::EtcdMember,
+                cl,
+                Some(&m.name),
+                to_json(&etcd::member(&naming, c, m)),
+            );
+        }
+        let rulesets = nft::rulesets(c);
+        for (w, ruleset) in c.workers.iter().zip(rulesets) {
+            let node = Some(w.host.name.as_str());
+            b.insert(
+                paths::cni_config(c, w),
+                ArtifactKind::CniConfig,
+                cl,
+                node,
+                to_json(&cni::flannel_conf(&naming, w)),
+            );
+            b.insert(
+                paths::subnet_reservation(c, w),
+                ArtifactKind::SubnetReservation,
+                cl,
+                node,
+                to_json(&flannel::reservation(c, w)),
+            );
+            b.insert(paths::nft_ruleset(c, w), ArtifactKind::NftRuleset, cl, node, ruleset);
+        }
+        for ing in &c.ingresses {
+            b.insert(
+                paths::nginx_conf(c, ing),
+                ArtifactKind::NginxConf,
+                cl,
+                Some(&ing.worker),
+                nginx::conf(&naming, ing),
+            );
+        }
+    }
+    for r in &model.routers {
+        b.insert(
+            paths::router_config(r),
+            ArtifactKind::SkupperRouterConfig,
+            Some(&r.cluster),
+            Some(&r.worker),
+            skupper::config_json(&naming, r),
+        );
+    }
+    let plan = crate::plan::build(model, &b);
+    b.insert(paths::PLAN, ArtifactKind::Plan, None, None, to_json(&plan));
+    b
+}

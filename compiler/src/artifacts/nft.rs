@@ -1,0 +1,110 @@
+//! kube-proxy's per-worker nftables ruleset (rendered from `templates/kube-proxy.nft.j2`).
+//!
+//! IP-wide services use the seed's form (`dnat to jhash ip checksum mod N map {...}`);
+//! services with ports use kube-proxy's nftables mode shape: a `service-ips` verdict
+//! map, a chain per service port picking an endpoint with `numgen random`, and a chain
+//! per endpoint doing the DNAT.
+
+use super::templates;
+use crate::model::{Cluster, Service, Worker};
+use serde::Serialize;
+
+pub const TABLE: &str = "kube-proxy";
+
+#[derive(Serialize)]
+struct Ctx<'a> {
+    table: &'a str,
+    cluster: &'a str,
+    worker: &'a str,
+    pod_subnet: String,
+    pod_network: String,
+    ip_wide: &'a [IpWide],
+    ported: &'a [PortRule],
+}
+
+#[derive(Serialize)]
+struct IpWide {
+    name: String,
+    vip: String,
+    /// `0 : 11.10.16.2, 1 : 11.10.32.2`
+    endpoints: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PortRule {
+    service: String,
+    vip: String,
+    protocol: String,
+    port: u16,
+    chain: String,
+    endpoints: Vec<EndpointRule>,
+}
+
+#[derive(Serialize)]
+struct EndpointRule {
+    chain: String,
+    ip: String,
+    target_port: u16,
+}
+
+fn ip_wide(s: &Service) -> IpWide {
+    IpWide {
+        name: s.name.clone(),
+        vip: s.vip.to_string(),
+        endpoints: s.endpoints.iter().map(|e| e.ip.to_string()).collect(),
+    }
+}
+
+fn port_rules(s: &Service) -> impl Iterator<Item = PortRule> + '_ {
+    s.ports.iter().map(move |p| {
+        let base = format!("{}/{}/{}", s.name, p.protocol, p.port);
+        PortRule {
+            service: s.name.clone(),
+            vip: s.vip.to_string(),
+            protocol: p.protocol.clone(),
+            port: p.port,
+            chain: format!("service-{base}"),
+            endpoints: s
+                .endpoints
+                .iter()
+                .map(|e| EndpointRule {
+                    chain: format!("endpoint-{base}__{}/{}", e.ip, p.target_port),
+                    ip: e.ip.to_string(),
+                    target_port: p.target_port,
+                })
+                .collect(),
+        }
+    })
+}
+
+/// One ruleset per worker of the cluster, in worker order.
+pub fn rulesets(c: &Cluster) -> Vec<String> {
+    let ip_wide: Vec<IpWide> = c
+        .services
+        .iter()
+        .filter(|s| s.ports.is_empty() && !s.endpoints.is_empty())
+        .map(ip_wide)
+        .collect();
+    let ported: Vec<PortRule> = c
+        .services
+        .iter()
+        .filter(|s| !s.endpoints.is_empty())
+        .flat_map(port_rules)
+        .collect();
+    c.workers.iter().map(|w| ruleset(c, w, &ip_wide, &ported)).collect()
+}
+
+fn ruleset(c: &Cluster, w: &Worker, ip_wide: &[IpWide], ported: &[PortRule]) -> String {
+    templates::render(
+        "kube-proxy.nft.j2",
+        Ctx {
+            table: TABLE,
+            cluster: &c.name,
+            worker: &w.host.name,
+            pod_subnet: w.subnet.to_string(),
+            pod_network: c.flannel.network.to_string(),
+            ip_wide,
+            ported,
+        },
+    )
+}

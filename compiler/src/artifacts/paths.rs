@@ -1,0 +1,80 @@
+//! Where each artifact sits inside the bundle, and where the executor installs it.
+
+use crate::model::{Cluster, Host, Ingress, Naming, Router, Worker};
+
+pub const INVENTORY: &str = "inventory.json";
+pub const PLAN: &str = "plan.json";
+
+pub fn flannel_network_config(c: &Cluster) -> String {
+    format!("clusters/{}/flannel-network-config.json", c.name)
+}
+
+pub fn etcd_member(c: &Cluster, m: &Host) -> String {
+    format!("clusters/{}/etcd/{}.json", c.name, m.name)
+}
+
+pub fn cni_config(c: &Cluster, w: &Worker) -> String {
+    format!("clusters/{}/workers/{}/flannel_conf.json", c.name, w.host.name)
+}
+
+pub fn subnet_reservation(c: &Cluster, w: &Worker) -> String {
+    format!("clusters/{}/workers/{}/subnet-reservation.json", c.name, w.host.name)
+}
+
+pub fn nft_ruleset(c: &Cluster, w: &Worker) -> String {
+    format!("clusters/{}/workers/{}/kube-proxy.nft", c.name, w.host.name)
+}
+
+pub fn nginx_conf(c: &Cluster, i: &Ingress) -> String {
+    format!("clusters/{}/ingress/{}/nginx.conf", c.name, i.name)
+}
+
+pub fn router_config(r: &Router) -> String {
+    format!("clusters/{}/skupper/{}.json", r.cluster, r.cluster)
+}
+
+/// Runtime locations, following the seed's `/tmp/knetsim` layout.
+pub mod runtime {
+    use super::*;
+
+    /// The directory cnitool's NETCONFPATH points at for a worker.
+    pub fn cni_conf_dir(n: &Naming, w: &Worker) -> String {
+        n.host_dir(&w.host.name)
+    }
+    pub fn cni_conf(n: &Naming, w: &Worker) -> String {
+        format!("{}/flannel_conf.json", n.host_dir(&w.host.name))
+    }
+    pub fn subnet_env(n: &Naming, w: &Worker) -> String {
+        format!("{}/flannel-subnet.env", n.host_dir(&w.host.name))
+    }
+    pub fn flannel_data_dir(n: &Naming, w: &Worker) -> String {
+        format!("{}/flannel", n.host_dir(&w.host.name))
+    }
+    pub fn flannel_log(n: &Naming, w: &Worker) -> String {
+        format!("{}/flannel.log", n.host_dir(&w.host.name))
+    }
+    pub fn nft_ruleset(n: &Naming, w: &Worker) -> String {
+        format!("{}/kube-proxy.nft", n.host_dir(&w.host.name))
+    }
+    pub fn etcd_data_dir(n: &Naming, m: &Host) -> String {
+        n.state(&format!("{}.etcd", m.name))
+    }
+    pub fn etcd_log(n: &Naming, m: &Host) -> String {
+        n.state(&format!("{}.log", m.name))
+    }
+    pub fn ingress_dir(n: &Naming, i: &Ingress) -> String {
+        n.state(&format!("ingress/{}", i.name))
+    }
+    pub fn router_config(n: &Naming, r: &Router) -> String {
+        n.state(&format!("skupper/{}.json", r.cluster))
+    }
+    pub fn router_log(n: &Naming, r: &Router) -> String {
+        n.state(&format!("skupper/{}.log", r.cluster))
+    }
+    pub fn router_certs(n: &Naming, r: &Router) -> String {
+        n.state(&format!("skupper/certs/{}", r.cluster))
+    }
+    pub fn pod_log(n: &Naming, cluster: &Cluster, pod: &str) -> String {
+        n.state(&format!("pods/{}/{pod}.log", cluster.name))
+    }
+}

@@ -1,0 +1,253 @@
+//! The resolved model: every host, pod, service and router with its allocated
+//! addresses and runtime names. Built from the schema by `build`, checked as a graph
+//! by `graph`. Serialized as the bundle's `inventory.json`.
+
+mod allocate;
+mod build;
+mod checks;
+pub mod graph;
+mod names;
+
+pub use build::build;
+pub use names::Naming;
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    /// Emulation name ("" for the default emulation).
+    pub name: String,
+    pub state_dir: String,
+    /// Namespace that holds every switch (Linux bridge) of the underlay.
+    pub switch_netns: String,
+    pub underlay: Underlay,
+    pub clusters: Vec<Cluster>,
+    pub routers: Vec<Router>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Underlay {
+    pub network: Ipv4Network,
+    pub switches: Vec<Switch>,
+    pub links: Vec<Link>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Switch {
+    pub name: String,
+    /// Cluster index, or None for the top switch.
+    pub cluster: Option<usize>,
+}
+
+/// A veth pair: `a` is the node side (host eth0, or a cluster switch's uplink port),
+/// `b` is a port on switch `b_switch`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    pub a: LinkEnd,
+    pub b: LinkEnd,
+    pub impairment: Option<Impairment>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkEnd {
+    /// Host or switch name.
+    pub node: String,
+    pub netns: String,
+    pub ifname: String,
+    /// The bridge this end is enslaved to, if any.
+    pub bridge: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Impairment {
+    /// tc rate, e.g. "10mbit".
+    pub rate: Option<String>,
+    /// tc delay, e.g. "10ms".
+    pub delay: Option<String>,
+    /// Loss in percent.
+    pub loss: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub index: usize,
+    pub switch: String,
+    pub etcd: Vec<Host>,
+    pub workers: Vec<Worker>,
+    pub flannel: Flannel,
+    pub service_cidr: Ipv4Network,
+    pub pods: Vec<Pod>,
+    pub services: Vec<Service>,
+    pub ingresses: Vec<Ingress>,
+}
+
+impl Cluster {
+    pub fn worker(&self, local: &str) -> Option<&Worker> {
+        self.workers.iter().find(|w| w.host.local == local)
+    }
+
+    pub fn pods_on<'a>(&'a self, worker: &'a Worker) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods.iter().filter(move |p| p.worker == worker.host.name)
+    }
+
+    /// Client URLs of every etcd member.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd.iter().map(|e| format!("http://{}:2379", e.ip)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    /// Global name, e.g. `C0w1`.
+    pub name: String,
+    /// Name inside the cluster, e.g. `w1`.
+    pub local: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Worker {
+    pub host: Host,
+    /// Flannel subnet reserved for this worker.
+    pub subnet: Ipv4Network,
+    /// Stable MAC of `flannel.<VNI>`, derived from the worker name.
+    pub vtep_mac: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Flannel {
+    pub network: Ipv4Network,
+    pub subnet_len: u8,
+    pub subnet_min: Ipv4Addr,
+    pub subnet_max: Ipv4Addr,
+    pub backend: String,
+    pub vni: u32,
+    pub port: u16,
+}
+
+impl Flannel {
+    /// The VXLAN device flannel creates.
+    pub fn device(&self) -> String {
+        format!("flannel.{}", self.vni)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pod {
+    pub name: String,
+    /// Global name of the worker host.
+    pub worker: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// CNI container id.
+    pub container_id: String,
+    pub command: Option<Vec<String>>,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub endpoints: Vec<Endpoint>,
+    /// Empty = IP-wide DNAT.
+    pub ports: Vec<ServicePort>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub pod: String,
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub port: u16,
+    pub target_port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ingress {
+    pub name: String,
+    /// Global name of the worker host.
+    pub worker: String,
+    pub port: u16,
+    pub routes: Vec<IngressRoute>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngressRoute {
+    pub path: String,
+    pub service: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Router {
+    /// Router id, as skrouterd's `router.id`.
+    pub id: String,
+    pub cluster: String,
+    /// Global name of the worker that runs it.
+    pub worker: String,
+    pub ip: Ipv4Addr,
+    pub inter_router_port: u16,
+    /// Whether the inter-router listener requires TLS (some link to it asks for it).
+    pub listener_tls: bool,
+    pub connectors: Vec<RouterConnector>,
+    pub tcp_listeners: Vec<TcpListener>,
+    pub tcp_connectors: Vec<TcpConnector>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterConnector {
+    pub name: String,
+    pub to_cluster: String,
+    pub host: Ipv4Addr,
+    pub port: u16,
+    pub cost: u32,
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpListener {
+    pub name: String,
+    pub port: u16,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpConnector {
+    pub name: String,
+    pub host: Ipv4Addr,
+    pub port: u16,
+    pub address: String,
+}
+
+impl Model {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    pub fn naming(&self) -> Naming {
+        Naming::new(&self.name, &self.state_dir)
+    }
+
+    /// Every host of every cluster, in declaration order.
+    pub fn hosts(&self) -> impl Iterator<Item = (&Cluster, &Host)> {
+        self.clusters.iter().flat_map(|c| {
+            c.etcd
+                .iter()
+                .chain(c.workers.iter().map(|w| &w.host))
+                .map(move |h| (c, h))
+        })
+    }
+}

@@ -1,0 +1,373 @@
+//! Model -> plan. Step ids are stable and human-readable; dependencies are exactly
+//! what each step needs, so the executor can run the rest in parallel.
+
+use super::{Op, Plan, Probe, Step, VethEnd};
+use crate::artifacts::{etcd, flannel, paths, paths::runtime};
+use crate::bundle::Bundle;
+use crate::model::{Cluster, Model, Naming};
+
+struct Steps {
+    steps: Vec<Step>,
+}
+
+impl Steps {
+    fn add(&mut self, id: String, after: Vec<String>, op: Op) -> String {
+        self.steps.push(Step {
+            id: id.clone(),
+            after,
+            op,
+        });
+        id
+    }
+}
+
+fn netns_id(ns: &str) -> String {
+    format!("netns:{ns}")
+}
+
+pub fn build(model: &Model, _bundle: &Bundle) -> Plan {
+    let n = model.naming();
+    let mut s = Steps { steps: Vec::new() };
+    let mut namespaces = vec![model.switch_netns.clone()];
+    namespaces.extend(model.hosts().map(|(_, h)| h.netns.clone()));
+    namespaces.extend(
+        model
+            .clusters
+            .iter()
+            .flat_map(|c| c.pods.iter().map(|p| p.netns.clone())),
+    );
+    for ns in &namespaces {
+        s.add(netns_id(ns), vec![], Op::CreateNetns { netns: ns.clone() });
+    }
+    underlay(model, &mut s);
+    for c in &model.clusters {
+        cluster(model, &n, c, &mut s);
+    }
+    routers(model, &n, &mut s);
+    Plan {
+        name: model.name.clone(),
+        state_dir: model.state_dir.clone(),
+        namespaces,
+        steps: s.steps,
+    }
+}
+
+fn underlay(model: &Model, s: &mut Steps) {
+    let sw_ns = &model.switch_netns;
+    for sw in &model.underlay.switches {
+        s.add(
+            format!("bridge:{}", sw.name),
+            vec![netns_id(sw_ns)],
+            Op::CreateBridge {
+                netns: sw_ns.clone(),
+                name: sw.name.clone(),
+            },
+        );
+    }
+    for l in &model.underlay.links {
+        let mut after = vec![netns_id(&l.a.netns)];
+        if l.b.netns != l.a.netns {
+            after.push(netns_id(&l.b.netns));
+        }
+        after.extend(l.a.bridge.iter().chain(&l.b.bridge).map(|b| format!("bridge:{b}")));
+        let end = |e: &crate::model::LinkEnd| VethEnd {
+            netns: e.netns.clone(),
+            ifname: e.ifname.clone(),
+            bridge: e.bridge.clone(),
+        };
+        let link = s.add(
+            format!("link:{}", l.a.node),
+            after,
+            Op::CreateVeth {
+                a: end(&l.a),
+                b: end(&l.b),
+            },
+        );
+        if let Some(imp) = &l.impairment {
+            s.add(
+                format!("impair:{}", l.a.node),
+                vec![link],
+                Op::Impair {
+                    netns: l.a.netns.clone(),
+                    ifname: l.a.ifname.clone(),
+                    rate: imp.rate.clone(),
+                    delay: imp.delay.clone(),
+                    loss: imp.loss,
+                },
+            );
+        }
+    }
+    for (c, h) in model.hosts() {
+        s.add(
+            format!("addr:{}", h.name),
+            vec![format!("link:{}", h.name)],
+            Op::AddAddress {
+                netns: h.netns.clone(),
+                ifname: h.ifname.clone(),
+                cidr: format!("{}/{}", h.ip, h.prefix_len),
+            },
+        );
+        if c.worker(&h.local).is_some() {
+            s.add(
+                format!("sysctl:{}:ip_forward", h.name),
+                vec![netns_id(&h.netns)],
+                Op::SetSysctl {
+                    netns: h.netns.clone(),
+                    key: "net.ipv4.ip_forward".into(),
+                    value: "1".into(),
+                },
+            );
+            // kube-proxy's output-chain DNAT needs a route to the VIPs to exist first.
+            s.add(
+                format!("route:{}:services", h.name),
+                vec![format!("addr:{}", h.name)],
+                Op::AddRoute {
+                    netns: h.netns.clone(),
+                    dst: c.service_cidr.to_string(),
+                    dev: h.ifname.clone(),
+                },
+            );
+        }
+    }
+}
+
+fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
+    let endpoints = c.etcd_endpoints();
+    let mut etcd_started = Vec::new();
+    for m in &c.etcd {
+        let member = etcd::member(n, c, m);
+        etcd_started.push(s.add(
+            format!("etcd:{}", m.name),
+            c.etcd.iter().map(|e| format!("addr:{}", e.name)).collect(),
+            Op::StartProcess {
+                name: format!("etcd {}", m.name),
+                netns: m.netns.clone(),
+                argv: member.argv(),
+                builtin: None,
+                log: member.log.clone(),
+                ready: Probe::HttpGet {
+                    netns: m.netns.clone(),
+                    url: format!("http://{}:2379/health", m.ip),
+                },
+            },
+        ));
+    }
+    let first_etcd = &c.etcd[0];
+    let config = s.add(
+        format!("etcd-put:{}:config", c.name),
+        etcd_started,
+        Op::EtcdPut {
+            netns: first_etcd.netns.clone(),
+            endpoints: endpoints.clone(),
+            key: format!("{}/config", flannel::ETCD_PREFIX),
+            artifact: paths::flannel_network_config(c),
+            pointer: String::new(),
+        },
+    );
+    let mut flanneld_started = Vec::new();
+    for w in &c.workers {
+        let reservation = s.add(
+            format!("etcd-put:{}:{}", c.name, w.host.name),
+            vec![config.clone()],
+            Op::EtcdPut {
+                netns: first_etcd.netns.clone(),
+                endpoints: endpoints.clone(),
+                key: flannel::subnet_key(w),
+                artifact: paths::subnet_reservation(c, w),
+                pointer: "/value".into(),
+            },
+        );
+        let cni_conf = s.add(
+            format!("file:{}", runtime::cni_conf(n, w)),
+            vec![],
+            Op::WriteFile {
+                path: runtime::cni_conf(n, w),
+                artifact: paths::cni_config(c, w),
+            },
+        );
+        let subnet_env = runtime::subnet_env(n, w);
+        let flanneld = s.add(
+            format!("flanneld:{}", w.host.name),
+            vec![
+                reservation,
+                format!("addr:{}", w.host.name),
+                format!("sysctl:{}:ip_forward", w.host.name),
+            ],
+            Op::StartProcess {
+                name: format!("flanneld {}", w.host.name),
+                netns: w.host.netns.clone(),
+                argv: vec![
+                    "flanneld".into(),
+                    format!("-iface={}", w.host.ip),
+                    format!("-etcd-endpoints={}", endpoints.join(",")),
+                    format!("-etcd-prefix={}", flannel::ETCD_PREFIX),
+                    format!("-subnet-file={subnet_env}"),
+                ],
+                builtin: Some("flanneld".into()),
+                log: runtime::flannel_log(n, w),
+                ready: Probe::FileExists { path: subnet_env },
+            },
+        );
+        flanneld_started.push(flanneld.clone());
+        s.add(
+            format!("nft:{}", w.host.name),
+            vec![netns_id(&w.host.netns)],
+            Op::NftLoad {
+                netns: w.host.netns.clone(),
+                artifact: paths::nft_ruleset(c, w),
+                path: runtime::nft_ruleset(n, w),
+            },
+        );
+        let mut previous_add: Option<String> = None;
+        for p in c.pods_on(w) {
+            let mut after = vec![flanneld.clone(), cni_conf.clone(), netns_id(&p.netns)];
+            // One CNI ADD at a time per worker (as a kubelet would); workers run in parallel.
+            after.extend(previous_add.take());
+            let add = s.add(
+                format!("cni-add:{}/{}", c.name, p.name),
+                after,
+                Op::CniAdd {
+                    worker_netns: w.host.netns.clone(),
+                    conf_dir: runtime::cni_conf_dir(n, w),
+                    network: w.host.name.clone(),
+                    container_id: p.container_id.clone(),
+                    pod_netns: p.netns.clone(),
+                    ifname: "eth0".into(),
+                    ip: p.ip.to_string(),
+                },
+            );
+            previous_add = Some(add.clone());
+            if let Some(argv) = &p.command {
+                let ready = match p.ports.first() {
+                    Some(port) => Probe::TcpConnect {
+                        netns: p.netns.clone(),
+                        addr: format!("{}:{port}", p.ip),
+                    },
+                    None => Probe::Alive,
+                };
+                s.add(
+                    format!("workload:{}/{}", c.name, p.name),
+                    vec![add],
+                    Op::StartProcess {
+                        name: format!("pod {}/{}", c.name, p.name),
+                        netns: p.netns.clone(),
+                        argv: argv.clone(),
+                        builtin: None,
+                        log: runtime::pod_log(n, c, &p.name),
+                        ready,
+                    },
+                );
+            }
+        }
+    }
+    for w in &c.workers {
+        s.add(
+            format!("flannel-ready:{}", w.host.name),
+            flanneld_started.clone(),
+            Op::Wait {
+                probe: Probe::RoutesVia {
+                    netns: w.host.netns.clone(),
+                    dev: c.flannel.device(),
+                    count: c.workers.len() - 1,
+                },
+            },
+        );
+    }
+    for ing in &c.ingresses {
+        let w = model
+            .hosts()
+            .find(|(_, h)| h.name == ing.worker)
+            .map(|(_, h)| h)
+            .expect("ingress worker exists");
+        let dir = runtime::ingress_dir(n, ing);
+        let conf = format!("{dir}/nginx.conf");
+        let mkdir = s.add(
+            format!("dir:{dir}/tmp"),
+            vec![],
+            Op::MakeDir {
+                path: format!("{dir}/tmp"),
+            },
+        );
+        let file = s.add(
+            format!("file:{conf}"),
+            vec![],
+            Op::WriteFile {
+                path: conf.clone(),
+                artifact: paths::nginx_conf(c, ing),
+            },
+        );
+        let mut after = vec![mkdir, file, format!("addr:{}", w.name), format!("nft:{}", w.name)];
+        after.extend(
+            c.services
+                .iter()
+                .filter(|svc| ing.routes.iter().any(|r| r.service == svc.name))
+                .flat_map(|svc| svc.endpoints.iter().map(|e| format!("cni-add:{}/{}", c.name, e.pod))),
+        );
+        s.add(
+            format!("nginx:{}/{}", c.name, ing.name),
+            after,
+            Op::StartProcess {
+                name: format!("ingress {}/{}", c.name, ing.name),
+                netns: w.netns.clone(),
+                argv: vec![
+                    "nginx".into(),
+                    "-p".into(),
+                    format!("{dir}/"),
+                    "-e".into(),
+                    format!("{dir}/error.log"),
+                    "-c".into(),
+                    conf,
+                ],
+                builtin: None,
+                log: format!("{dir}/nginx.log"),
+                ready: Probe::TcpConnect {
+                    netns: w.netns.clone(),
+                    addr: format!("127.0.0.1:{}", ing.port),
+                },
+            },
+        );
+    }
+}
+
+fn routers(model: &Model, n: &Naming, s: &mut Steps) {
+    for r in &model.routers {
+        let conf = runtime::router_config(n, r);
+        let file = s.add(
+            format!("file:{conf}"),
+            vec![],
+            Op::WriteFile {
+                path: conf.clone(),
+                artifact: paths::router_config(r),
+            },
+        );
+        let netns = model
+            .hosts()
+            .find(|(_, h)| h.name == r.worker)
+            .map(|(_, h)| h.netns.clone())
+            .expect("router worker exists");
+        let mut after = vec![file, format!("addr:{}", r.worker)];
+        if let Some(c) = model.cluster(&r.cluster) {
+            after.extend(
+                r.tcp_connectors
+                    .iter()
+                    .filter_map(|t| c.pods.iter().find(|p| p.ip == t.host))
+                    .map(|p| format!("cni-add:{}/{}", c.name, p.name)),
+            );
+        }
+        s.add(
+            format!("router:{}", r.cluster),
+            after,
+            Op::StartProcess {
+                name: format!("router {}", r.id),
+                netns: netns.clone(),
+                argv: vec!["skrouterd".into(), "-c".into(), conf],
+                builtin: Some("router".into()),
+                log: runtime::router_log(n, r),
+                ready: Probe::HttpGet {
+                    netns: netns.clone(),
+                    url: "http://127.0.0.1:9090/healthz".into(),
+                },
+            },
+        );
+    }
+}

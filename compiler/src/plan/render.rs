@@ -1,0 +1,79 @@
+//! The plan as text for `knetsim plan`: one line per step, with its dependencies.
+
+use super::{Op, Plan, Probe};
+
+pub fn to_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let label = if plan.name.is_empty() {
+        "default"
+    } else {
+        plan.name.as_str()
+    };
+    out.push_str(&format!(
+        "plan for emulation `{label}` ({} steps, state in {})\n",
+        plan.steps.len(),
+        plan.state_dir
+    ));
+    for (i, s) in plan.steps.iter().enumerate() {
+        out.push_str(&format!("{:>4}. {:<34} {}\n", i + 1, s.id, describe(&s.op)));
+        if !s.after.is_empty() {
+            out.push_str(&format!("        after {}\n", s.after.join(", ")));
+        }
+    }
+    out
+}
+
+fn describe(op: &Op) -> String {
+    match op {
+        Op::CreateNetns { netns } => format!("ip netns add {netns}"),
+        Op::CreateBridge { netns, name } => format!("[{netns}] bridge {name}"),
+        Op::CreateVeth { a, b } => format!(
+            "veth {}:{} <-> {}:{}{}",
+            a.netns,
+            a.ifname,
+            b.netns,
+            b.ifname,
+            b.bridge.as_ref().map(|br| format!(" (on {br})")).unwrap_or_default()
+        ),
+        Op::AddAddress { netns, ifname, cidr } => format!("[{netns}] addr {cidr} dev {ifname}"),
+        Op::AddRoute { netns, dst, dev } => format!("[{netns}] route {dst} dev {dev}"),
+        Op::SetSysctl { netns, key, value } => format!("[{netns}] sysctl {key}={value}"),
+        Op::Impair {
+            netns,
+            ifname,
+            rate,
+            delay,
+            loss,
+        } => format!(
+            "[{netns}] shape {ifname}: rate={} delay={} loss={}",
+            rate.as_deref().unwrap_or("-"),
+            delay.as_deref().unwrap_or("-"),
+            loss.map(|l| format!("{l}%")).unwrap_or_else(|| "-".into())
+        ),
+        Op::MakeDir { path } => format!("mkdir {path}"),
+        Op::WriteFile { path, artifact } => format!("write {path} from {artifact}"),
+        Op::StartProcess { netns, argv, ready, .. } => {
+            format!("[{netns}] start {} (ready: {})", argv.join(" "), probe(ready))
+        }
+        Op::EtcdPut { key, artifact, .. } => format!("etcd put {key} < {artifact}"),
+        Op::CniAdd {
+            worker_netns,
+            network,
+            pod_netns,
+            ip,
+            ..
+        } => format!("[{worker_netns}] cni add {network} {pod_netns} (IP={ip})"),
+        Op::NftLoad { netns, artifact, .. } => format!("[{netns}] nft -f {artifact}"),
+        Op::Wait { probe: p } => format!("wait for {}", probe(p)),
+    }
+}
+
+fn probe(p: &Probe) -> String {
+    match p {
+        Probe::Alive => "alive".into(),
+        Probe::HttpGet { url, .. } => format!("GET {url}"),
+        Probe::TcpConnect { addr, .. } => format!("tcp {addr}"),
+        Probe::FileExists { path } => format!("file {path}"),
+        Probe::RoutesVia { netns, dev, count } => format!("[{netns}] {count} routes via {dev}"),
+    }
+}

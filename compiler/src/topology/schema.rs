@@ -1,0 +1,209 @@
+//! Serde types for the topology file. Values that need checking keep their span
+//! (`Spanned`) so every error can point at `file:line:col`.
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+pub use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpec {
+    #[serde(default)]
+    pub underlay: UnderlaySpec,
+    #[serde(default)]
+    pub clusters: Vec<ClusterSpec>,
+    pub interconnect: Option<InterconnectSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnderlaySpec {
+    /// Network the hosts are numbered in, Mininet style (default 10.0.0.0/8).
+    pub network: Option<Spanned<String>>,
+    /// Name of the switch every cluster switch links to (default "t0").
+    pub top_switch: Option<Spanned<String>>,
+    #[serde(default)]
+    pub impairments: Vec<ImpairmentSpec>,
+}
+
+/// Shaping of one node's uplink (a host's link to its cluster switch, or a cluster
+/// switch's link to the top switch).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairmentSpec {
+    pub uplink: Spanned<String>,
+    /// e.g. "10mbit", "1gbit", "500kbit"
+    pub rate: Option<Spanned<String>>,
+    /// e.g. "10ms", "250us"
+    pub delay: Option<Spanned<String>>,
+    /// percent, 0..=100
+    pub loss: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: Spanned<String>,
+    /// A count (`3` = w1..w3) or a list of local names.
+    pub workers: Option<Spanned<NameList>>,
+    /// A count (`2` = e1, e2) or a list of local names.
+    pub etcd: Option<Spanned<NameList>>,
+    /// Where etcd hosts are pinned (default 10.<cluster index + 1>.0.0/16, as the seed).
+    pub etcd_network: Option<Spanned<String>>,
+    #[serde(default)]
+    pub flannel: FlannelSpec,
+    /// Service VIPs are taken from here (default 100.64.0.0/16).
+    pub service_cidr: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pods: Vec<PodSpec>,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    #[serde(default)]
+    pub ingresses: Vec<IngressSpec>,
+}
+
+/// Overrides of `conf/flannel-network-config.json` for one cluster.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlannelSpec {
+    pub network: Option<Spanned<String>>,
+    pub subnet_len: Option<Spanned<u8>>,
+    pub subnet_min: Option<Spanned<String>>,
+    pub subnet_max: Option<Spanned<String>>,
+    pub backend: Option<Spanned<String>>,
+    pub vni: Option<Spanned<u32>>,
+    pub port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    pub name: Spanned<String>,
+    pub worker: Spanned<String>,
+    /// argv of the pod's workload; no shell is involved.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// Ports the workload listens on inside the pod (documentation and clash checks).
+    #[serde(default)]
+    pub ports: Vec<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: Spanned<String>,
+    /// Given, or allocated from the cluster's service CIDR.
+    pub vip: Option<Spanned<String>>,
+    pub pods: Spanned<Vec<Spanned<String>>>,
+    /// No ports = IP-wide DNAT (the seed's form); ports = kube-proxy style per-port rules.
+    #[serde(default)]
+    pub ports: Vec<Spanned<PortSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(u16),
+    Full {
+        port: u16,
+        target_port: Option<u16>,
+        protocol: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSpec {
+    pub name: Spanned<String>,
+    pub worker: Spanned<String>,
+    pub port: Spanned<u16>,
+    pub rules: Vec<IngressRuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressRuleSpec {
+    pub path: Spanned<String>,
+    pub service: Spanned<String>,
+    /// Service port; optional when the service declares exactly one.
+    pub port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterconnectSpec {
+    /// Local worker name that runs each cluster's router (default: the cluster's first worker).
+    pub router_worker: Option<Spanned<String>>,
+    #[serde(default)]
+    pub links: Vec<LinkSpec>,
+    #[serde(default)]
+    pub expose: Vec<ExposeSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// The cluster whose router dials (skrouterd connector).
+    pub from: Spanned<String>,
+    /// The cluster whose router accepts (inter-router listener).
+    pub to: Spanned<String>,
+    pub cost: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub tls: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExposeSpec {
+    /// The service address carried between routers.
+    pub name: Spanned<String>,
+    pub cluster: Spanned<String>,
+    /// The pod that serves it (tcpConnector target) ...
+    pub pod: Option<Spanned<String>>,
+    /// ... or a service of that cluster (its VIP is the target).
+    pub service: Option<Spanned<String>>,
+    pub port: Spanned<u16>,
+    pub listen: Vec<ListenSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSpec {
+    pub cluster: Spanned<String>,
+    pub port: Spanned<u16>,
+}
+
+/// `3` or `["w1", "w2", "w3"]`.
+#[derive(Debug, Clone)]
+pub enum NameList {
+    Count(u32),
+    Names(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for NameList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameListVisitor;
+        impl<'de> Visitor<'de> for NameListVisitor {
+            type Value = NameList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a count (e.g. 3) or a list of names (e.g. [\"w1\", \"w2\"])")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NameList, E> {
+                u32::try_from(v)
+                    .map(NameList::Count)
+                    .map_err(|_| E::custom(format!("count must be between 0 and {}, got {v}", u32::MAX)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NameList, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NameList, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<Spanned<String>>()? {
+                    names.push(name);
+                }
+                Ok(NameList::Names(names))
+            }
+        }
+        deserializer.deserialize_any(NameListVisitor)
+    }
+}

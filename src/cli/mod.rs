@@ -1,0 +1,83 @@
+//! Subcommands. Each one is a function returning the process exit code.
+
+mod compile;
+
+use clap::{Parser, Subcommand};
+use knetsim_compiler::{CompileOptions, Diagnostics, Source};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "knetsim",
+    version,
+    about = "Emulate Kubernetes networking in Linux network namespaces, with real etcd, CNI plugins, nftables and nginx"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options naming the emulation a topology is compiled for.
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// Emulation name; prefixes namespaces and moves state to /tmp/knetsim-NAME (default: the seed's plain names).
+    #[arg(long, default_value = "")]
+    name: String,
+    /// State directory (default: /tmp/knetsim, or /tmp/knetsim-NAME).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn options(&self) -> Result<CompileOptions, String> {
+        let name = &self.name;
+        let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && name.len() <= 16;
+        if !valid {
+            return Err(format!(
+                "invalid emulation name `{name}`: use at most 16 letters, digits, '-' or '_'"
+            ));
+        }
+        let mut opts = CompileOptions::named(name);
+        if let Some(dir) = &self.state_dir {
+            opts.state_dir = dir.clone();
+        }
+        Ok(opts)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a topology into an artifact bundle directory.
+    Compile(compile::CompileArgs),
+    /// Check a topology and report every problem with its file:line:col.
+    Check(compile::CheckArgs),
+    /// Print the ordered action plan of a topology.
+    Plan(compile::PlanArgs),
+    /// Compare the artifacts of two topologies or bundles (exit 0 same, 1 different, 2 error).
+    Diff(compile::DiffArgs),
+    /// Draw a topology as Mermaid or Graphviz dot.
+    Graph(compile::GraphArgs),
+}
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Compile(a) => compile::compile(a),
+        Command::Check(a) => compile::check(a),
+        Command::Plan(a) => compile::plan(a),
+        Command::Diff(a) => compile::diff(a),
+        Command::Graph(a) => compile::graph(a),
+    }
+}
+
+/// Loads a topology file, or the embedded default when none is given.
+pub fn load_source(path: Option<&Path>) -> Result<Source, String> {
+    match path {
+        None => Ok(Source::default_topology()),
+        Some(p) => Source::read(p).map_err(|e| format!("cannot read topology {}: {e}", p.display())),
+    }
+}
+
+pub fn report_diagnostics(d: &Diagnostics) {
+    eprint!("{}", d.render());
+}
