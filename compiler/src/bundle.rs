@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,7 +27,9 @@ pub struct Artifact {
     pub kind: ArtifactKind,
     pub cluster: Option<String>,
     pub node: Option<String>,
-    pub content: String,
+    /// Shared between artifacts with identical text (e.g. one cluster's kube-proxy
+    /// ruleset on every worker), so large bundles are not held many times over.
+    pub content: Arc<str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +61,17 @@ impl Bundle {
         node: Option<&str>,
         content: String,
     ) {
+        self.insert_shared(path, kind, cluster, node, Arc::from(content));
+    }
+
+    pub fn insert_shared(
+        &mut self,
+        path: impl Into<String>,
+        kind: ArtifactKind,
+        cluster: Option<&str>,
+        node: Option<&str>,
+        content: Arc<str>,
+    ) {
         self.files.insert(
             path.into(),
             Artifact {
@@ -69,10 +84,12 @@ impl Bundle {
     }
 
     pub fn get(&self, path: &str) -> Option<&str> {
-        self.files.get(path).map(|a| a.content.as_str())
+        self.files.get(path).map(|a| &*a.content)
     }
 
     pub fn manifest(&self) -> Vec<ManifestEntry> {
+        // Shared texts are hashed once.
+        let mut digests: HashMap<*const u8, String> = HashMap::new();
         self.files
             .iter()
             .map(|(path, a)| ManifestEntry {
@@ -80,7 +97,10 @@ impl Bundle {
                 kind: a.kind,
                 cluster: a.cluster.clone(),
                 node: a.node.clone(),
-                sha256: sha256_hex(a.content.as_bytes()),
+                sha256: digests
+                    .entry(a.content.as_ptr())
+                    .or_insert_with(|| sha256_hex(a.content.as_bytes()))
+                    .clone(),
             })
             .collect()
     }
@@ -100,7 +120,7 @@ impl Bundle {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(target, &a.content)?;
+            std::fs::write(target, a.content.as_bytes())?;
         }
         std::fs::write(dir.join(MANIFEST), self.manifest_json())
     }

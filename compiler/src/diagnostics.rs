@@ -117,3 +117,58 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let col = before[line_start..].chars().count() + 1;
     (line, col)
 }
+
+/// The known name closest to a misspelt one (edit distance <= 2, and less than the
+/// name's length so that `w3` is not "corrected" to an unrelated `c1`).
+pub fn closest<'n>(name: &str, known: &[&'n str]) -> Option<&'n str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= 2 && *d < name.chars().count().max(2))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance between two names.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for j in 0..b.len() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_and_render_point_into_the_text() {
+        let d = Diagnostics {
+            file: "t.toml".into(),
+            text: "a = 1\nb = \"x\"\n".into(),
+            items: vec![Diagnostic::at(10..13, "bad b").label("here").hint("fix b")],
+        };
+        assert_eq!(d.location(&d.items[0]), "t.toml:2:5");
+        let text = d.render();
+        assert!(text.contains("t.toml:2:5: bad b"), "{text}");
+        assert!(text.contains("b = \"x\""), "{text}");
+        assert!(text.contains("hint: fix b"), "{text}");
+        assert!(text.ends_with("1 error in t.toml\n"), "{text}");
+    }
+
+    #[test]
+    fn closest_suggests_near_names_only() {
+        assert_eq!(closest("workr", &["name", "workers", "etcd"]), Some("workers"));
+        assert_eq!(closest("bakc", &["front", "back"]), Some("back"));
+        assert_eq!(closest("zzzz", &["front", "back"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}

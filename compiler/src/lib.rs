@@ -43,6 +43,36 @@ impl CompileOptions {
     }
 }
 
+impl CompileOptions {
+    /// The name and state directory end up in namespace names and in generated
+    /// configs (nginx.conf, CNI JSON) unquoted: keep them to plain characters.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = self.name.len() <= 16
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !self.name.starts_with('-');
+        if !name_ok {
+            return Err(format!(
+                "invalid emulation name `{}`: use at most 16 letters, digits, '-' or '_' (not starting with '-')",
+                self.name
+            ));
+        }
+        let dir = self.state_dir.to_string_lossy();
+        let dir_ok = self.state_dir.is_absolute()
+            && dir.len() > 1
+            && dir.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+            && !dir.split('/').any(|part| part == "..");
+        if !dir_ok {
+            return Err(format!(
+                "invalid state directory `{dir}`: use an absolute path of letters, digits, '/', '.', '_' and '-' (no `..`)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for CompileOptions {
     fn default() -> Self {
         Self::named("")
@@ -54,6 +84,11 @@ pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/default.toml")
 
 /// Parses and checks a topology, returning the resolved model (all addresses allocated).
 pub fn check(source: &Source, opts: &CompileOptions) -> Result<Model, Diagnostics> {
+    opts.validate().map_err(|e| {
+        source.diagnostics(vec![
+            Diagnostic::new(None, e).hint("see `knetsim --help` for --name and --state-dir")
+        ])
+    })?;
     let spec = topology::parse(source)?;
     model::build(source, &spec, opts)
 }
@@ -62,4 +97,34 @@ pub fn check(source: &Source, opts: &CompileOptions) -> Result<Model, Diagnostic
 pub fn compile(source: &Source, opts: &CompileOptions) -> Result<Bundle, Diagnostics> {
     let model = check(source, opts)?;
     Ok(artifacts::render_bundle(&model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names_and_state_dirs_are_refused() {
+        let with = |name: &str, dir: &str| CompileOptions {
+            name: name.into(),
+            state_dir: dir.into(),
+        };
+        assert!(with("", "/tmp/knetsim").validate().is_ok());
+        assert!(with("lab-1", "/tmp/knetsim-lab-1").validate().is_ok());
+        for (name, dir) in [
+            ("a b", "/tmp/x"),
+            ("-x", "/tmp/x"),
+            ("x", "relative/dir"),
+            ("x", "/tmp/with space"),
+            ("x", "/tmp/semi;colon"),
+            ("x", "/tmp/../etc"),
+        ] {
+            assert!(
+                with(name, dir).validate().is_err(),
+                "{name:?} {dir:?} should be refused"
+            );
+        }
+        let err = check(&Source::default_topology(), &with("x", "/tmp/{brace}")).unwrap_err();
+        assert!(err.render().contains("invalid state directory"));
+    }
 }

@@ -30,17 +30,11 @@ pub struct Target {
 
 impl Target {
     pub fn options(&self) -> Result<CompileOptions, String> {
-        let name = &self.name;
-        let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && name.len() <= 16;
-        if !valid {
-            return Err(format!(
-                "invalid emulation name `{name}`: use at most 16 letters, digits, '-' or '_'"
-            ));
-        }
-        let mut opts = CompileOptions::named(name);
+        let mut opts = CompileOptions::named(&self.name);
         if let Some(dir) = &self.state_dir {
             opts.state_dir = dir.clone();
         }
+        opts.validate()?;
         Ok(opts)
     }
 }

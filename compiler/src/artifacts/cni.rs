@@ -4,6 +4,9 @@ use super::paths::runtime;
 use crate::model::{Naming, Worker};
 use serde::Serialize;
 
+/// The bridge the flannel plugin's `bridge` delegate creates (its default name).
+pub const POD_BRIDGE: &str = "cni0";
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FlannelConf {

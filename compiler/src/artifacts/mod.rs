@@ -42,8 +42,8 @@ pub fn render_bundle(model: &Model) -> Bundle {
                 to_json(&etcd::member(&naming, c, m)),
             );
         }
-        let rulesets = nft::rulesets(c);
-        for (w, ruleset) in c.workers.iter().zip(rulesets) {
+        let ruleset = nft::ruleset(c);
+        for w in &c.workers {
             let node = Some(w.host.name.as_str());
             b.insert(
                 paths::cni_config(c, w),
@@ -59,7 +59,13 @@ pub fn render_bundle(model: &Model) -> Bundle {
                 node,
                 to_json(&flannel::reservation(c, w)),
             );
-            b.insert(paths::nft_ruleset(c, w), ArtifactKind::NftRuleset, cl, node, ruleset);
+            b.insert_shared(
+                paths::nft_ruleset(c, w),
+                ArtifactKind::NftRuleset,
+                cl,
+                node,
+                ruleset.clone(),
+            );
         }
         for ing in &c.ingresses {
             b.insert(

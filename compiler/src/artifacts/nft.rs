@@ -5,9 +5,11 @@
 //! map, a chain per service port picking an endpoint with `numgen random`, and a chain
 //! per endpoint doing the DNAT.
 
+use super::cni;
 use super::templates;
-use crate::model::{Cluster, Service, Worker};
+use crate::model::{Cluster, Service};
 use serde::Serialize;
+use std::sync::Arc;
 
 pub const TABLE: &str = "kube-proxy";
 
@@ -15,9 +17,7 @@ pub const TABLE: &str = "kube-proxy";
 struct Ctx<'a> {
     table: &'a str,
     cluster: &'a str,
-    worker: &'a str,
-    pod_subnet: String,
-    pod_network: String,
+    pod_bridge: &'a str,
     ip_wide: &'a [IpWide],
     ported: &'a [PortRule],
 }
@@ -77,8 +77,10 @@ fn port_rules(s: &Service) -> impl Iterator<Item = PortRule> + '_ {
     })
 }
 
-/// One ruleset per worker of the cluster, in worker order.
-pub fn rulesets(c: &Cluster) -> Vec<String> {
+/// The cluster's ruleset. Like kube-proxy, which programs every node with every
+/// service, each worker of a cluster loads the same rules: the text is rendered once
+/// and shared by the workers' artifacts.
+pub fn ruleset(c: &Cluster) -> Arc<str> {
     let ip_wide: Vec<IpWide> = c
         .services
         .iter()
@@ -91,20 +93,14 @@ pub fn rulesets(c: &Cluster) -> Vec<String> {
         .filter(|s| !s.endpoints.is_empty())
         .flat_map(port_rules)
         .collect();
-    c.workers.iter().map(|w| ruleset(c, w, &ip_wide, &ported)).collect()
-}
-
-fn ruleset(c: &Cluster, w: &Worker, ip_wide: &[IpWide], ported: &[PortRule]) -> String {
-    templates::render(
+    Arc::from(templates::render(
         "kube-proxy.nft.j2",
         Ctx {
             table: TABLE,
             cluster: &c.name,
-            worker: &w.host.name,
-            pod_subnet: w.subnet.to_string(),
-            pod_network: c.flannel.network.to_string(),
-            ip_wide,
-            ported,
+            pod_bridge: cni::POD_BRIDGE,
+            ip_wide: &ip_wide,
+            ported: &ported,
         },
-    )
+    ))
 }

@@ -62,8 +62,10 @@ pub mod runtime {
     pub fn etcd_log(n: &Naming, m: &Host) -> String {
         n.state(&format!("{}.log", m.name))
     }
+    /// Ingress names are unique within a cluster only; the worker (a global name) keeps
+    /// same-named ingresses of different clusters apart.
     pub fn ingress_dir(n: &Naming, i: &Ingress) -> String {
-        n.state(&format!("ingress/{}", i.name))
+        n.state(&format!("ingress/{}/{}", i.worker, i.name))
     }
     pub fn router_config(n: &Naming, r: &Router) -> String {
         n.state(&format!("skupper/{}.json", r.cluster))

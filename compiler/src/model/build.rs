@@ -1,10 +1,12 @@
 //! Schema -> model: resolves names, allocates every address, and checks references.
 //! The build never stops at the first problem: all of them are reported together.
+//! When a value is wrong it is reported once and replaced by a fallback, so that
+//! the rest of the topology is still checked without follow-on errors.
 
 use super::allocate::{self, VipAllocator};
 use super::checks::{overlaps, PortTable, Report, Unique};
 use super::*;
-use crate::diagnostics::Diagnostics;
+use crate::diagnostics::{closest, Diagnostics};
 use crate::topology::{self as spec, FlannelDefaults, NameList, PortSpec, RouterBaseListener, Source, Spanned};
 use crate::CompileOptions;
 use std::collections::{HashMap, HashSet};
@@ -13,7 +15,12 @@ use std::ops::Range;
 const DEFAULT_WORKERS: u32 = 2;
 const DEFAULT_ETCD: u32 = 1;
 const DEFAULT_SERVICE_CIDR: &str = "100.64.0.0/16";
+const DEFAULT_UNDERLAY: &str = "10.0.0.0/8";
 const MAX_NAME: usize = 10;
+const MAX_CLUSTER_NAME: usize = 6;
+/// Hosts of one kind (etcd or workers) per cluster: each one is a network namespace
+/// with its own daemons, and its switch port name must fit IFNAMSIZ.
+const MAX_HOSTS: u32 = 1000;
 
 pub fn build(source: &Source, topo: &spec::TopologySpec, opts: &CompileOptions) -> Result<Model, Diagnostics> {
     let mut b = Builder {
@@ -21,19 +28,23 @@ pub fn build(source: &Source, topo: &spec::TopologySpec, opts: &CompileOptions) 
         text: &source.text,
         naming: Naming::new(&opts.name, &opts.state_dir.display().to_string()),
         host_names: Unique::new("host"),
+        switch_names: HashSet::new(),
+        underlay_ips: HashMap::new(),
+        unusable_clusters: HashSet::new(),
         ports: PortTable::default(),
     };
     let model = b.model(topo);
     if b.report.items.is_empty() {
-        if let Some(model) = model {
-            let graph_problems = graph::check(&model);
-            if graph_problems.is_empty() {
-                return Ok(model);
-            }
-            return Err(source.diagnostics(graph_problems));
+        let graph_problems = graph::check(&model);
+        if graph_problems.is_empty() {
+            return Ok(model);
         }
+        return Err(source.diagnostics(graph_problems));
     }
-    Err(source.diagnostics(b.report.items))
+    // In file order, as a reader goes through them (stable: equal places keep build order).
+    let mut items = b.report.items;
+    items.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
+    Err(source.diagnostics(items))
 }
 
 struct Builder<'a> {
@@ -41,6 +52,12 @@ struct Builder<'a> {
     text: &'a str,
     naming: Naming,
     host_names: Unique<'static>,
+    /// Names the switches take (the top switch and every `<cluster>s0`); no host may take one.
+    switch_names: HashSet<String>,
+    /// Underlay addresses handed out so far: the host, and the `etcd_network` span that pinned it.
+    underlay_ips: HashMap<Ipv4Addr, (String, Option<Range<usize>>)>,
+    /// Clusters whose name is invalid: already reported, so references to them are not.
+    unusable_clusters: HashSet<String>,
     ports: PortTable,
 }
 
@@ -50,37 +67,99 @@ struct Declared<'s> {
     cluster: Cluster,
 }
 
+/// The underlay network and where it was written (None when it is the default).
+struct UnderlayNet {
+    network: Ipv4Network,
+    span: Option<Range<usize>>,
+    /// False when the written value was invalid (and reported): checks against it are skipped.
+    valid: bool,
+}
+
+/// Which parts of a cluster's flannel settings are usable for further checks.
+struct FlannelOk {
+    network: bool,
+    /// subnet_len, subnet_min and subnet_max are valid together.
+    range: bool,
+}
+
+fn span_of<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    v.as_ref().map(|s| s.span())
+}
+
 impl<'a> Builder<'a> {
-    fn model(&mut self, topo: &spec::TopologySpec) -> Option<Model> {
-        if topo.clusters.is_empty() {
+    fn model(&mut self, topo: &spec::TopologySpec) -> Model {
+        let clusters: &[spec::ClusterSpec] = topo.clusters.as_ref().map(|c| c.get_ref().as_slice()).unwrap_or(&[]);
+        if clusters.is_empty() {
             self.report.push(
-                crate::Diagnostic::new(Some(0..0), "the topology declares no cluster")
-                    .label("nothing to emulate")
-                    .hint("add one:\n[[clusters]]\nname = \"C0\""),
+                crate::Diagnostic::new(
+                    Some(span_of(&topo.clusters).unwrap_or(0..0)),
+                    "the topology declares no cluster",
+                )
+                .label("nothing to emulate")
+                .hint("add one:\n[[clusters]]\nname = \"C0\""),
             );
-            return None;
         }
-        let network = match &topo.underlay.network {
-            Some(n) => self.report.ipv4_net(n, "underlay network")?,
-            None => "10.0.0.0/8".parse().expect("valid"),
+        let default_underlay: Ipv4Network = DEFAULT_UNDERLAY.parse().expect("valid");
+        let underlay_net = match &topo.underlay.network {
+            Some(n) => match self.report.ipv4_net(n, "underlay network") {
+                Some(network) => UnderlayNet {
+                    network,
+                    span: Some(n.span()),
+                    valid: true,
+                },
+                None => UnderlayNet {
+                    network: default_underlay,
+                    span: Some(n.span()),
+                    valid: false,
+                },
+            },
+            None => UnderlayNet {
+                network: default_underlay,
+                span: None,
+                valid: true,
+            },
         };
+        let network = underlay_net.network;
         let top_switch = match &topo.underlay.top_switch {
-            Some(s) if self.report.identifier(s, "switch", MAX_NAME) => s.get_ref().clone(),
-            Some(_) => return None,
+            Some(s) => {
+                self.report.identifier(s, "switch", MAX_NAME);
+                s.get_ref().clone()
+            }
             None => "t0".to_string(),
         };
-        self.host_names.insert(&mut self.report, &top_switch, 0..0, self.text);
+        self.switch_names.insert(top_switch.clone());
+        for cs in clusters {
+            let switch = format!("{}s0", cs.name.get_ref());
+            if switch == top_switch {
+                if let Some(s) = &topo.underlay.top_switch {
+                    self.report.error(
+                        s.span(),
+                        format!(
+                            "top switch `{top_switch}` has the name of cluster `{}`'s switch",
+                            cs.name.get_ref()
+                        ),
+                        "name taken",
+                        "cluster switches are named `<cluster>s0`; pick another top_switch",
+                    );
+                }
+            }
+            self.switch_names.insert(switch);
+        }
 
         let mut cluster_names = Unique::new("cluster");
         let mut host_counter: u64 = 0;
         let mut declared = Vec::new();
-        for (index, cs) in topo.clusters.iter().enumerate() {
-            let name_ok = self.report.identifier(&cs.name, "cluster name", 6);
+        for (index, cs) in clusters.iter().enumerate() {
+            let name_ok = self.report.identifier(&cs.name, "cluster name", MAX_CLUSTER_NAME);
             let unique = cluster_names.insert(&mut self.report, cs.name.get_ref(), cs.name.span(), self.text);
-            if let Some(cluster) = self.cluster(index, cs, network, &mut host_counter) {
-                if name_ok && unique {
-                    declared.push(Declared { spec: cs, cluster });
-                }
+            if !name_ok && unique {
+                self.unusable_clusters.insert(cs.name.get_ref().clone());
+            }
+            // A repeated cluster is still checked, but its hosts are not registered
+            // again (that would only repeat the duplicate-name error).
+            let cluster = self.cluster(index, cs, &underlay_net, &mut host_counter, unique);
+            if name_ok && unique {
+                declared.push(Declared { spec: cs, cluster });
             }
         }
 
@@ -136,21 +215,21 @@ impl<'a> Builder<'a> {
                 impairment: None,
             });
         }
-        self.interface_names(&underlay, &declared);
+        self.interface_names(&underlay, &declared, topo);
         self.impairments(&topo.underlay.impairments, &mut underlay);
 
         let routers = match &topo.interconnect {
             Some(ic) => self.interconnect(ic, &declared),
             None => Vec::new(),
         };
-        Some(Model {
+        Model {
             name: self.naming_name(),
             state_dir: self.naming.state_dir().to_string(),
             switch_netns: sw_ns,
             underlay,
             clusters: declared.into_iter().map(|d| d.cluster).collect(),
             routers,
-        })
+        }
     }
 
     fn naming_name(&self) -> String {
@@ -158,7 +237,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Switch-side veth names must fit IFNAMSIZ.
-    fn interface_names(&mut self, underlay: &Underlay, declared: &[Declared]) {
+    fn interface_names(&mut self, underlay: &Underlay, declared: &[Declared], topo: &spec::TopologySpec) {
         for link in &underlay.links {
             for end in [&link.a, &link.b] {
                 if end.ifname.len() > 15 {
@@ -166,12 +245,13 @@ impl<'a> Builder<'a> {
                         .iter()
                         .find(|d| end.ifname.starts_with(&d.cluster.switch))
                         .map(|d| d.spec.name.span())
+                        .or_else(|| span_of(&topo.underlay.top_switch))
                         .unwrap_or(0..0);
                     self.report.error(
                         span,
                         format!("interface name `{}` would exceed 15 characters", end.ifname),
                         "name too long for a switch port",
-                        "use a shorter cluster name or fewer hosts per cluster",
+                        "use a shorter cluster or switch name, or fewer hosts per cluster",
                     );
                     return;
                 }
@@ -179,17 +259,70 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn names(&mut self, list: Option<&Spanned<NameList>>, default: u32, prefix: &str) -> Vec<(String, Range<usize>)> {
+    /// Local host names of an `etcd` or `workers` entry, each with the span to report it at.
+    fn names(
+        &mut self,
+        list: Option<&Spanned<NameList>>,
+        default: u32,
+        prefix: &str,
+        what: &str,
+        cspan: &Range<usize>,
+    ) -> Vec<(String, Range<usize>)> {
         match list {
-            None => (1..=default).map(|i| (format!("{prefix}{i}"), 0..0)).collect(),
+            None => (1..=default).map(|i| (format!("{prefix}{i}"), cspan.clone())).collect(),
             Some(l) => match l.get_ref() {
-                NameList::Count(n) => (1..=*n).map(|i| (format!("{prefix}{i}"), l.span())).collect(),
-                NameList::Names(names) => names
-                    .iter()
-                    .filter(|n| self.report.identifier(n, "host name", MAX_NAME))
-                    .map(|n| (n.get_ref().clone(), n.span()))
-                    .collect(),
+                NameList::Count(n) => {
+                    if *n > MAX_HOSTS {
+                        self.report.error(
+                            l.span(),
+                            format!("{n} {what} is more than the {MAX_HOSTS} a cluster may have"),
+                            "too many hosts",
+                            "every host is a network namespace with its own daemons; use fewer",
+                        );
+                    }
+                    (1..=(*n).min(MAX_HOSTS))
+                        .map(|i| (format!("{prefix}{i}"), l.span()))
+                        .collect()
+                }
+                NameList::Names(names) => {
+                    if names.len() > MAX_HOSTS as usize {
+                        self.report.error(
+                            l.span(),
+                            format!("{} {what} is more than the {MAX_HOSTS} a cluster may have", names.len()),
+                            "too many hosts",
+                            "every host is a network namespace with its own daemons; use fewer",
+                        );
+                    }
+                    names
+                        .iter()
+                        .take(MAX_HOSTS as usize)
+                        .map(|n| {
+                            // An invalid name is reported but kept, so references to it
+                            // do not also fail.
+                            self.report.identifier(n, "host name", MAX_NAME);
+                            (n.get_ref().clone(), n.span())
+                        })
+                        .collect()
+                }
             },
+        }
+    }
+
+    /// Records an underlay address; a clash is reported where the address was pinned.
+    fn claim_ip(&mut self, ip: Ipv4Addr, host: &str, pinned: Option<Range<usize>>, fallback: &Range<usize>) {
+        match self.underlay_ips.get(&ip) {
+            Some((other, other_pin)) => {
+                let span = pinned.clone().or(other_pin.clone()).unwrap_or(fallback.clone());
+                self.report.error(
+                    span,
+                    format!("hosts {other} and {host} would both get the underlay address {ip}"),
+                    "address clash",
+                    "pin each cluster's etcd hosts to a distinct etcd_network that no other host is numbered in",
+                );
+            }
+            None => {
+                self.underlay_ips.insert(ip, (host.to_string(), pinned));
+            }
         }
     }
 
@@ -197,94 +330,142 @@ impl<'a> Builder<'a> {
         &mut self,
         index: usize,
         cs: &spec::ClusterSpec,
-        underlay: Ipv4Network,
+        underlay: &UnderlayNet,
         counter: &mut u64,
-    ) -> Option<Cluster> {
+        register: bool,
+    ) -> Cluster {
         let cname = cs.name.get_ref().clone();
         let cspan = cs.name.span();
-        let etcd_names = self.names(cs.etcd.as_ref(), DEFAULT_ETCD, "e");
-        let worker_names = self.names(cs.workers.as_ref(), DEFAULT_WORKERS, "w");
+        let etcd_names = self.names(cs.etcd.as_ref(), DEFAULT_ETCD, "e", "etcd members", &cspan);
+        let worker_names = self.names(cs.workers.as_ref(), DEFAULT_WORKERS, "w", "workers", &cspan);
         if worker_names.is_empty() {
-            let span = cs.workers.as_ref().map(|w| w.span()).unwrap_or(cspan.clone());
             self.report.error(
-                span,
+                span_of(&cs.workers).unwrap_or(cspan.clone()),
                 format!("cluster `{cname}` has no worker"),
                 "no workers",
-                "a cluster needs at least one worker",
+                "a cluster needs at least one worker: use `workers = 1` or more",
             );
         }
         if etcd_names.is_empty() {
-            let span = cs.etcd.as_ref().map(|w| w.span()).unwrap_or(cspan.clone());
             self.report.error(
-                span,
+                span_of(&cs.etcd).unwrap_or(cspan.clone()),
                 format!("cluster `{cname}` has no etcd member"),
                 "no etcd",
                 "flannel needs an etcd member: use `etcd = 1`",
             );
         }
-        let mut local = Unique::new("host name in this cluster");
-        for (n, span) in etcd_names.iter().chain(&worker_names) {
-            let span = if span.is_empty() { cspan.clone() } else { span.clone() };
-            local.insert(&mut self.report, n, span.clone(), self.text);
-            self.host_names
-                .insert(&mut self.report, &format!("{cname}{n}"), span, self.text);
-        }
+        // Local names are unique in the cluster; the global `<cluster><local>` names
+        // are unique in the topology and must not be a switch's name.
+        let mut local = Unique::within("host", format!("cluster `{cname}`"));
+        let mut keep = |b: &mut Self, names: Vec<(String, Range<usize>)>| -> Vec<(String, Range<usize>)> {
+            let mut kept = Vec::new();
+            for (n, span) in names {
+                if !local.insert(&mut b.report, &n, span.clone(), b.text) {
+                    continue;
+                }
+                let global = format!("{cname}{n}");
+                if b.switch_names.contains(&global) {
+                    b.report.error(
+                        span.clone(),
+                        format!("host `{n}` of cluster `{cname}` would be named `{global}`, the name of a switch"),
+                        "name taken by a switch",
+                        "rename this host: switches are named `<cluster>s0`, and the top switch `t0` by default",
+                    );
+                } else if register {
+                    b.host_names.insert(&mut b.report, &global, span.clone(), b.text);
+                }
+                kept.push((n, span));
+            }
+            kept
+        };
+        let etcd_names = keep(self, etcd_names);
+        let worker_names = keep(self, worker_names);
 
         // etcd hosts are pinned, as in the seed, but still consume a Mininet host number.
-        let etcd_net = match &cs.etcd_network {
-            Some(n) => Some((self.report.ipv4_net(n, "etcd network")?, n.span())),
-            None if underlay.prefix() <= 15 && index < 255 => {
-                let base = u32::from(underlay.network()) + ((index as u32 + 1) << 16);
-                Some((Ipv4Network::new(base.into(), 16).expect("valid"), cspan.clone()))
+        let etcd_net: Option<(Ipv4Network, Option<Range<usize>>)> = match &cs.etcd_network {
+            Some(n) => self.report.ipv4_net(n, "etcd network").map(|net| (net, Some(n.span()))),
+            None if underlay.network.prefix() <= 15 && index < 255 => {
+                let base = u64::from(u32::from(underlay.network.network())) + ((index as u64 + 1) << 16);
+                let net = Ipv4Network::new(Ipv4Addr::from(base as u32), 16).expect("valid");
+                // The seed's pinning only when the /16 lies inside the underlay.
+                (base <= u64::from(u32::MAX) && underlay.network.contains(net.network())).then_some((net, None))
             }
             None => None,
         };
-        let mut etcd = Vec::new();
-        for (k, (local_name, span)) in etcd_names.iter().enumerate() {
-            *counter += 1;
-            let ip = match &etcd_net {
-                Some((net, _)) => allocate::nth_host(*net, k as u64 + 1),
-                None => allocate::nth_host(underlay, *counter),
-            };
-            let Some(ip) = ip else {
-                let span = etcd_net.as_ref().map(|e| e.1.clone()).unwrap_or(span.clone());
-                self.report.error(
-                    span,
-                    format!("no address left for etcd host {cname}{local_name}"),
-                    "network too small",
-                    "use a larger etcd_network",
-                );
-                continue;
-            };
-            etcd.push(self.host(&cname, local_name, ip, underlay.prefix()));
-        }
-        if let Some((net, span)) = &etcd_net {
-            if !underlay.contains(net.network()) {
+        if let Some((net, Some(span))) = &etcd_net {
+            if underlay.valid && !underlay.network.contains(net.network()) {
                 self.report.error(
                     span.clone(),
-                    format!("etcd network {net} is outside the underlay network {underlay}"),
+                    format!(
+                        "etcd network {net} of cluster `{cname}` is outside the underlay network {}",
+                        underlay.network
+                    ),
                     "unreachable from the workers",
                     "all hosts share one underlay network; pick an etcd_network inside it",
                 );
             }
         }
+        let mut etcd = Vec::new();
+        let mut exhausted = false;
+        for (k, (local_name, span)) in etcd_names.iter().enumerate() {
+            *counter += 1;
+            let ip = match &etcd_net {
+                Some((net, _)) => allocate::nth_host(*net, k as u64 + 1),
+                None => allocate::nth_host(underlay.network, *counter),
+            };
+            let host_name = format!("{cname}{local_name}");
+            let ip = match ip {
+                Some(ip) => {
+                    if register {
+                        let pinned = etcd_net.as_ref().and_then(|e| e.1.clone());
+                        self.claim_ip(ip, &host_name, pinned, span);
+                    }
+                    ip
+                }
+                None => {
+                    if !exhausted {
+                        let (span, net) = match &etcd_net {
+                            Some((net, pin)) => (pin.clone().unwrap_or(span.clone()), *net),
+                            None => (underlay.span.clone().unwrap_or(span.clone()), underlay.network),
+                        };
+                        self.report.error(
+                            span,
+                            format!("{net} has no address left for etcd host {host_name}"),
+                            "network too small",
+                            "use a larger etcd_network (or underlay network), or fewer etcd members",
+                        );
+                    }
+                    exhausted = true;
+                    Ipv4Addr::UNSPECIFIED
+                }
+            };
+            etcd.push(self.host(&cname, local_name, ip, underlay.network.prefix()));
+        }
 
-        let flannel = self.flannel(cs, &cname)?;
-        let service_cidr = match &cs.service_cidr {
-            Some(s) => self.report.ipv4_net(s, "service CIDR")?,
-            None => DEFAULT_SERVICE_CIDR.parse().expect("valid"),
+        let (flannel, fok) = self.flannel(cs, &cname);
+        let (service_cidr, cidr_ok) = match &cs.service_cidr {
+            Some(s) => match self.report.ipv4_net(s, "service CIDR") {
+                Some(net) => (net, true),
+                None => (DEFAULT_SERVICE_CIDR.parse().expect("valid"), false),
+            },
+            None => (DEFAULT_SERVICE_CIDR.parse().expect("valid"), true),
         };
-        let span_of = |s: &Option<Spanned<String>>| s.as_ref().map(|s| s.span()).unwrap_or(cspan.clone());
-        let nets = [
-            ("underlay network", underlay, cspan.clone()),
-            ("pod network (flannel)", flannel.network, span_of(&cs.flannel.network)),
-            ("service CIDR", service_cidr, span_of(&cs.service_cidr)),
-        ];
+        // Networks whose value is invalid were reported already and are left out.
+        let mut nets: Vec<(&str, Ipv4Network, Option<Range<usize>>)> = Vec::new();
+        if underlay.valid {
+            nets.push(("underlay network", underlay.network, underlay.span.clone()));
+        }
+        if fok.network {
+            nets.push(("pod network (flannel)", flannel.network, span_of(&cs.flannel.network)));
+        }
+        if cidr_ok {
+            nets.push(("service CIDR", service_cidr, span_of(&cs.service_cidr)));
+        }
         for i in 0..nets.len() {
             for j in i + 1..nets.len() {
                 if overlaps(nets[i].1, nets[j].1) {
                     self.report.error(
-                        nets[j].2.clone(),
+                        nets[j].2.clone().or(nets[i].2.clone()).unwrap_or(cspan.clone()),
                         format!(
                             "in cluster `{cname}` the {} {} overlaps the {} {}",
                             nets[j].0, nets[j].1, nets[i].0, nets[i].1
@@ -298,29 +479,58 @@ impl<'a> Builder<'a> {
 
         let needed = worker_names.len() as u64;
         let available = allocate::flannel_subnet_count(flannel.subnet_min, flannel.subnet_max, flannel.subnet_len);
-        if needed > available {
+        if fok.range && needed > available {
+            let f = &cs.flannel;
+            let span = span_of(&f.subnet_max)
+                .or(span_of(&f.subnet_min))
+                .or(span_of(&f.subnet_len))
+                .or(span_of(&cs.workers))
+                .unwrap_or(cspan.clone());
             self.report.error(
-                span_of(&cs.flannel.subnet_max),
-                format!("cluster `{cname}` has {needed} workers but SubnetMin..SubnetMax holds only {available} /{} subnets", flannel.subnet_len),
+                span,
+                format!(
+                    "cluster `{cname}` has {needed} workers but SubnetMin..SubnetMax ({}..{}) holds only {available} /{} subnets",
+                    flannel.subnet_min, flannel.subnet_max, flannel.subnet_len
+                ),
                 "too few subnets",
-                "widen SubnetMin..SubnetMax or use a longer subnet_len",
+                "widen SubnetMin..SubnetMax, use a longer subnet_len, or use fewer workers",
             );
         }
         let mut workers = Vec::new();
         let mut subnets = allocate::flannel_subnets(flannel.subnet_min, flannel.subnet_max, flannel.subnet_len);
-        for (local_name, _) in &worker_names {
+        let mut underlay_full = false;
+        for (local_name, span) in &worker_names {
             *counter += 1;
-            let Some(ip) = allocate::nth_host(underlay, *counter) else {
-                self.report.error(
-                    cspan.clone(),
-                    format!("the underlay network {underlay} has no address left for {cname}{local_name}"),
-                    "too many hosts",
-                    "use a larger underlay network",
-                );
-                continue;
+            let host_name = format!("{cname}{local_name}");
+            let ip = match allocate::nth_host(underlay.network, *counter) {
+                Some(ip) => {
+                    if register {
+                        self.claim_ip(ip, &host_name, None, span);
+                    }
+                    ip
+                }
+                None => {
+                    if !underlay_full && underlay.valid {
+                        self.report.error(
+                            underlay.span.clone().unwrap_or(span.clone()),
+                            format!(
+                                "the underlay network {} has no address left for {host_name}",
+                                underlay.network
+                            ),
+                            "too many hosts",
+                            "use a larger underlay network, or fewer hosts",
+                        );
+                    }
+                    underlay_full = true;
+                    Ipv4Addr::UNSPECIFIED
+                }
             };
-            let Some(subnet) = subnets.next() else { continue };
-            let host = self.host(&cname, local_name, ip, underlay.prefix());
+            // Too few subnets was reported above; the worker still exists for the
+            // checks that refer to it.
+            let subnet = subnets.next().unwrap_or_else(|| {
+                Ipv4Network::new(flannel.subnet_min, flannel.subnet_len.min(32)).unwrap_or(flannel.network)
+            });
+            let host = self.host(&cname, local_name, ip, underlay.network.prefix());
             let vtep_mac = allocate::stable_mac(&format!("vtep/{}", host.name));
             workers.push(Worker { host, subnet, vtep_mac });
         }
@@ -338,9 +548,9 @@ impl<'a> Builder<'a> {
             ingresses: Vec::new(),
         };
         self.pods(cs, &mut cluster);
-        self.services(cs, &mut cluster);
+        self.services(cs, &mut cluster, cidr_ok);
         self.ingresses(cs, &mut cluster);
-        Some(cluster)
+        cluster
     }
 
     fn host(&self, cluster: &str, local: &str, ip: Ipv4Addr, prefix_len: u8) -> Host {
@@ -355,71 +565,149 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn flannel(&mut self, cs: &spec::ClusterSpec, cname: &str) -> Option<Flannel> {
+    /// The cluster's flannel config: `conf/flannel-network-config.json` overridden by
+    /// the topology. Defaults that do not fit an overridden Network are derived the
+    /// way flannel does (SubnetMin = second subnet, SubnetMax = last subnet). Invalid
+    /// values are reported and replaced by those defaults.
+    fn flannel(&mut self, cs: &spec::ClusterSpec, cname: &str) -> (Flannel, FlannelOk) {
         let d = FlannelDefaults::get();
         let f = &cs.flannel;
         let cspan = cs.name.span();
-        let network = match &f.network {
-            Some(n) => self.report.ipv4_net(n, "flannel network")?,
-            None => d.network.parse().expect("conf default is valid"),
+        let default_network: Ipv4Network = d.network.parse().expect("conf default is valid");
+        let (network, network_ok) = match &f.network {
+            Some(n) => match self.report.ipv4_net(n, "flannel network") {
+                Some(net) => (net, true),
+                None => (default_network, false),
+            },
+            None => (default_network, true),
         };
-        let subnet_len = f.subnet_len.as_ref().map(|s| *s.get_ref()).unwrap_or(d.subnet_len);
-        let len_span = f.subnet_len.as_ref().map(|s| s.span()).unwrap_or(cspan.clone());
-        if subnet_len <= network.prefix() || subnet_len > 30 {
-            self.report.error(
-                len_span,
-                format!(
-                    "flannel subnet_len {subnet_len} must be longer than the network's /{} and at most 30",
-                    network.prefix()
+        let mut range_ok = network_ok;
+        let fits = |len: u8| len > network.prefix() && len <= 30;
+        // A usable length when the written or default one is not.
+        let fallback_len = if fits(d.subnet_len) {
+            d.subnet_len
+        } else {
+            (network.prefix() + 2).min(32)
+        };
+        let suggestion = if fits(d.subnet_len) {
+            d.subnet_len
+        } else {
+            (network.prefix() + 2).min(30)
+        };
+        let subnet_len = match &f.subnet_len {
+            Some(l) if fits(*l.get_ref()) => *l.get_ref(),
+            Some(l) => {
+                if network_ok {
+                    self.report.error(
+                        l.span(),
+                        format!(
+                            "flannel subnet_len {} must be longer than the network's /{} and at most 30",
+                            l.get_ref(),
+                            network.prefix()
+                        ),
+                        "bad subnet length",
+                        &format!(
+                            "flannel gives each worker a /subnet_len slice of Network {network}, e.g. subnet_len = {suggestion}"
+                        ),
+                    );
+                }
+                range_ok = false;
+                fallback_len
+            }
+            None if fits(d.subnet_len) => d.subnet_len,
+            None => {
+                self.report.error(
+                    span_of(&f.network).unwrap_or(cspan.clone()),
+                    format!(
+                        "flannel network {network} is too small for the default subnet_len {}",
+                        d.subnet_len
+                    ),
+                    "network too small",
+                    &format!(
+                        "set subnet_len (longer than /{}, at most 30) or use a larger network",
+                        network.prefix()
+                    ),
+                );
+                range_ok = false;
+                fallback_len
+            }
+        };
+        let size = 1u64 << (32 - u32::from(subnet_len.min(32)));
+        let aligned = |a: Ipv4Addr| u64::from(u32::from(a)) % size == 0;
+        let base = u64::from(u32::from(network.network()));
+        let end = base + (1u64 << (32 - u32::from(network.prefix())));
+        let derived_min = Ipv4Addr::from((base + size).min(u64::from(u32::MAX)) as u32);
+        let derived_max = Ipv4Addr::from(end.saturating_sub(size).max(base) as u32);
+        let mut addr = |b: &mut Self, v: &Option<Spanned<String>>, conf: &str, derived: Ipv4Addr, what: &str| match v {
+            Some(s) => match b.report.ipv4_addr(s, what) {
+                Some(a) => (a, Some(s.span())),
+                None => {
+                    range_ok = false;
+                    (derived, None)
+                }
+            },
+            None => {
+                let c: Ipv4Addr = conf.parse().expect("conf default is valid");
+                if network.contains(c) && aligned(c) {
+                    (c, None)
+                } else {
+                    (derived, None)
+                }
+            }
+        };
+        let (mut subnet_min, min_span) = addr(self, &f.subnet_min, &d.subnet_min, derived_min, "flannel subnet_min");
+        let (mut subnet_max, max_span) = addr(self, &f.subnet_max, &d.subnet_max, derived_max, "flannel subnet_max");
+        if range_ok {
+            for (what, a, span) in [
+                ("subnet_min", subnet_min, &min_span),
+                ("subnet_max", subnet_max, &max_span),
+            ] {
+                let Some(span) = span else { continue };
+                if !network.contains(a) {
+                    self.report.error(
+                        span.clone(),
+                        format!("flannel {what} {a} is outside Network {network} of cluster `{cname}`"),
+                        "outside the pod network",
+                        &format!("SubnetMin and SubnetMax must lie inside Network {network}"),
+                    );
+                    range_ok = false;
+                } else if !aligned(a) {
+                    let down = Ipv4Addr::from((u64::from(u32::from(a)) / size * size) as u32);
+                    self.report.error(
+                        span.clone(),
+                        format!("flannel {what} {a} is not aligned to /{subnet_len}"),
+                        "not a subnet start",
+                        &format!("use the first address of its /{subnet_len} subnet: \"{down}\""),
+                    );
+                    range_ok = false;
+                }
+            }
+        }
+        if range_ok && subnet_max < subnet_min {
+            let (span, message) = match (&max_span, &min_span) {
+                (Some(s), _) => (
+                    s.clone(),
+                    format!("flannel subnet_max {subnet_max} is below subnet_min {subnet_min}"),
                 ),
-                "bad subnet length",
-                "flannel gives each worker a /subnet_len slice of Network",
-            );
-            return None;
-        }
-        let addr = |b: &mut Self,
-                    v: &Option<Spanned<String>>,
-                    default: &str,
-                    what: &str|
-         -> Option<(Ipv4Addr, Range<usize>)> {
-            match v {
-                Some(s) => Some((b.report.ipv4_addr(s, what)?, s.span())),
-                None => Some((default.parse().expect("conf default is valid"), cspan.clone())),
-            }
-        };
-        let (subnet_min, min_span) = addr(self, &f.subnet_min, &d.subnet_min, "flannel subnet_min")?;
-        let (subnet_max, max_span) = addr(self, &f.subnet_max, &d.subnet_max, "flannel subnet_max")?;
-        let mut ok = true;
-        for (what, a, span) in [
-            ("subnet_min", subnet_min, &min_span),
-            ("subnet_max", subnet_max, &max_span),
-        ] {
-            if !network.contains(a) {
-                self.report.error(
-                    span.clone(),
-                    format!("flannel {what} {a} is outside Network {network}"),
-                    "outside the pod network",
-                    "SubnetMin and SubnetMax must lie inside Network",
-                );
-                ok = false;
-            } else if u32::from(a) % (1u32 << (32 - u32::from(subnet_len))) != 0 {
-                self.report.error(
-                    span.clone(),
-                    format!("flannel {what} {a} is not aligned to /{subnet_len}"),
-                    "not a subnet start",
-                    "use the first address of a /subnet_len subnet",
-                );
-                ok = false;
-            }
-        }
-        if ok && subnet_max < subnet_min {
+                (None, Some(s)) => (
+                    s.clone(),
+                    format!("flannel subnet_min {subnet_min} is above the default subnet_max {subnet_max}"),
+                ),
+                (None, None) => (
+                    cspan.clone(),
+                    format!("flannel subnet_max {subnet_max} is below subnet_min {subnet_min}"),
+                ),
+            };
             self.report.error(
-                max_span,
-                format!("flannel subnet_max {subnet_max} is below subnet_min {subnet_min}"),
+                span,
+                message,
                 "empty range",
-                "swap them",
+                "subnet_min must not be above subnet_max: swap them or set both",
             );
-            ok = false;
+            range_ok = false;
+        }
+        if !range_ok {
+            (subnet_min, subnet_max) = (derived_min, derived_max);
         }
         let backend = f
             .backend
@@ -427,38 +715,35 @@ impl<'a> Builder<'a> {
             .map(|b| b.get_ref().clone())
             .unwrap_or(d.backend.kind.clone());
         if backend != "vxlan" {
-            let span = f.backend.as_ref().map(|b| b.span()).unwrap_or(cspan.clone());
+            let span = span_of(&f.backend).unwrap_or(cspan.clone());
             self.report.error(
                 span,
                 format!("flannel backend `{backend}` is not emulated in cluster `{cname}`"),
                 "unsupported backend",
                 "use \"vxlan\"",
             );
-            ok = false;
         }
         let vni = f.vni.as_ref().map(|v| *v.get_ref()).unwrap_or(d.backend.vni);
         if vni == 0 || vni > 0xff_ffff {
-            let span = f.vni.as_ref().map(|v| v.span()).unwrap_or(cspan.clone());
+            let span = span_of(&f.vni).unwrap_or(cspan.clone());
             self.report.error(
                 span,
-                format!("VXLAN VNI {vni} is out of range"),
+                format!("VXLAN VNI {vni} of cluster `{cname}` is out of range"),
                 "bad VNI",
                 "a VNI is 1..=16777215",
             );
-            ok = false;
         }
         let port = f.port.as_ref().map(|v| *v.get_ref()).unwrap_or(d.backend.port);
         if port == 0 {
-            let span = f.port.as_ref().map(|v| v.span()).unwrap_or(cspan.clone());
+            let span = span_of(&f.port).unwrap_or(cspan.clone());
             self.report.error(
                 span,
                 "VXLAN port 0 is not usable",
                 "bad port",
                 "flannel's default is 8472",
             );
-            ok = false;
         }
-        ok.then_some(Flannel {
+        let flannel = Flannel {
             network,
             subnet_len,
             subnet_min,
@@ -466,16 +751,24 @@ impl<'a> Builder<'a> {
             backend,
             vni,
             port,
-        })
+        };
+        (
+            flannel,
+            FlannelOk {
+                network: network_ok,
+                range: range_ok,
+            },
+        )
     }
 
     fn pods(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
-        let mut names = Unique::new("pod");
+        let mut names = Unique::within("pod", format!("cluster `{}`", cluster.name));
         let mut per_worker: HashMap<String, usize> = HashMap::new();
         for p in &cs.pods {
-            if !self.report.identifier(&p.name, "pod name", 40)
-                || !names.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text)
-            {
+            // An invalid name is reported but the pod is kept, so references to it
+            // do not fail as well.
+            self.report.identifier(&p.name, "pod name", 40);
+            if !names.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text) {
                 continue;
             }
             let Some(worker) = cluster.worker(p.worker.get_ref()) else {
@@ -488,21 +781,26 @@ impl<'a> Builder<'a> {
                 continue;
             };
             let slot = per_worker.entry(worker.host.name.clone()).or_default();
-            let Some(ip) = allocate::pod_ip(worker.subnet, *slot) else {
-                self.report.error(
-                    p.name.span(),
-                    format!(
-                        "worker {} has no pod address left in {}",
-                        worker.host.name, worker.subnet
-                    ),
-                    "subnet full",
-                    "use a shorter flannel subnet_len",
-                );
-                continue;
+            let ip = match allocate::pod_ip(worker.subnet, *slot) {
+                Some(ip) => ip,
+                None => {
+                    self.report.error(
+                        p.name.span(),
+                        format!(
+                            "worker {} has no pod address left in {} for pod `{}`",
+                            worker.host.name,
+                            worker.subnet,
+                            p.name.get_ref()
+                        ),
+                        "subnet full",
+                        "use a shorter flannel subnet_len, or place the pod on another worker",
+                    );
+                    Ipv4Addr::UNSPECIFIED
+                }
             };
             *slot += 1;
             if let Some(cmd) = &p.command {
-                if cmd.get_ref().is_empty() || cmd.get_ref()[0].is_empty() {
+                if !matches!(cmd.get_ref().first(), Some(program) if !program.trim().is_empty()) {
                     self.report.error(
                         cmd.span(),
                         format!("pod `{}` has an empty command", p.name.get_ref()),
@@ -511,7 +809,7 @@ impl<'a> Builder<'a> {
                     );
                 }
             }
-            let mut ports = Unique::new("port of this pod");
+            let mut ports = Unique::within("port", format!("pod `{}`", p.name.get_ref()));
             for port in &p.ports {
                 ports.insert(&mut self.report, &port.get_ref().to_string(), port.span(), self.text);
             }
@@ -527,22 +825,27 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn services(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
-        let mut names = Unique::new("service");
-        let mut vips = Unique::new("VIP");
+    /// `cidr_ok`: the service CIDR was valid (VIPs are only checked against a valid one).
+    fn services(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster, cidr_ok: bool) {
+        let mut names = Unique::within("service", format!("cluster `{}`", cluster.name));
+        let mut vips = Unique::within("VIP", format!("cluster `{}`", cluster.name));
         let mut given = HashSet::new();
         let mut resolved: Vec<(usize, Option<Ipv4Addr>)> = Vec::new();
         for (i, s) in cs.services.iter().enumerate() {
-            if !self.report.identifier(&s.name, "service name", 40)
-                || !names.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text)
-            {
+            self.report.identifier(&s.name, "service name", 40);
+            if !names.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text) {
                 continue;
             }
+            // A bad VIP is reported and the service gets an allocated one instead,
+            // so ingress rules and exposes that name it are still checked.
             let vip = match &s.vip {
-                Some(v) => {
+                Some(v) => 'vip: {
                     let Some(ip) = self.report.ipv4_addr(v, "VIP") else {
-                        continue;
+                        break 'vip None;
                     };
+                    if !cidr_ok {
+                        break 'vip None;
+                    }
                     if !cluster.service_cidr.contains(ip)
                         || allocate::nth_host(cluster.service_cidr, 1).is_none()
                         || ip == cluster.service_cidr.network()
@@ -557,10 +860,10 @@ impl<'a> Builder<'a> {
                             "outside service CIDR",
                             "pick a VIP inside service_cidr, or leave vip out to have one allocated",
                         );
-                        continue;
+                        break 'vip None;
                     }
                     if !vips.insert(&mut self.report, &ip.to_string(), v.span(), self.text) {
-                        continue;
+                        break 'vip None;
                     }
                     given.insert(ip);
                     Some(ip)
@@ -585,7 +888,7 @@ impl<'a> Builder<'a> {
                 }
             };
             let mut endpoints = Vec::new();
-            let mut seen = Unique::new("backend");
+            let mut seen = Unique::within("backend", format!("service `{}`", s.name.get_ref()));
             for p in s.pods.get_ref() {
                 if !seen.insert(&mut self.report, p.get_ref(), p.span(), self.text) {
                     continue;
@@ -595,6 +898,32 @@ impl<'a> Builder<'a> {
                         pod: pod.name.clone(),
                         ip: pod.ip,
                     }),
+                    None if cs.services.iter().any(|other| other.name.get_ref() == p.get_ref()) => {
+                        let pods: Vec<&str> = cluster.pods.iter().map(|p| p.name.as_str()).collect();
+                        self.report.error(
+                            p.span(),
+                            format!(
+                                "backend `{}` of service `{}` is a service, not a pod",
+                                p.get_ref(),
+                                s.name.get_ref()
+                            ),
+                            "not a pod",
+                            &if pods.is_empty() {
+                                format!(
+                                    "services load-balance to pods, and cluster `{}` declares none",
+                                    cluster.name
+                                )
+                            } else {
+                                format!(
+                                    "services load-balance to pods; list pods of `{}`: {}",
+                                    cluster.name,
+                                    pods.iter().take(8).copied().collect::<Vec<_>>().join(", ")
+                                )
+                            },
+                        );
+                    }
+                    // Declared but not placed (its worker is unknown): already reported.
+                    None if cs.pods.iter().any(|x| x.name.get_ref() == p.get_ref()) => {}
                     None => self.unknown(p, "pod", &cluster.name, cluster.pods.iter().map(|p| p.name.as_str())),
                 }
             }
@@ -619,8 +948,8 @@ impl<'a> Builder<'a> {
     fn service_ports(&mut self, s: &spec::ServiceSpec) -> Vec<ServicePort> {
         let mut out: Vec<ServicePort> = Vec::new();
         for p in &s.ports {
-            let (port, target_port, protocol) = match p.get_ref() {
-                PortSpec::Number(n) => (*n, *n, "tcp".to_string()),
+            let (port, target_port, protocol, protocol_span) = match p.get_ref() {
+                PortSpec::Number(n) => (*n, *n, "tcp".to_string(), p.span()),
                 PortSpec::Full {
                     port,
                     target_port,
@@ -628,7 +957,11 @@ impl<'a> Builder<'a> {
                 } => (
                     *port,
                     target_port.unwrap_or(*port),
-                    protocol.clone().unwrap_or_else(|| "tcp".into()).to_ascii_lowercase(),
+                    protocol
+                        .as_ref()
+                        .map(|p| p.get_ref().to_ascii_lowercase())
+                        .unwrap_or_else(|| "tcp".into()),
+                    protocol.as_ref().map(|p| p.span()).unwrap_or(p.span()),
                 ),
             };
             if port == 0 || target_port == 0 {
@@ -638,8 +971,11 @@ impl<'a> Builder<'a> {
             }
             if protocol != "tcp" && protocol != "udp" {
                 self.report.error(
-                    p.span(),
-                    format!("protocol `{protocol}` is not supported"),
+                    protocol_span,
+                    format!(
+                        "protocol `{protocol}` of service `{}` port {port} is not supported",
+                        s.name.get_ref()
+                    ),
                     "bad protocol",
                     "use \"tcp\" or \"udp\"",
                 );
@@ -664,22 +1000,22 @@ impl<'a> Builder<'a> {
     }
 
     fn ingresses(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
-        let mut names = Unique::new("ingress");
+        let mut names = Unique::within("ingress", format!("cluster `{}`", cluster.name));
         for ing in &cs.ingresses {
-            if !self.report.identifier(&ing.name, "ingress name", 40)
-                || !names.insert(&mut self.report, ing.name.get_ref(), ing.name.span(), self.text)
-            {
+            self.report.identifier(&ing.name, "ingress name", 40);
+            if !names.insert(&mut self.report, ing.name.get_ref(), ing.name.span(), self.text) {
                 continue;
             }
-            let Some(worker) = cluster.worker(ing.worker.get_ref()).map(|w| w.host.name.clone()) else {
+            // An unknown worker is reported, and the rules are still checked.
+            let worker = cluster.worker(ing.worker.get_ref()).map(|w| w.host.name.clone());
+            if worker.is_none() {
                 self.unknown(
                     &ing.worker,
                     "worker",
                     &cluster.name,
                     cluster.workers.iter().map(|w| w.host.local.as_str()),
                 );
-                continue;
-            };
+            }
             let port = *ing.port.get_ref();
             if port == 0 {
                 self.report.error(
@@ -688,15 +1024,16 @@ impl<'a> Builder<'a> {
                     "bad port",
                     "ports are 1..=65535",
                 );
-                continue;
+            } else if let Some(worker) = &worker {
+                self.ports.claim(
+                    &mut self.report,
+                    worker,
+                    port,
+                    format!("ingress `{}`", ing.name.get_ref()),
+                    Some(ing.port.span()),
+                    ing.port.span(),
+                );
             }
-            self.ports.claim(
-                &mut self.report,
-                &worker,
-                port,
-                format!("ingress `{}`", ing.name.get_ref()),
-                ing.port.span(),
-            );
             let mut paths = Unique::new("ingress path");
             let mut routes = Vec::new();
             if ing.rules.is_empty() {
@@ -749,12 +1086,31 @@ impl<'a> Builder<'a> {
                         continue;
                     }
                     (None, [one]) => one.port,
-                    (None, _) => {
+                    (None, []) => {
                         self.report.error(
                             r.service.span(),
-                            format!("ingress rule for `{}` needs a port", svc.name),
+                            format!(
+                                "ingress rule `{}` needs a port: service `{}` is IP-wide (it declares no ports)",
+                                r.path.get_ref(),
+                                svc.name
+                            ),
                             "which port?",
-                            "add port = ... (the service is IP-wide or has several ports)",
+                            "add port = ... to the rule, e.g. { path = \"/x\", service = \"s1\", port = 8000 }",
+                        );
+                        continue;
+                    }
+                    (None, ports) => {
+                        let list: Vec<String> = ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect();
+                        self.report.error(
+                            r.service.span(),
+                            format!(
+                                "ingress rule `{}` needs a port: service `{}` has several ({})",
+                                r.path.get_ref(),
+                                svc.name,
+                                list.join(", ")
+                            ),
+                            "which port?",
+                            "add port = ... to the rule",
                         );
                         continue;
                     }
@@ -766,12 +1122,14 @@ impl<'a> Builder<'a> {
                     port,
                 });
             }
-            cluster.ingresses.push(Ingress {
-                name: ing.name.get_ref().clone(),
-                worker,
-                port,
-                routes,
-            });
+            if let Some(worker) = worker {
+                cluster.ingresses.push(Ingress {
+                    name: ing.name.get_ref().clone(),
+                    worker,
+                    port,
+                    routes,
+                });
+            }
         }
     }
 
@@ -870,11 +1228,10 @@ impl<'a> Builder<'a> {
         let mut link_pairs = Unique::new("interconnect link");
         for l in &ic.links {
             let (from, to) = (find(&l.from), find(&l.to));
-            if from.is_none() {
-                self.unknown(&l.from, "cluster", "the topology", cluster_names.iter().copied());
-            }
-            if to.is_none() {
-                self.unknown(&l.to, "cluster", "the topology", cluster_names.iter().copied());
+            for (end, found) in [(&l.from, from.is_some()), (&l.to, to.is_some())] {
+                if !found && !self.unusable_clusters.contains(end.get_ref()) {
+                    self.unknown(end, "cluster", "the topology", cluster_names.iter().copied());
+                }
             }
             let (Some(from), Some(to)) = (from, to) else { continue };
             if from.name == to.name {
@@ -888,7 +1245,7 @@ impl<'a> Builder<'a> {
             }
             let mut pair = [from.name.as_str(), to.name.as_str()];
             pair.sort();
-            if !link_pairs.insert(&mut self.report, &pair.join("<->"), l.from.span(), self.text) {
+            if !link_pairs.insert(&mut self.report, &pair.join(" <-> "), l.from.span(), self.text) {
                 continue;
             }
             let cost = l.cost.as_ref().map(|c| *c.get_ref()).unwrap_or(1);
@@ -921,13 +1278,16 @@ impl<'a> Builder<'a> {
                 }
                 continue;
             };
+            // The base listeners are implicit: a clash is reported at the other claim.
+            let router_span = span_of(&ic.router_worker).unwrap_or(d.spec.name.span());
             for (name, port) in &base_ports {
                 self.ports.claim(
                     &mut self.report,
                     &w.host.name,
                     *port,
-                    format!("router listener `{name}`"),
-                    d.spec.name.span(),
+                    format!("the skupper router's `{name}` listener"),
+                    None,
+                    router_span.clone(),
                 );
             }
             routers.push(Router {
@@ -970,22 +1330,31 @@ impl<'a> Builder<'a> {
         let cluster_names: Vec<&str> = declared.iter().map(|d| d.cluster.name.as_str()).collect();
         let mut names = Unique::new("exposed service");
         for e in &ic.expose {
-            if !self.report.identifier(&e.name, "exposed service name", 60)
-                || !names.insert(&mut self.report, e.name.get_ref(), e.name.span(), self.text)
-            {
+            self.report.identifier(&e.name, "exposed service name", 60);
+            if !names.insert(&mut self.report, e.name.get_ref(), e.name.span(), self.text) {
                 continue;
             }
-            let Some(c) = declared
+            for port in [&e.port].into_iter().chain(e.listen.iter().map(|l| &l.port)) {
+                if *port.get_ref() == 0 {
+                    self.report
+                        .error(port.span(), "port 0 is not usable", "bad port", "ports are 1..=65535");
+                }
+            }
+            let Some((c, cspec)) = declared
                 .iter()
                 .find(|d| &d.cluster.name == e.cluster.get_ref())
-                .map(|d| &d.cluster)
+                .map(|d| (&d.cluster, d.spec))
             else {
-                self.unknown(&e.cluster, "cluster", "the topology", cluster_names.iter().copied());
+                if !self.unusable_clusters.contains(e.cluster.get_ref()) {
+                    self.unknown(&e.cluster, "cluster", "the topology", cluster_names.iter().copied());
+                }
                 continue;
             };
             let target = match (&e.pod, &e.service) {
                 (Some(p), None) => match c.pods.iter().find(|x| &x.name == p.get_ref()) {
                     Some(pod) => pod.ip,
+                    // Declared but not placed (its worker is unknown): already reported.
+                    None if cspec.pods.iter().any(|x| x.name.get_ref() == p.get_ref()) => continue,
                     None => {
                         self.unknown(p, "pod", &c.name, c.pods.iter().map(|p| p.name.as_str()));
                         continue;
@@ -998,13 +1367,24 @@ impl<'a> Builder<'a> {
                         continue;
                     }
                 },
-                _ => {
+                (Some(p), Some(s)) => {
+                    self.report.error(
+                        s.span(),
+                        format!(
+                            "exposed service `{}` names both pod `{}` and service `{}`",
+                            e.name.get_ref(),
+                            p.get_ref(),
+                            s.get_ref()
+                        ),
+                        "second target",
+                        "keep exactly one of `pod` or `service`",
+                    );
+                    continue;
+                }
+                (None, None) => {
                     self.report.error(
                         e.name.span(),
-                        format!(
-                            "exposed service `{}` needs exactly one of `pod` or `service`",
-                            e.name.get_ref()
-                        ),
+                        format!("exposed service `{}` needs one of `pod` or `service`", e.name.get_ref()),
                         "what serves it?",
                         "set pod = \"c4\" or service = \"...\"",
                     );
@@ -1031,7 +1411,9 @@ impl<'a> Builder<'a> {
             let reachable = router_reachability(routers, &c.name);
             for l in &e.listen {
                 let Some(lc) = declared.iter().find(|d| &d.cluster.name == l.cluster.get_ref()) else {
-                    self.unknown(&l.cluster, "cluster", "the topology", cluster_names.iter().copied());
+                    if !self.unusable_clusters.contains(l.cluster.get_ref()) {
+                        self.unknown(&l.cluster, "cluster", "the topology", cluster_names.iter().copied());
+                    }
                     continue;
                 };
                 if !reachable.contains(&lc.cluster.name) {
@@ -1050,7 +1432,8 @@ impl<'a> Builder<'a> {
                     &mut self.report,
                     &r.worker,
                     *l.port.get_ref(),
-                    format!("tcpListener `{}`", e.name.get_ref()),
+                    format!("the skupper tcpListener for `{}`", e.name.get_ref()),
+                    Some(l.port.span()),
                     l.port.span(),
                 );
                 r.tcp_listeners.push(TcpListener {
@@ -1072,13 +1455,17 @@ impl<'a> Builder<'a> {
 
     fn unknown<'n>(&mut self, name: &Spanned<String>, what: &str, scope: &str, known: impl Iterator<Item = &'n str>) {
         let known: Vec<&str> = known.collect();
+        let listed = || {
+            let mut l = known.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+            if known.len() > 8 {
+                l.push_str(", ...");
+            }
+            l
+        };
         let hint = match closest(name.get_ref(), &known) {
-            Some(c) => format!("did you mean `{c}`?"),
+            Some(c) => format!("did you mean `{c}`? (known: {})", listed()),
             None if known.is_empty() => format!("{scope} declares no {what}"),
-            None => format!(
-                "known: {}",
-                known.iter().take(8).copied().collect::<Vec<_>>().join(", ")
-            ),
+            None => format!("known: {}", listed()),
         };
         self.report.error(
             name.span(),
@@ -1112,29 +1499,4 @@ fn router_reachability(routers: &[Router], start: &str) -> HashSet<String> {
         }
     }
     seen
-}
-
-/// The known name closest to a misspelt one (edit distance <= 2).
-fn closest<'n>(name: &str, known: &[&'n str]) -> Option<&'n str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(name, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for j in 0..b.len() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }

@@ -29,6 +29,16 @@ impl Report {
 
     /// Parses an IPv4 CIDR written as a string, reporting a bad one.
     pub fn ipv4_net(&mut self, value: &Spanned<String>, what: &str) -> Option<Ipv4Network> {
+        if !value.get_ref().contains('/') && value.get_ref().parse::<Ipv4Addr>().is_ok() {
+            // ipnetwork would silently read a bare address as a /32.
+            self.error(
+                value.span(),
+                format!("{what} `{}` has no prefix length", value.get_ref()),
+                "expected a.b.c.d/len",
+                &format!("add the prefix length, e.g. \"{}/16\"", value.get_ref()),
+            );
+            return None;
+        }
         match value.get_ref().parse::<IpNetwork>() {
             Ok(IpNetwork::V4(net)) if net.network() == net.ip() => Some(net),
             Ok(IpNetwork::V4(net)) => {
@@ -43,9 +53,12 @@ impl Report {
             Ok(IpNetwork::V6(_)) => {
                 self.error(
                     value.span(),
-                    format!("{what} must be IPv4"),
+                    format!(
+                        "{what} `{}` is IPv6; knetsim emulates IPv4 networks only",
+                        value.get_ref()
+                    ),
                     "IPv6",
-                    "knetsim emulates an IPv4 cluster network",
+                    "use an IPv4 CIDR such as \"10.0.0.0/8\"",
                 );
                 None
             }
@@ -62,8 +75,20 @@ impl Report {
     }
 
     pub fn ipv4_addr(&mut self, value: &Spanned<String>, what: &str) -> Option<Ipv4Addr> {
-        match value.get_ref().parse::<Ipv4Addr>() {
-            Ok(a) => Some(a),
+        match value.get_ref().parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => Some(a),
+            Ok(std::net::IpAddr::V6(_)) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "{what} `{}` is IPv6; knetsim emulates IPv4 networks only",
+                        value.get_ref()
+                    ),
+                    "IPv6",
+                    "write an IPv4 address like \"100.64.10.1\"",
+                );
+                None
+            }
             Err(_) => {
                 self.error(
                     value.span(),
@@ -107,6 +132,8 @@ impl Report {
 /// Detects repeated names; the second occurrence is reported, pointing back to the first.
 pub struct Unique<'a> {
     what: &'a str,
+    /// e.g. "in cluster `C0`", appended to the message.
+    scope: String,
     seen: HashMap<String, Range<usize>>,
 }
 
@@ -114,7 +141,16 @@ impl<'a> Unique<'a> {
     pub fn new(what: &'a str) -> Self {
         Unique {
             what,
+            scope: String::new(),
             seen: HashMap::new(),
+        }
+    }
+
+    /// Names that must be unique within `scope` (e.g. "cluster `C0`").
+    pub fn within(what: &'a str, scope: impl std::fmt::Display) -> Self {
+        Unique {
+            scope: format!(" in {scope}"),
+            ..Self::new(what)
         }
     }
 
@@ -124,9 +160,9 @@ impl<'a> Unique<'a> {
             let (line, col) = crate::diagnostics::line_col(text, first.start);
             report.error(
                 span,
-                format!("duplicate {} `{name}`", self.what),
+                format!("duplicate {} `{name}`{}", self.what, self.scope),
                 "declared again here",
-                &format!("first declared at line {line}, column {col}; names must be unique"),
+                &format!("`{name}` is first declared at line {line}, column {col}; rename or remove one of them"),
             );
             false
         } else {
@@ -136,23 +172,51 @@ impl<'a> Unique<'a> {
     }
 }
 
+/// Who holds a port on a host, and where the topology asks for it (None for the
+/// router's built-in listeners, which no line of the topology declares).
+struct PortClaim {
+    owner: String,
+    span: Option<Range<usize>>,
+}
+
 /// Ports bound on one host, to find clashes between ingresses, router listeners and workloads.
 #[derive(Default)]
 pub struct PortTable {
-    used: HashMap<(String, u16), String>,
+    used: HashMap<(String, u16), PortClaim>,
 }
 
 impl PortTable {
-    pub fn claim(&mut self, report: &mut Report, host: &str, port: u16, owner: String, span: Range<usize>) {
-        match self.used.get(&(host.to_string(), port)) {
-            Some(prev) => report.error(
+    /// Claims `port` on `host` for `owner`. A clash is reported where the topology
+    /// asks for the port: at `span`, or, for an implicit claim (`span` None), at the
+    /// earlier claim's span, falling back to `fallback`.
+    pub fn claim(
+        &mut self,
+        report: &mut Report,
+        host: &str,
+        port: u16,
+        owner: String,
+        span: Option<Range<usize>>,
+        fallback: Range<usize>,
+    ) {
+        let key = (host.to_string(), port);
+        match (self.used.get(&key), span) {
+            (Some(prev), Some(span)) => report.error(
                 span,
-                format!("port {port} on {host} is already used by {prev}"),
+                format!("port {port} on {host} is already used by {}", prev.owner),
                 "port clash",
                 "pick another port or another worker",
             ),
-            None => {
-                self.used.insert((host.to_string(), port), owner);
+            (Some(prev), None) => report.error(
+                prev.span.clone().unwrap_or(fallback),
+                format!(
+                    "port {port} on {host}, used by {}, is also needed by {owner}",
+                    prev.owner
+                ),
+                "port clash",
+                "pick another port, another worker, or move the router with interconnect.router_worker",
+            ),
+            (None, span) => {
+                self.used.insert(key, PortClaim { owner, span });
             }
         }
     }

@@ -239,6 +239,12 @@ pub fn check(model: &Model) -> Vec<Diagnostic> {
             ));
         }
     }
+    let mut by_cluster: HashMap<&str, Vec<NodeIndex>> = HashMap::new();
+    for n in g.node_indices() {
+        if let Some(c) = g[n].cluster.as_deref() {
+            by_cluster.entry(c).or_default().push(n);
+        }
+    }
     for c in &model.clusters {
         let mut used: HashMap<Ipv4Addr, String> = HashMap::new();
         let mut claim = |ip: Ipv4Addr, who: String, problems: &mut Vec<Diagnostic>| {
@@ -267,10 +273,7 @@ pub fn check(model: &Model) -> Vec<Diagnostic> {
                 }
             }
         }
-        for n in g
-            .node_indices()
-            .filter(|n| g[*n].cluster.as_deref() == Some(c.name.as_str()))
-        {
+        for &n in by_cluster.get(c.name.as_str()).map(Vec::as_slice).unwrap_or_default() {
             match &g[n].kind {
                 NodeKind::Pod { ip } => {
                     claim(*ip, format!("pod {}", g[n].name), &mut problems);

@@ -11,7 +11,10 @@ struct Steps {
 }
 
 impl Steps {
-    fn add(&mut self, id: String, after: Vec<String>, op: Op) -> String {
+    /// Appends a step; repeated dependencies are listed once, in first-seen order.
+    fn add(&mut self, id: String, mut after: Vec<String>, op: Op) -> String {
+        let mut seen = std::collections::HashSet::new();
+        after.retain(|a| seen.insert(a.clone()));
         self.steps.push(Step {
             id: id.clone(),
             after,
@@ -296,7 +299,15 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 artifact: paths::nginx_conf(c, ing),
             },
         );
-        let mut after = vec![mkdir, file, format!("addr:{}", w.name), format!("nft:{}", w.name)];
+        // nginx proxies to VIPs from the worker itself: the output-hook DNAT needs the
+        // rules and the route to the service CIDR.
+        let mut after = vec![
+            mkdir,
+            file,
+            format!("addr:{}", w.name),
+            format!("route:{}:services", w.name),
+            format!("nft:{}", w.name),
+        ];
         after.extend(
             c.services
                 .iter()
@@ -347,12 +358,16 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
             .expect("router worker exists");
         let mut after = vec![file, format!("addr:{}", r.worker)];
         if let Some(c) = model.cluster(&r.cluster) {
-            after.extend(
-                r.tcp_connectors
-                    .iter()
-                    .filter_map(|t| c.pods.iter().find(|p| p.ip == t.host))
-                    .map(|p| format!("cni-add:{}/{}", c.name, p.name)),
-            );
+            for t in &r.tcp_connectors {
+                if let Some(p) = c.pods.iter().find(|p| p.ip == t.host) {
+                    after.push(format!("cni-add:{}/{}", c.name, p.name));
+                } else if let Some(svc) = c.services.iter().find(|s| s.vip == t.host) {
+                    // A service target is reached through the worker's kube-proxy rules.
+                    after.push(format!("route:{}:services", r.worker));
+                    after.push(format!("nft:{}", r.worker));
+                    after.extend(svc.endpoints.iter().map(|e| format!("cni-add:{}/{}", c.name, e.pod)));
+                }
+            }
         }
         s.add(
             format!("router:{}", r.cluster),

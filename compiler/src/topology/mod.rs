@@ -56,13 +56,44 @@ pub fn parse(source: &Source) -> Result<TopologySpec, Diagnostics> {
 }
 
 fn parse_hint(message: &str) -> Option<String> {
-    if message.starts_with("unknown field") {
-        Some("see docs/topology.md for the fields each table accepts".into())
-    } else if message.starts_with("missing field") {
-        Some("this table needs the field named above".into())
-    } else if message.starts_with("invalid type") {
-        Some("check the value's type: strings are quoted, numbers are not, lists use [ ]".into())
-    } else {
-        None
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        // serde: "unknown field `worker`, expected one of `name`, `workers`, ..."
+        let mut quoted = rest.split('`').skip(1).step_by(2);
+        let field = quoted.next().unwrap_or_default();
+        let accepted: Vec<&str> = quoted.collect();
+        return Some(match crate::diagnostics::closest(field, &accepted) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None if accepted.is_empty() => "this table accepts no such field".into(),
+            None => format!("this table accepts: {}", accepted.join(", ")),
+        });
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        let field = rest.split('`').nth(1).unwrap_or_default();
+        return Some(format!("add `{field} = ...` to this table"));
+    }
+    if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        return Some("check the value's type: strings are quoted, numbers are not, lists use [ ]".into());
+    }
+    if message.contains("out of range") {
+        return Some("ports are 1..=65535 and counts are non-negative".into());
+    }
+    if message.starts_with("duplicate key") {
+        return Some("each key may appear once per table".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_hint_suggests_the_close_field() {
+        let m = "unknown field `worker`, expected one of `name`, `workers`, `etcd`";
+        assert_eq!(parse_hint(m).as_deref(), Some("did you mean `workers`?"));
+        let m = "unknown field `zzzzzz`, expected one of `name`, `workers`";
+        assert_eq!(parse_hint(m).as_deref(), Some("this table accepts: name, workers"));
+        let m = "missing field `worker`";
+        assert_eq!(parse_hint(m).as_deref(), Some("add `worker = ...` to this table"));
     }
 }

@@ -11,8 +11,8 @@ pub use toml::Spanned;
 pub struct TopologySpec {
     #[serde(default)]
     pub underlay: UnderlaySpec,
-    #[serde(default)]
-    pub clusters: Vec<ClusterSpec>,
+    /// Spanned so an empty `clusters = []` can be pointed at.
+    pub clusters: Option<Spanned<Vec<ClusterSpec>>>,
     pub interconnect: Option<InterconnectSpec>,
 }
 
@@ -100,15 +100,57 @@ pub struct ServiceSpec {
     pub ports: Vec<Spanned<PortSpec>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `80` or `{ port = 80, target_port = 8080, protocol = "udp" }`.
+#[derive(Debug, Clone)]
 pub enum PortSpec {
     Number(u16),
     Full {
         port: u16,
         target_port: Option<u16>,
-        protocol: Option<String>,
+        /// Spanned so an unsupported protocol is pointed at precisely.
+        protocol: Option<Spanned<String>>,
     },
+}
+
+/// The table form of a service port; its own type so unknown keys are rejected
+/// (an untagged enum would silently ignore a typo such as `protocl`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullPortSpec {
+    port: u16,
+    target_port: Option<u16>,
+    protocol: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl<'de> Visitor<'de> for PortVisitor {
+            type Value = PortSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a port number (e.g. 80) or a table like { port = 80, target_port = 8080, protocol = \"udp\" }",
+                )
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortSpec, E> {
+                u16::try_from(v)
+                    .map(PortSpec::Number)
+                    .map_err(|_| E::custom(format!("port {v} is out of range 0..=65535")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortSpec, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<PortSpec, A::Error> {
+                let full = FullPortSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(PortSpec::Full {
+                    port: full.port,
+                    target_port: full.target_port,
+                    protocol: full.protocol,
+                })
+            }
+        }
+        deserializer.deserialize_any(PortVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,320 @@
+//! A [`System`] that changes nothing: it records every call, in order, and can be
+//! told to fail some of them, to sleep in each (to observe concurrency), to report
+//! processes in namespaces, and what probes answer.
+
+use super::{CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
+use knetsim_compiler::plan::{Probe, VethEnd};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One recorded call. `Display` gives a stable one-line form such as
+/// `create-netns C0w1` that tests match against.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    CreateNetns(String),
+    DeleteNetns(String),
+    CreateBridge {
+        netns: String,
+        name: String,
+    },
+    CreateVeth {
+        a: VethEnd,
+        b: VethEnd,
+    },
+    AddAddress {
+        netns: String,
+        ifname: String,
+        cidr: String,
+    },
+    AddRoute {
+        netns: String,
+        dst: String,
+        dev: String,
+    },
+    SetSysctl {
+        netns: String,
+        key: String,
+        value: String,
+    },
+    Impair {
+        netns: String,
+        ifname: String,
+    },
+    MakeDir(PathBuf),
+    WriteFile {
+        path: PathBuf,
+        contents: String,
+    },
+    RemovePath(PathBuf),
+    NftLoad {
+        netns: String,
+        path: PathBuf,
+    },
+    StartProcess(ProcessSpec),
+    Kill(u32),
+    NetnsPids(Vec<String>),
+    Check {
+        probe: Probe,
+        pid: Option<u32>,
+    },
+    EtcdPut {
+        netns: String,
+        key: String,
+        value: String,
+    },
+    CniAdd(CniAddRequest),
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = |e: &VethEnd| format!("{}:{}", e.netns, e.ifname);
+        match self {
+            Call::CreateNetns(n) => write!(f, "create-netns {n}"),
+            Call::DeleteNetns(n) => write!(f, "delete-netns {n}"),
+            Call::CreateBridge { netns, name } => write!(f, "create-bridge {netns} {name}"),
+            Call::CreateVeth { a, b } => write!(f, "create-veth {} {}", end(a), end(b)),
+            Call::AddAddress { netns, ifname, cidr } => write!(f, "add-address {netns} {ifname} {cidr}"),
+            Call::AddRoute { netns, dst, dev } => write!(f, "add-route {netns} {dst} {dev}"),
+            Call::SetSysctl { netns, key, value } => write!(f, "set-sysctl {netns} {key}={value}"),
+            Call::Impair { netns, ifname } => write!(f, "impair {netns} {ifname}"),
+            Call::MakeDir(p) => write!(f, "make-dir {}", p.display()),
+            Call::WriteFile { path, .. } => write!(f, "write-file {}", path.display()),
+            Call::RemovePath(p) => write!(f, "remove-path {}", p.display()),
+            Call::NftLoad { netns, path } => write!(f, "nft-load {netns} {}", path.display()),
+            Call::StartProcess(s) => write!(f, "start-process {} {}", s.netns, s.name),
+            Call::Kill(pid) => write!(f, "kill {pid}"),
+            Call::NetnsPids(ns) => write!(f, "netns-pids {}", ns.join(",")),
+            Call::Check { probe, pid } => {
+                write!(f, "check {}", serde_json::to_string(probe).unwrap_or_default())?;
+                match pid {
+                    Some(pid) => write!(f, " pid {pid}"),
+                    None => Ok(()),
+                }
+            }
+            Call::EtcdPut { netns, key, .. } => write!(f, "etcd-put {netns} {key}"),
+            Call::CniAdd(r) => write!(f, "cni-add {} {}", r.pod_netns, r.ip),
+        }
+    }
+}
+
+type Rule = Box<dyn Fn(&Call) -> bool + Send + Sync>;
+
+/// The recording fake. PIDs handed out start at 1000.
+pub struct RecordingSystem {
+    calls: Mutex<Vec<Call>>,
+    fail: Mutex<Vec<Rule>>,
+    not_ready: Mutex<Vec<Rule>>,
+    netns_pids: Mutex<HashMap<String, Vec<u32>>>,
+    delay: Duration,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    next_pid: AtomicU32,
+}
+
+impl Default for RecordingSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordingSystem {
+    pub fn new() -> Self {
+        RecordingSystem {
+            calls: Mutex::new(Vec::new()),
+            fail: Mutex::new(Vec::new()),
+            not_ready: Mutex::new(Vec::new()),
+            netns_pids: Mutex::new(HashMap::new()),
+            delay: Duration::ZERO,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            next_pid: AtomicU32::new(1000),
+        }
+    }
+
+    /// Every call sleeps this long (while counted as in flight).
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Calls whose one-line form equals `call` fail with [`SysError::Injected`].
+    pub fn fail_on(&self, call: &str) {
+        let call = call.to_string();
+        self.fail_when(move |c| c.to_string() == call);
+    }
+
+    /// Calls matching `rule` fail with [`SysError::Injected`].
+    pub fn fail_when(&self, rule: impl Fn(&Call) -> bool + Send + Sync + 'static) {
+        self.fail.lock().unwrap().push(Box::new(rule));
+    }
+
+    /// Probe checks matching `rule` answer "not ready" (all others answer "ready").
+    pub fn never_ready_when(&self, rule: impl Fn(&Call) -> bool + Send + Sync + 'static) {
+        self.not_ready.lock().unwrap().push(Box::new(rule));
+    }
+
+    /// What [`System::netns_pids`] reports for `netns`.
+    pub fn set_netns_pids(&self, netns: &str, pids: Vec<u32>) {
+        self.netns_pids.lock().unwrap().insert(netns.to_string(), pids);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The calls in their one-line form.
+    pub fn lines(&self) -> Vec<String> {
+        self.calls().iter().map(ToString::to_string).collect()
+    }
+
+    /// The most calls that were in progress at the same time.
+    pub fn max_concurrency(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    fn record(&self, call: Call) -> SysResult<()> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        let failed = self.fail.lock().unwrap().iter().any(|r| r(&call));
+        let line = call.to_string();
+        self.calls.lock().unwrap().push(call);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if failed {
+            Err(SysError::Injected { call: line })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl System for RecordingSystem {
+    fn create_netns(&self, name: &str) -> SysResult<()> {
+        self.record(Call::CreateNetns(name.into()))
+    }
+
+    fn delete_netns(&self, name: &str) -> SysResult<()> {
+        self.record(Call::DeleteNetns(name.into()))
+    }
+
+    fn create_bridge(&self, netns: &str, name: &str) -> SysResult<()> {
+        self.record(Call::CreateBridge {
+            netns: netns.into(),
+            name: name.into(),
+        })
+    }
+
+    fn create_veth(&self, a: &VethEnd, b: &VethEnd) -> SysResult<()> {
+        self.record(Call::CreateVeth {
+            a: a.clone(),
+            b: b.clone(),
+        })
+    }
+
+    fn add_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
+        self.record(Call::AddAddress {
+            netns: netns.into(),
+            ifname: ifname.into(),
+            cidr: cidr.into(),
+        })
+    }
+
+    fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
+        self.record(Call::AddRoute {
+            netns: netns.into(),
+            dst: dst.into(),
+            dev: dev.into(),
+        })
+    }
+
+    fn set_sysctl(&self, netns: &str, key: &str, value: &str) -> SysResult<()> {
+        self.record(Call::SetSysctl {
+            netns: netns.into(),
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    fn impair(&self, netns: &str, ifname: &str, _impairment: &Impairment) -> SysResult<()> {
+        self.record(Call::Impair {
+            netns: netns.into(),
+            ifname: ifname.into(),
+        })
+    }
+
+    fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>> {
+        self.record(Call::MakeDir(path.into()))?;
+        Ok(vec![path.into()])
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<Vec<PathBuf>> {
+        self.record(Call::WriteFile {
+            path: path.into(),
+            contents: String::from_utf8_lossy(contents).into_owned(),
+        })?;
+        Ok(Vec::new())
+    }
+
+    fn remove_path(&self, path: &Path) -> SysResult<()> {
+        self.record(Call::RemovePath(path.into()))
+    }
+
+    fn nft_load(&self, netns: &str, path: &Path) -> SysResult<()> {
+        self.record(Call::NftLoad {
+            netns: netns.into(),
+            path: path.into(),
+        })
+    }
+
+    fn start_process(&self, spec: &ProcessSpec) -> SysResult<Spawned> {
+        self.record(Call::StartProcess(spec.clone()))?;
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        Ok(Spawned {
+            pid,
+            start_ticks: Some(u64::from(pid) * 10),
+            created: vec![PathBuf::from(&spec.log)],
+        })
+    }
+
+    fn kill(&self, pid: Pid) -> SysResult<()> {
+        self.record(Call::Kill(pid.pid))
+    }
+
+    fn netns_pids(&self, netns: &[String]) -> SysResult<Vec<u32>> {
+        self.record(Call::NetnsPids(netns.to_vec()))?;
+        let map = self.netns_pids.lock().unwrap();
+        Ok(netns
+            .iter()
+            .flat_map(|n| map.get(n).cloned().unwrap_or_default())
+            .collect())
+    }
+
+    fn check(&self, probe: &Probe, pid: Option<u32>) -> SysResult<bool> {
+        let call = Call::Check {
+            probe: probe.clone(),
+            pid,
+        };
+        let not_ready = self.not_ready.lock().unwrap().iter().any(|r| r(&call));
+        self.record(call)?;
+        Ok(!not_ready)
+    }
+
+    fn etcd_put(&self, netns: &str, _endpoints: &[String], key: &str, value: &str) -> SysResult<()> {
+        self.record(Call::EtcdPut {
+            netns: netns.into(),
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>> {
+        self.record(Call::CniAdd(req.clone()))?;
+        Ok(vec![format!("{}/20", req.ip)])
+    }
+}

@@ -1,0 +1,663 @@
+//! The real [`System`] for Linux.
+//!
+//! - Named namespaces are made as `ip netns add` makes them: `/run/netns` is a
+//!   shared mount point and each namespace is a bind mount of a new namespace's
+//!   nsfs file there. The new namespace is made by a dedicated thread that
+//!   unshares, mounts, brings `lo` up and exits; no thread ever goes back to the
+//!   pool from a foreign namespace, and the root namespace is never touched.
+//! - Links, addresses and routes are `ip -n NETNS ...` argv (no shell).
+//! - Sysctls are written to `/proc/sys` by a thread that has entered the namespace.
+//!
+//! Implemented so far: the underlay (namespaces, bridges, veths, addresses,
+//! routes, sysctls), files, `nft -f`, stopping processes, finding the processes
+//! in namespaces and the probes. Starting processes, impairments, etcd puts and
+//! CNI ADD return [`SysError::Unsupported`].
+
+use super::{CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
+use knetsim_compiler::plan::{Probe, VethEnd};
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// The real system. Cheap to create; holds no resources.
+#[derive(Debug, Default)]
+pub struct LinuxSystem {
+    run_dir_ready: Mutex<bool>,
+}
+
+impl LinuxSystem {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn netns_path(name: &str) -> PathBuf {
+        Path::new(NETNS_RUN_DIR).join(name)
+    }
+
+    /// Makes `/run/netns` a shared mount point (bind-mounted onto itself if it is
+    /// not a mount point yet), as iproute2 does, so that deleting a namespace
+    /// propagates into mount namespaces made later (e.g. by `ip netns exec`).
+    fn prepare_run_dir(&self) -> SysResult<()> {
+        let mut ready = self.run_dir_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if *ready {
+            return Ok(());
+        }
+        let dir = Path::new(NETNS_RUN_DIR);
+        std::fs::create_dir_all(dir).map_err(|e| SysError::io(format!("creating {NETNS_RUN_DIR}"), e))?;
+        let shared = || {
+            mount(
+                None::<&str>,
+                dir,
+                None::<&str>,
+                MsFlags::MS_SHARED | MsFlags::MS_REC,
+                None::<&str>,
+            )
+        };
+        match shared() {
+            Ok(()) => {}
+            Err(Errno::EINVAL) => {
+                mount(
+                    Some(dir),
+                    dir,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|e| errno(format!("bind-mounting {NETNS_RUN_DIR} onto itself"), e))?;
+                shared().map_err(|e| errno(format!("making {NETNS_RUN_DIR} shared"), e))?;
+            }
+            Err(e) => return Err(errno(format!("making {NETNS_RUN_DIR} shared"), e)),
+        }
+        *ready = true;
+        Ok(())
+    }
+}
+
+fn errno(context: impl Into<String>, e: Errno) -> SysError {
+    SysError::io(context, std::io::Error::from(e))
+}
+
+fn check_name(what: &str, name: &str) -> SysResult<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SysError::Invalid {
+            what: what.into(),
+            detail: format!("`{name}`"),
+        })
+    }
+}
+
+/// Runs an argv (never a shell), returning stdout; a non-zero exit is an error
+/// carrying stderr.
+fn run(argv: &[&str], stdin: Option<&str>) -> SysResult<String> {
+    let line = argv.join(" ");
+    let mut expr = duct::cmd(argv[0], &argv[1..])
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    if let Some(input) = stdin {
+        expr = expr.stdin_bytes(input.as_bytes().to_vec());
+    }
+    let out = expr.run().map_err(|e| SysError::io(format!("running `{line}`"), e))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(SysError::Command {
+            argv: line,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// `ip -n NETNS -batch -` with the given commands, one per line: one exec for several changes.
+fn ip_batch(netns: &str, commands: &[String]) -> SysResult<()> {
+    let mut input = commands.join("\n");
+    input.push('\n');
+    run(&["ip", "-n", netns, "-batch", "-"], Some(&input)).map_err(|e| match e {
+        SysError::Command { status, stderr, .. } => SysError::Command {
+            argv: format!("ip -n {netns} -batch - <<< {:?}", commands.join("; ")),
+            status,
+            stderr,
+        },
+        other => other,
+    })?;
+    Ok(())
+}
+
+fn open_netns(netns: &str) -> SysResult<File> {
+    check_name("namespace name", netns)?;
+    let path = LinuxSystem::netns_path(netns);
+    File::open(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            SysError::NotFound {
+                what: format!("namespace {netns}"),
+            }
+        } else {
+            SysError::io(format!("opening {}", path.display()), e)
+        }
+    })
+}
+
+/// Runs `f` on a fresh thread that has entered `netns`; the thread ends with `f`.
+pub fn in_netns<R: Send>(netns: &str, f: impl FnOnce() -> SysResult<R> + Send) -> SysResult<R> {
+    let fd = open_netns(netns)?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            setns(&fd, CloneFlags::CLONE_NEWNET).map_err(|e| errno(format!("entering namespace {netns}"), e))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(SysError::Invalid {
+                what: "namespace thread".into(),
+                detail: "panicked".into(),
+            })
+        })
+    })
+}
+
+/// Sets IFF_UP on `lo` of the calling thread's network namespace.
+fn loopback_up() -> SysResult<()> {
+    // SAFETY: plain socket/ioctl calls on a zeroed, properly sized ifreq; the fd is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(SysError::io("socket for lo", std::io::Error::last_os_error()));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let mut result = Ok(());
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
+            result = Err(SysError::io("SIOCGIFFLAGS lo", std::io::Error::last_os_error()));
+        } else {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr) < 0 {
+                result = Err(SysError::io("SIOCSIFFLAGS lo", std::io::Error::last_os_error()));
+            }
+        }
+        libc::close(fd);
+        result
+    }
+}
+
+/// State and start time (clock ticks since boot) of a process, from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Start time of `pid`, for [`Spawned::start_ticks`].
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// Whether the process recorded as `p` still runs (not a zombie, not a recycled PID).
+fn running(p: Pid) -> bool {
+    match proc_stat(p.pid) {
+        None => false,
+        Some((state, ticks)) => {
+            if state == 'Z' || state == 'X' {
+                // Reap it if it is our child; harmless otherwise.
+                let _ = waitpid(nix::unistd::Pid::from_raw(p.pid as i32), Some(WaitPidFlag::WNOHANG));
+                return false;
+            }
+            !matches!(p.start_ticks, Some(t) if t != ticks)
+        }
+    }
+}
+
+fn wait_gone(p: Pid, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if !running(p) {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Minimal `http://host:port/path` parser for probes.
+fn parse_http_url(url: &str) -> SysResult<(String, String)> {
+    let invalid = || SysError::Invalid {
+        what: "probe URL".into(),
+        detail: url.into(),
+    };
+    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(invalid());
+    }
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, path.to_string()))
+}
+
+fn resolve(addr: &str) -> SysResult<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| SysError::io(format!("address {addr}"), e))?
+        .next()
+        .ok_or_else(|| SysError::Invalid {
+            what: "address".into(),
+            detail: addr.into(),
+        })
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn connect(addr: SocketAddr) -> SysResult<Option<TcpStream>> {
+    match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::AddrNotAvailable
+            ) || e.raw_os_error() == Some(libc::ENETUNREACH)
+                || e.raw_os_error() == Some(libc::EHOSTUNREACH) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(SysError::io(format!("connecting to {addr}"), e)),
+    }
+}
+
+fn http_get_ok(authority: &str, path: &str) -> SysResult<bool> {
+    let Some(mut stream) = connect(resolve(authority)?)? else {
+        return Ok(false);
+    };
+    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return Ok(false);
+    }
+    let mut head = [0u8; 16];
+    let mut n = 0;
+    while n < head.len() {
+        match stream.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    // "HTTP/1.x 2xx"
+    let line = String::from_utf8_lossy(&head[..n]);
+    Ok(line.starts_with("HTTP/") && line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')))
+}
+
+/// Directories `mkdir -p path` would create, outermost first.
+fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut missing: Vec<PathBuf> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    missing
+}
+
+impl System for LinuxSystem {
+    fn create_netns(&self, name: &str) -> SysResult<()> {
+        check_name("namespace name", name)?;
+        self.prepare_run_dir()?;
+        let path = Self::netns_path(name);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    SysError::AlreadyExists {
+                        what: format!("namespace {name}"),
+                    }
+                } else {
+                    SysError::io(format!("creating {}", path.display()), e)
+                }
+            })?;
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| errno("unshare(CLONE_NEWNET)", e))?;
+                let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+                mount(Some(own.as_str()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(|e| errno(format!("bind-mounting {own} on {}", path.display()), e))?;
+                loopback_up()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(SysError::Invalid {
+                    what: "namespace thread".into(),
+                    detail: "panicked".into(),
+                })
+            })
+        });
+        if result.is_err() {
+            let _ = umount2(&path, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
+    fn delete_netns(&self, name: &str) -> SysResult<()> {
+        check_name("namespace name", name)?;
+        let path = Self::netns_path(name);
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(errno(format!("unmounting {}", path.display()), e)),
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SysError::io(format!("removing {}", path.display()), e)),
+        }
+    }
+
+    fn create_bridge(&self, netns: &str, name: &str) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        check_name("bridge name", name)?;
+        ip_batch(
+            netns,
+            &[
+                format!("link add {name} type bridge stp_state 0"),
+                format!("link set {name} up"),
+            ],
+        )
+    }
+
+    fn create_veth(&self, a: &VethEnd, b: &VethEnd) -> SysResult<()> {
+        for e in [a, b] {
+            check_name("namespace name", &e.netns)?;
+            check_name("interface name", &e.ifname)?;
+            if let Some(br) = &e.bridge {
+                check_name("bridge name", br)?;
+            }
+        }
+        let up = |e: &VethEnd| match &e.bridge {
+            Some(br) => format!("link set {} master {br} up", e.ifname),
+            None => format!("link set {} up", e.ifname),
+        };
+        // The `a` end is created by a request sent from inside its namespace, the
+        // peer directly in its own: neither ever exists in the root namespace.
+        ip_batch(
+            &a.netns,
+            &[
+                format!(
+                    "link add {} type veth peer name {} netns {}",
+                    a.ifname, b.ifname, b.netns
+                ),
+                up(a),
+            ],
+        )?;
+        ip_batch(&b.netns, &[up(b)])
+    }
+
+    fn add_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        run(&["ip", "-n", netns, "addr", "replace", cidr, "dev", ifname], None).map(drop)
+    }
+
+    fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        run(&["ip", "-n", netns, "route", "replace", dst, "dev", dev], None).map(drop)
+    }
+
+    fn set_sysctl(&self, netns: &str, key: &str, value: &str) -> SysResult<()> {
+        let valid = key.starts_with("net.")
+            && key
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')));
+        if !valid {
+            return Err(SysError::Invalid {
+                what: "sysctl key (only net.*)".into(),
+                detail: key.into(),
+            });
+        }
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        in_netns(netns, || {
+            std::fs::write(&path, format!("{value}\n"))
+                .map_err(|e| SysError::io(format!("writing {} in {netns}", path.display()), e))
+        })
+    }
+
+    fn impair(&self, _netns: &str, _ifname: &str, _impairment: &Impairment) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "impair" })
+    }
+
+    fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>> {
+        let missing = missing_dirs(path);
+        std::fs::create_dir_all(path).map_err(|e| SysError::io(format!("creating {}", path.display()), e))?;
+        Ok(missing)
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<Vec<PathBuf>> {
+        let created = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => self.make_dir(parent)?,
+            _ => Vec::new(),
+        };
+        std::fs::write(path, contents).map_err(|e| SysError::io(format!("writing {}", path.display()), e))?;
+        Ok(created)
+    }
+
+    fn remove_path(&self, path: &Path) -> SysResult<()> {
+        let result = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SysError::io(format!("removing {}", path.display()), e)),
+        }
+    }
+
+    fn nft_load(&self, netns: &str, path: &Path) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        let path = path.to_str().ok_or_else(|| SysError::Invalid {
+            what: "ruleset path".into(),
+            detail: path.display().to_string(),
+        })?;
+        run(&["ip", "netns", "exec", netns, "nft", "-f", path], None).map(drop)
+    }
+
+    fn start_process(&self, _spec: &ProcessSpec) -> SysResult<Spawned> {
+        Err(SysError::Unsupported { op: "start-process" })
+    }
+
+    fn kill(&self, p: Pid) -> SysResult<()> {
+        if p.pid <= 1 || p.pid == std::process::id() {
+            return Err(SysError::Invalid {
+                what: "pid to stop".into(),
+                detail: p.pid.to_string(),
+            });
+        }
+        let target = nix::unistd::Pid::from_raw(p.pid as i32);
+        for (signal, grace) in [
+            (Signal::SIGTERM, Duration::from_secs(3)),
+            (Signal::SIGKILL, Duration::from_secs(2)),
+        ] {
+            if !running(p) {
+                return Ok(());
+            }
+            match kill(target, signal) {
+                Ok(()) => {}
+                Err(Errno::ESRCH) => return Ok(()),
+                Err(e) => return Err(errno(format!("kill -{} {}", signal.as_str(), p.pid), e)),
+            }
+            if wait_gone(p, grace) {
+                return Ok(());
+            }
+        }
+        Err(SysError::Invalid {
+            what: "process".into(),
+            detail: format!("{} is still running after SIGKILL", p.pid),
+        })
+    }
+
+    fn netns_pids(&self, netns: &[String]) -> SysResult<Vec<u32>> {
+        let mut inodes = Vec::new();
+        for n in netns {
+            check_name("namespace name", n)?;
+            match std::fs::metadata(Self::netns_path(n)) {
+                Ok(m) => inodes.push(m.ino()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SysError::io(format!("stat {}", Self::netns_path(n).display()), e)),
+            }
+        }
+        // An unmounted placeholder file has an ordinary inode that no process can share.
+        let mut pids = Vec::new();
+        if inodes.is_empty() {
+            return Ok(pids);
+        }
+        let me = std::process::id();
+        let entries = std::fs::read_dir("/proc").map_err(|e| SysError::io("reading /proc", e))?;
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else {
+                continue;
+            };
+            let ino = link
+                .to_str()
+                .and_then(|s| s.strip_prefix("net:["))
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u64>().ok());
+            if ino.is_some_and(|i| inodes.contains(&i)) {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    fn check(&self, probe: &Probe, pid: Option<u32>) -> SysResult<bool> {
+        match probe {
+            Probe::Alive => {
+                let pid = pid.ok_or_else(|| SysError::Invalid {
+                    what: "alive probe".into(),
+                    detail: "no process".into(),
+                })?;
+                Ok(running(Pid { pid, start_ticks: None }))
+            }
+            Probe::FileExists { path } => Ok(Path::new(path).exists()),
+            Probe::TcpConnect { netns, addr } => {
+                let addr = resolve(addr)?;
+                in_netns(netns, || Ok(connect(addr)?.is_some()))
+            }
+            Probe::HttpGet { netns, url } => {
+                let (authority, path) = parse_http_url(url)?;
+                in_netns(netns, || http_get_ok(&authority, &path))
+            }
+            Probe::RoutesVia { netns, dev, count } => {
+                check_name("namespace name", netns)?;
+                let out = match run(&["ip", "-n", netns, "-j", "route", "show", "dev", dev], None) {
+                    Ok(out) => out,
+                    // The device does not exist yet.
+                    Err(SysError::Command { stderr, .. })
+                        if stderr.contains("does not exist") || stderr.contains("Cannot find device") =>
+                    {
+                        return Ok(false)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let routes: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap_or_default();
+                let via = routes.iter().filter(|r| r.get("gateway").is_some()).count();
+                Ok(via >= *count)
+            }
+        }
+    }
+
+    fn etcd_put(&self, _netns: &str, _endpoints: &[String], _key: &str, _value: &str) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "etcd-put" })
+    }
+
+    fn cni_add(&self, _req: &CniAddRequest) -> SysResult<Vec<String>> {
+        Err(SysError::Unsupported { op: "cni-add" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_probe_urls() {
+        assert_eq!(
+            parse_http_url("http://10.1.0.1:2379/health").unwrap(),
+            ("10.1.0.1:2379".to_string(), "/health".to_string())
+        );
+        assert_eq!(
+            parse_http_url("http://127.0.0.1").unwrap(),
+            ("127.0.0.1:80".to_string(), "/".to_string())
+        );
+        assert!(parse_http_url("https://x/").is_err());
+    }
+
+    #[test]
+    fn reads_own_start_time() {
+        let me = std::process::id();
+        let t = start_ticks(me).expect("own /proc stat");
+        assert!(running(Pid {
+            pid: me,
+            start_ticks: Some(t)
+        }));
+        assert!(!running(Pid {
+            pid: me,
+            start_ticks: Some(t + 1)
+        }));
+    }
+
+    #[test]
+    fn rejects_bad_names_and_keys() {
+        let sys = LinuxSystem::new();
+        assert!(matches!(sys.create_netns("../x"), Err(SysError::Invalid { .. })));
+        assert!(matches!(sys.delete_netns(""), Err(SysError::Invalid { .. })));
+        assert!(matches!(
+            sys.set_sysctl("x", "kernel.panic", "1"),
+            Err(SysError::Invalid { .. })
+        ));
+        assert!(matches!(
+            sys.set_sysctl("x", "net.ipv4/../../kernel", "1"),
+            Err(SysError::Invalid { .. })
+        ));
+    }
+}

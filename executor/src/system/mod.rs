@@ -1,0 +1,144 @@
+//! The side-effect boundary: every change the executor makes to the machine goes
+//! through [`System`]. The engine only decides *what* and *when*; a `System` does
+//! it. [`linux::LinuxSystem`] is the real one, [`fake::RecordingSystem`] records
+//! calls for unit tests that run without root.
+
+pub mod fake;
+pub mod linux;
+
+use knetsim_compiler::plan::{Probe, VethEnd};
+use std::path::{Path, PathBuf};
+
+/// What went wrong inside one effect.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{argv}` failed ({status}): {stderr}")]
+    Command {
+        argv: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: String, detail: String },
+    #[error("{op} is not implemented by this system yet")]
+    Unsupported { op: &'static str },
+    /// An error injected by [`fake::RecordingSystem`].
+    #[error("injected failure: {call}")]
+    Injected { call: String },
+}
+
+impl SysError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SysError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type SysResult<T> = Result<T, SysError>;
+
+/// A long-running process to start, detached, inside a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    pub name: String,
+    pub netns: String,
+    pub argv: Vec<String>,
+    /// When `argv[0]` is not on PATH: run `knetsim <builtin> argv[1..]` instead.
+    pub builtin: Option<String>,
+    /// stdout and stderr go here (appended).
+    pub log: String,
+}
+
+/// What [`System::start_process`] started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spawned {
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat` field 22),
+    /// so a later kill never hits a recycled PID.
+    pub start_ticks: Option<u64>,
+    /// Files and directories the start created (the log and its parents).
+    pub created: Vec<PathBuf>,
+}
+
+/// A recorded process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pid {
+    pub pid: u32,
+    pub start_ticks: Option<u64>,
+}
+
+/// Link shaping of one interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Impairment {
+    pub rate: Option<String>,
+    pub delay: Option<String>,
+    pub loss: Option<f64>,
+}
+
+/// A CNI ADD as a kubelet would issue it, run from the worker's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniAddRequest {
+    pub worker_netns: String,
+    pub conf_dir: String,
+    pub network: String,
+    pub container_id: String,
+    pub pod_netns: String,
+    pub ifname: String,
+    /// Passed as CNI_ARGS `IP=`.
+    pub ip: String,
+}
+
+/// One method per kind of effect the plan needs. Implementations must be safe to
+/// call from several worker threads at once, must never change the root network
+/// namespace, and must never leave a thread of the calling process inside another
+/// namespace.
+pub trait System: Send + Sync {
+    /// A named namespace (`/run/netns/NAME`, as `ip netns add`) with `lo` up.
+    /// Fails with [`SysError::AlreadyExists`] if the name is taken.
+    fn create_netns(&self, name: &str) -> SysResult<()>;
+    /// Removes a named namespace; a missing one is not an error.
+    fn delete_netns(&self, name: &str) -> SysResult<()>;
+    /// A Linux bridge inside `netns`, up, STP off.
+    fn create_bridge(&self, netns: &str, name: &str) -> SysResult<()>;
+    /// A veth pair with each end created directly in its namespace, both ends up,
+    /// each enslaved to its bridge if it names one.
+    fn create_veth(&self, a: &VethEnd, b: &VethEnd) -> SysResult<()>;
+    fn add_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()>;
+    fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()>;
+    /// A `net.*` sysctl inside `netns`.
+    fn set_sysctl(&self, netns: &str, key: &str, value: &str) -> SysResult<()>;
+    fn impair(&self, netns: &str, ifname: &str, impairment: &Impairment) -> SysResult<()>;
+    /// `mkdir -p`; returns the directories it created, outermost first.
+    fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>>;
+    /// Writes a file, creating missing parents; returns the directories it created.
+    fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<Vec<PathBuf>>;
+    /// Removes a file or a directory tree; a missing path is not an error.
+    fn remove_path(&self, path: &Path) -> SysResult<()>;
+    /// `nft -f path` inside `netns` (atomic).
+    fn nft_load(&self, netns: &str, path: &Path) -> SysResult<()>;
+    /// Starts a detached process (own session, survives the caller) inside `netns`.
+    fn start_process(&self, spec: &ProcessSpec) -> SysResult<Spawned>;
+    /// Stops a process: SIGTERM, then SIGKILL if it lingers. A process that is
+    /// already gone (or whose PID now belongs to another process) is not an error.
+    fn kill(&self, pid: Pid) -> SysResult<()>;
+    /// PIDs of every process whose network namespace is one of `netns`.
+    fn netns_pids(&self, netns: &[String]) -> SysResult<Vec<u32>>;
+    /// One check of a readiness probe; `Ok(false)` = not yet. `pid` is the process
+    /// the probe belongs to, if any (needed by [`Probe::Alive`]).
+    fn check(&self, probe: &Probe, pid: Option<u32>) -> SysResult<bool>;
+    /// Puts `key` = `value` into etcd at `endpoints`, from inside `netns`.
+    fn etcd_put(&self, netns: &str, endpoints: &[String], key: &str, value: &str) -> SysResult<()>;
+    /// Runs a CNI ADD; returns the addresses (CIDR form) of the result.
+    fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>>;
+}
