@@ -17,6 +17,17 @@ pub struct FlannelConf {
     pub subnet_file: String,
     pub data_dir: String,
     pub delegate: Delegate,
+    /// Merged by the flannel plugin into its delegate's IPAM section: host-local keeps
+    /// its allocations in the emulation's state instead of /var/lib/cni.
+    pub ipam: Ipam,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ipam {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data_dir: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +46,10 @@ pub fn flannel_conf(n: &Naming, w: &Worker) -> FlannelConf {
         data_dir: runtime::flannel_data_dir(n, w),
         delegate: Delegate {
             is_default_gateway: true,
+        },
+        ipam: Ipam {
+            kind: "host-local".into(),
+            data_dir: runtime::ipam_data_dir(n, w),
         },
     }
 }

@@ -50,6 +50,14 @@ pub mod runtime {
     pub fn flannel_data_dir(n: &Naming, w: &Worker) -> String {
         format!("{}/flannel", n.host_dir(&w.host.name))
     }
+    /// host-local's allocation store (instead of /var/lib/cni/networks).
+    pub fn ipam_data_dir(n: &Naming, w: &Worker) -> String {
+        format!("{}/ipam", n.host_dir(&w.host.name))
+    }
+    /// The CNI runtime's result cache (libcni's /var/lib/cni/results).
+    pub fn cni_cache_dir(n: &Naming, w: &Worker) -> String {
+        format!("{}/cni-cache", n.host_dir(&w.host.name))
+    }
     pub fn flannel_log(n: &Naming, w: &Worker) -> String {
         format!("{}/flannel.log", n.host_dir(&w.host.name))
     }
