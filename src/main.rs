@@ -4,5 +4,8 @@
 mod cli;
 
 fn main() {
+    if let Some(code) = knetsim_executor::cni::run_builtin_plugin() {
+        std::process::exit(code); // started as a built-in CNI plugin (argv[0] = `flannel`)
+    }
     std::process::exit(cli::run());
 }

@@ -38,13 +38,15 @@ impl Options {
     }
 }
 
-/// Progress, reported from the coordinating thread.
+/// Progress, reported from the coordinating thread. A `Warning` is something a
+/// step could not do exactly (e.g. a delay without netem); it is not a failure.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Started { step: String },
     Finished { step: String, elapsed: Duration },
     Failed { step: String, error: String },
     Undone { step: String, what: String },
+    Warning { step: String, message: String },
 }
 
 /// What a successful [`apply`] did.
@@ -167,6 +169,7 @@ impl Effect {
 struct Report {
     index: usize,
     effects: Vec<Effect>,
+    warnings: Vec<String>,
     result: Result<(), StepError>,
     elapsed: Duration,
 }
@@ -272,13 +275,15 @@ pub fn apply_with(
                 let Ok(index) = job else { break };
                 let t = Instant::now();
                 let mut effects = Vec::new();
+                let mut warnings = Vec::new();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    ctx.execute(&plan.steps[index].op, &mut effects)
+                    ctx.execute(&plan.steps[index].op, &mut effects, &mut warnings)
                 }))
                 .unwrap_or_else(|p| Err(StepError::Panicked(panic_message(&p))));
                 let report = Report {
                     index,
                     effects,
+                    warnings,
                     result,
                     elapsed: t.elapsed(),
                 };
@@ -333,6 +338,12 @@ pub fn apply_with(
                 let created_netns = r.effects.iter().any(|e| matches!(e, Effect::Netns(_)));
                 record_effects(st, &r.effects);
                 undo.extend(r.effects.into_iter().map(|e| (r.index, e)));
+                for message in r.warnings {
+                    on_event(&Event::Warning {
+                        step: step.id.clone(),
+                        message,
+                    });
+                }
                 match r.result {
                     Ok(()) => {
                         completed.push(step.id.clone());
@@ -537,7 +548,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn execute(&self, op: &Op, effects: &mut Vec<Effect>) -> Result<(), StepError> {
+    fn execute(&self, op: &Op, effects: &mut Vec<Effect>, warnings: &mut Vec<String>) -> Result<(), StepError> {
         let sys = self.sys;
         match op {
             Op::CreateNetns { netns } => {
@@ -555,7 +566,7 @@ impl Ctx<'_> {
                 rate,
                 delay,
                 loss,
-            } => sys.impair(
+            } => warnings.extend(sys.impair(
                 netns,
                 ifname,
                 &Impairment {
@@ -563,7 +574,7 @@ impl Ctx<'_> {
                     delay: delay.clone(),
                     loss: *loss,
                 },
-            )?,
+            )?),
             Op::MakeDir { path } => {
                 let dirs = sys.make_dir(Path::new(path))?;
                 effects.extend(dirs.into_iter().map(Effect::Path));

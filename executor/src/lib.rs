@@ -3,6 +3,10 @@
 //!
 //! - [`engine`]: dependency-ordered, concurrent application with rollback, and teardown.
 //! - [`state`]: the state file and lock of an emulation.
+//! - [`cni`]: the CNI runtime (libcni/cnitool equivalent) and the built-in `flannel` plugin.
+//! - [`preflight`]: every program and plugin a plan needs, checked before `up` changes anything.
+//! - [`etcd`]: a small etcd v3 client (JSON gateway over HTTP/1.1).
+//! - [`flannel`]: the built-in flannel agent (`knetsim flanneld`): etcd subnet manager, vxlan backend.
 //! - [`system`]: the side-effect boundary ([`system::System`]), with the real Linux
 //!   implementation and a recording fake for tests.
 //!
@@ -11,7 +15,11 @@
 //! errors, [`StateFile::destroy`]. `down` is [`down`]: [`StateFile::open`],
 //! [`teardown`], then [`StateFile::destroy`] if nothing failed.
 
+pub mod cni;
 pub mod engine;
+pub mod etcd;
+pub mod flannel;
+pub mod preflight;
 pub mod state;
 pub mod system;
 

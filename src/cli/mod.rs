@@ -1,6 +1,12 @@
 //! Subcommands. Each one is a function returning the process exit code.
 
+mod cni;
 mod compile;
+mod down;
+mod exec;
+mod flanneld;
+mod status;
+mod up;
 
 use clap::{Parser, Subcommand};
 use knetsim_compiler::{CompileOptions, Diagnostics, Source};
@@ -51,6 +57,20 @@ enum Command {
     Diff(compile::DiffArgs),
     /// Draw a topology as Mermaid or Graphviz dot.
     Graph(compile::GraphArgs),
+    /// Run a CNI ADD / DEL / CHECK of a network namespace like cnitool (NETCONFPATH, CNI_PATH, CNI_ARGS).
+    Cni(cni::Args),
+    /// Bring an emulation up (needs root): compile, check dependencies, apply, print a summary.
+    Up(up::UpArgs),
+    /// Tear an emulation down from its recorded state (`--all`: every emulation).
+    Down(down::DownArgs),
+    /// Show an emulation's components and their health (exit 1 if not up or unhealthy).
+    Status(status::StatusArgs),
+    /// Run a command inside a host's (C0w1) or pod's (C0/c1) network namespace.
+    Exec(exec::ExecArgs),
+    /// Open an interactive shell inside a host's or pod's network namespace.
+    Shell(exec::ShellArgs),
+    /// The built-in flannel agent (flanneld's flags: -iface, -etcd-endpoints, -etcd-prefix, -subnet-file).
+    Flanneld(flanneld::Args),
 }
 
 pub fn run() -> i32 {
@@ -61,6 +81,13 @@ pub fn run() -> i32 {
         Command::Plan(a) => compile::plan(a),
         Command::Diff(a) => compile::diff(a),
         Command::Graph(a) => compile::graph(a),
+        Command::Cni(a) => cni::cni(a),
+        Command::Up(a) => up::up(a),
+        Command::Down(a) => down::down(a),
+        Command::Status(a) => status::status(a),
+        Command::Exec(a) => exec::exec(a),
+        Command::Shell(a) => exec::shell(a),
+        Command::Flanneld(a) => flanneld::flanneld(a),
     }
 }
 

@@ -1,10 +1,13 @@
 //! compile-bench: how fast and how big the knetsim compiler is.
 //!
-//! `cargo run --release -p knetsim-bench --bin compile-bench [-- --only default,10x100x10] [-- --runs N]`
+//! `cargo run --release -p knetsim-bench --bin compile-bench [-- [--only default,10x100x10] [--runs N]]`
+//! (`--runs` overrides the number of timed runs of the generated cases). See docs/performance.md.
 //!
 //! Every case runs in a fresh child process (this binary re-executed with a hidden
 //! `--child` argument) so its peak RSS is its own: the child reads `VmHWM` from
 //! `/proc/self/status` and `getrusage(RUSAGE_SELF).ru_maxrss` when it is done.
+//! (Linux carries the parent's peak over an exec into `ru_maxrss`; the parent stays
+//! at a few MB, so only `VmHWM` is exact for tiny cases.)
 //! A second child per case times the compiler's phases one by one.
 //! The program always exits 0: it is a report, not a test.
 

@@ -87,6 +87,9 @@ pub fn render_bundle(model: &Model) -> Bundle {
         );
     }
     let plan = crate::plan::build(model, &b);
-    b.insert(paths::PLAN, ArtifactKind::Plan, None, None, to_json(&plan));
+    let plan_json = to_json(&plan);
+    // The plan is the largest structure of a big bundle: free it before its text is stored.
+    drop(plan);
+    b.insert(paths::PLAN, ArtifactKind::Plan, None, None, plan_json);
     b
 }

@@ -241,11 +241,12 @@ impl System for RecordingSystem {
         })
     }
 
-    fn impair(&self, netns: &str, ifname: &str, _impairment: &Impairment) -> SysResult<()> {
+    fn impair(&self, netns: &str, ifname: &str, _impairment: &Impairment) -> SysResult<Vec<String>> {
         self.record(Call::Impair {
             netns: netns.into(),
             ifname: ifname.into(),
-        })
+        })?;
+        Ok(Vec::new())
     }
 
     fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>> {

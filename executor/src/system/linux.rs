@@ -7,11 +7,14 @@
 //!   pool from a foreign namespace, and the root namespace is never touched.
 //! - Links, addresses and routes are `ip -n NETNS ...` argv (no shell).
 //! - Sysctls are written to `/proc/sys` by a thread that has entered the namespace.
+//! - Processes are started detached (own session) by a child that enters the
+//!   namespace between fork and exec ([`super::process`]); impairments are tc
+//!   and, without netem, nft ([`super::impair`]); etcd puts use [`crate::etcd`].
 //!
 //! Implemented so far: the underlay (namespaces, bridges, veths, addresses,
 //! routes, sysctls), files, `nft -f`, stopping processes, finding the processes
-//! in namespaces and the probes. Starting processes, impairments, etcd puts and
-//! CNI ADD return [`SysError::Unsupported`].
+//! in namespaces, the probes, starting processes, impairments and etcd puts.
+//! CNI ADD returns [`SysError::Unsupported`].
 
 use super::{CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
 use knetsim_compiler::plan::{Probe, VethEnd};
@@ -143,7 +146,8 @@ fn ip_batch(netns: &str, commands: &[String]) -> SysResult<()> {
     Ok(())
 }
 
-fn open_netns(netns: &str) -> SysResult<File> {
+/// Opens `/run/netns/NAME` (e.g. to enter it from a child before exec).
+pub fn open_netns(netns: &str) -> SysResult<File> {
     check_name("namespace name", netns)?;
     let path = LinuxSystem::netns_path(netns);
     File::open(&path).map_err(|e| {
@@ -455,8 +459,9 @@ impl System for LinuxSystem {
         })
     }
 
-    fn impair(&self, _netns: &str, _ifname: &str, _impairment: &Impairment) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "impair" })
+    fn impair(&self, netns: &str, ifname: &str, impairment: &Impairment) -> SysResult<Vec<String>> {
+        check_name("namespace name", netns)?;
+        super::impair::apply(netns, ifname, impairment, &|argv, stdin| run(argv, stdin))
     }
 
     fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>> {
@@ -496,8 +501,30 @@ impl System for LinuxSystem {
         run(&["ip", "netns", "exec", netns, "nft", "-f", path], None).map(drop)
     }
 
-    fn start_process(&self, _spec: &ProcessSpec) -> SysResult<Spawned> {
-        Err(SysError::Unsupported { op: "start-process" })
+    fn start_process(&self, spec: &ProcessSpec) -> SysResult<Spawned> {
+        use super::process;
+        let (program, args) =
+            process::resolve_argv(&spec.argv, spec.builtin.as_deref(), &process::which, &process::self_exe)?;
+        let netns = open_netns(&spec.netns)?;
+        let log = Path::new(&spec.log);
+        let dir = log
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or_else(|| SysError::Invalid {
+                what: "log path".into(),
+                detail: spec.log.clone(),
+            })?;
+        let mut created = self.make_dir(dir)?;
+        let log_existed = log.exists();
+        let pid = process::spawn_detached(netns, &program, &args, log, dir)?;
+        if !log_existed {
+            created.push(log.to_path_buf());
+        }
+        Ok(Spawned {
+            pid,
+            start_ticks: start_ticks(pid),
+            created,
+        })
     }
 
     fn kill(&self, p: Pid) -> SysResult<()> {
@@ -606,12 +633,59 @@ impl System for LinuxSystem {
         }
     }
 
-    fn etcd_put(&self, _netns: &str, _endpoints: &[String], _key: &str, _value: &str) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "etcd-put" })
+    fn etcd_put(&self, netns: &str, endpoints: &[String], key: &str, value: &str) -> SysResult<()> {
+        // The flannel agent's etcd client (v3 JSON gateway), from a thread inside `netns`;
+        // it tries every endpoint. A member that just became healthy may still be
+        // electing: transient errors are retried for a short while.
+        let client = crate::etcd::Client::new(endpoints).map_err(|e| SysError::Invalid {
+            what: "etcd endpoints".into(),
+            detail: e.to_string(),
+        })?;
+        in_netns(netns, || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match client.put(key, value.as_bytes(), 0) {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.is_transient() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Err(e) => {
+                        return Err(SysError::io(
+                            format!("etcd put {key} from {netns}"),
+                            std::io::Error::other(e.to_string()),
+                        ))
+                    }
+                }
+            }
+        })
     }
 
-    fn cni_add(&self, _req: &CniAddRequest) -> SysResult<Vec<String>> {
-        Err(SysError::Unsupported { op: "cni-add" })
+    fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>> {
+        use crate::cni::{ensure_added, CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
+        check_name("namespace name", &req.pod_netns)?;
+        let fail = |e: crate::cni::Error| {
+            let context = format!(
+                "CNI ADD of {} (IP={}) to network {} in {}",
+                req.pod_netns, req.ip, req.network, req.worker_netns
+            );
+            SysError::io(context, std::io::Error::other(e))
+        };
+        // As cnitool with NETCONFPATH=conf_dir, run from the worker's namespace; the
+        // result cache is the worker's `cni-cache` beside its configuration.
+        let conf_dir = Path::new(&req.conf_dir);
+        let net = NetworkConf::load(conf_dir, &req.network).map_err(fail)?;
+        let runtime = CniRuntime::new(
+            DEFAULT_PLUGIN_DIRS.iter().map(PathBuf::from).collect(),
+            conf_dir.join("cni-cache"),
+        );
+        let pod_netns = Self::netns_path(&req.pod_netns).display().to_string();
+        let rt = RuntimeConf::new(&req.container_id, pod_netns, &req.ifname)
+            .arg("IgnoreUnknown", "1")
+            .arg("IP", &req.ip);
+        let result = in_netns(&req.worker_netns, || {
+            Ok(ensure_added(&runtime, &net, &rt, Some(&req.ip)))
+        })?;
+        Ok(result.map_err(fail)?.addresses())
     }
 }
 

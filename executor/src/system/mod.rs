@@ -4,7 +4,9 @@
 //! calls for unit tests that run without root.
 
 pub mod fake;
+pub mod impair;
 pub mod linux;
+pub mod process;
 
 use knetsim_compiler::plan::{Probe, VethEnd};
 use std::path::{Path, PathBuf};
@@ -118,7 +120,9 @@ pub trait System: Send + Sync {
     fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()>;
     /// A `net.*` sysctl inside `netns`.
     fn set_sysctl(&self, netns: &str, key: &str, value: &str) -> SysResult<()>;
-    fn impair(&self, netns: &str, ifname: &str, impairment: &Impairment) -> SysResult<()>;
+    /// Shapes a link. Returns warnings about what could not be emulated exactly
+    /// (e.g. delay on a kernel without netem): reported, not failures.
+    fn impair(&self, netns: &str, ifname: &str, impairment: &Impairment) -> SysResult<Vec<String>>;
     /// `mkdir -p`; returns the directories it created, outermost first.
     fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>>;
     /// Writes a file, creating missing parents; returns the directories it created.

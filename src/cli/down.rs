@@ -1,0 +1,99 @@
+//! `knetsim down`: tear an emulation down from its recorded state (processes by
+//! PID, namespaces, files), or every emulation that has state with `--all`.
+
+use super::status::{display_name, emulations, name_flag};
+use super::up::is_root;
+use super::Target;
+use knetsim_executor::engine::DownError;
+use knetsim_executor::state::{self, StateError};
+use knetsim_executor::LinuxSystem;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Tear down every emulation that has state in /tmp/knetsim or /tmp/knetsim-*.
+    #[arg(long, conflicts_with_all = ["name", "state_dir"])]
+    all: bool,
+}
+
+/// Tears one emulation down; prints what happened. Returns success.
+fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> bool {
+    let t = Instant::now();
+    let (namespaces, processes) = match state::read(state_dir) {
+        Ok(Some(st)) => (st.namespaces.len(), st.processes.len()),
+        _ => (0, 0),
+    };
+    match knetsim_executor::down(state_dir, name, sys) {
+        Ok(()) => {
+            println!(
+                "emulation {} is down ({namespaces} namespaces, {processes} processes) in {:.2} s",
+                display_name(name),
+                t.elapsed().as_secs_f64()
+            );
+            true
+        }
+        Err(DownError::State(StateError::NotUp { path, .. })) => {
+            eprintln!(
+                "emulation {} is not up (no {}): nothing to do",
+                display_name(name),
+                path.display()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("error: down{}: {e}", name_flag(name));
+            false
+        }
+    }
+}
+
+pub fn down(a: DownArgs) -> i32 {
+    if !is_root() {
+        eprintln!("error: knetsim down needs root (it deletes network namespaces and mounts): run it with sudo");
+        return 1;
+    }
+    let sys = LinuxSystem::new();
+    if a.all {
+        let found = emulations();
+        if found.is_empty() {
+            println!("no emulation has state in /tmp/knetsim or /tmp/knetsim-*: nothing to do");
+        }
+        let mut ok = true;
+        for (name, dir) in &found {
+            ok &= down_one(dir, name, &sys);
+        }
+        warn_unrecorded_namespaces();
+        return i32::from(!ok);
+    }
+    let opts = match a.target.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    i32::from(!down_one(&opts.state_dir, &opts.name, &sys))
+}
+
+/// Switch namespaces no recorded emulation owns (e.g. from a state directory that
+/// was deleted by hand). They are only reported: `down` never removes by name.
+fn warn_unrecorded_namespaces() {
+    let Ok(entries) = std::fs::read_dir(knetsim_executor::system::linux::NETNS_RUN_DIR) else {
+        return;
+    };
+    let mut stray: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n == "knetsim-switches" || n.ends_with("-knetsim-switches"))
+        .collect();
+    stray.sort();
+    if !stray.is_empty() {
+        eprintln!(
+            "note: namespaces of emulations without recorded state remain: {} (remove with `ip netns delete`)",
+            stray.join(", ")
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! `knetsim up`: compile, preflight (nothing changes if something is missing),
+//! apply the plan with the real system, print a summary.
+
+use super::status::{display_name, name_flag, print_table, Inventory, BUNDLE_DIR};
+use super::{load_source, report_diagnostics, Target};
+use clap::CommandFactory;
+use knetsim_compiler::artifacts::paths::{INVENTORY, PLAN};
+use knetsim_compiler::plan::{Op, Plan};
+use knetsim_compiler::{self as compiler, Bundle};
+use knetsim_executor::engine::{apply_with, ApplyError, Event, Options};
+use knetsim_executor::preflight::{self, RealMachine};
+use knetsim_executor::state::{self, StateFile};
+use knetsim_executor::LinuxSystem;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Topology file (default: the embedded seed topology).
+    topology: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+    /// Steps run at the same time.
+    #[arg(long, default_value_t = 8)]
+    parallelism: usize,
+    /// Seconds each readiness check (etcd health, flannel subnet, ...) may take.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Subcommands of this knetsim, which can stand in for missing programs (`flanneld`).
+fn builtins() -> Vec<String> {
+    super::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
+
+/// The missing-dependency report, or None when everything is there.
+fn preflight_report(plan: &Plan) -> Option<String> {
+    let builtins = builtins();
+    let builtins: Vec<&str> = builtins.iter().map(String::as_str).collect();
+    let missing = preflight::check(plan, &RealMachine, &builtins, preflight::CNI_PLUGIN_DIRS);
+    if missing.is_empty() {
+        return None;
+    }
+    let mut text = format!(
+        "error: {} missing dependenc{} (nothing was changed):\n",
+        missing.len(),
+        if missing.len() == 1 { "y" } else { "ies" }
+    );
+    for m in &missing {
+        text.push_str(&format!("  - {m}\n"));
+    }
+    let packages = preflight::packages(&missing);
+    if !packages.is_empty() {
+        text.push_str(&format!(
+            "install with: sudo apt-get install -y {}\n",
+            packages.join(" ")
+        ));
+    }
+    Some(text)
+}
+
+/// Progress lines from the engine's events, on stderr.
+struct Progress<'a> {
+    plan: &'a Plan,
+    total: usize,
+    done: usize,
+    tty: bool,
+    started: HashMap<String, Instant>,
+    /// A transient status line is on screen.
+    dirty: bool,
+}
+
+impl<'a> Progress<'a> {
+    fn new(plan: &'a Plan) -> Self {
+        Progress {
+            plan,
+            total: plan.steps.len(),
+            done: 0,
+            tty: std::io::stderr().is_terminal(),
+            started: HashMap::new(),
+            dirty: false,
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.dirty {
+            eprint!("\r\x1b[K");
+            self.dirty = false;
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        self.clear();
+        eprintln!("{text}");
+    }
+
+    /// The longest-running step still in progress.
+    fn waiting_on(&self) -> Option<(&str, Duration)> {
+        self.started
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(id, t)| (id.as_str(), t.elapsed()))
+    }
+
+    fn log_of(&self, step: &str) -> Option<&str> {
+        match &self.plan.step(step)?.op {
+            Op::StartProcess { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+
+    fn event(&mut self, e: &Event) {
+        let width = self.total.to_string().len();
+        match e {
+            Event::Started { step } => {
+                self.started.insert(step.clone(), Instant::now());
+            }
+            Event::Finished { step, elapsed } => {
+                self.started.remove(step);
+                self.done += 1;
+                if self.tty {
+                    let mut text = format!("[{:>width$}/{}] {step}", self.done, self.total);
+                    if let Some((id, t)) = self.waiting_on() {
+                        text = format!(
+                            "[{:>width$}/{}] waiting for {id} ({:.1} s)",
+                            self.done,
+                            self.total,
+                            t.as_secs_f64()
+                        );
+                    }
+                    self.clear();
+                    eprint!("{text}");
+                    self.dirty = true;
+                } else {
+                    let text = format!(
+                        "[{:>width$}/{}] {step} ({} ms)",
+                        self.done,
+                        self.total,
+                        elapsed.as_millis()
+                    );
+                    self.line(&text);
+                }
+            }
+            Event::Warning { step, message } => self.line(&format!("warning: {step}: {message}")),
+            Event::Failed { step, error } => {
+                self.started.remove(step);
+                let mut text = format!("failed: {step}: {error}");
+                // The log goes away with the rollback: show its end now.
+                if let Some(log) = self.log_of(step) {
+                    if let Ok(content) = std::fs::read_to_string(log) {
+                        let lines: Vec<&str> = content.lines().collect();
+                        let tail = &lines[lines.len().saturating_sub(15)..];
+                        if !tail.is_empty() {
+                            text.push_str(&format!("\n  last lines of {log}:"));
+                            for l in tail {
+                                text.push_str(&format!("\n    {l}"));
+                            }
+                        }
+                    }
+                }
+                self.line(&text);
+            }
+            Event::Undone { .. } => {}
+        }
+    }
+}
+
+fn print_summary(inv: &Inventory, name: &str, state_dir: &Path, elapsed: Duration, steps: usize, processes: usize) {
+    println!(
+        "emulation {} is up in {:.2} s ({steps} steps, {} hosts, {} pods, {processes} processes); state in {}",
+        display_name(name),
+        elapsed.as_secs_f64(),
+        inv.hosts.len(),
+        inv.pods.len(),
+        state_dir.display()
+    );
+    println!();
+    let rows: Vec<Vec<String>> = inv
+        .hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.name.clone(),
+                h.role.to_string(),
+                h.netns.clone(),
+                format!("{}/{}", h.ip, h.prefix_len),
+                h.subnet.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(&["HOST", "ROLE", "NAMESPACE", "IP", "POD SUBNET"], &rows);
+    if !inv.pods.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = inv
+            .pods
+            .iter()
+            .map(|p| vec![p.id.clone(), p.worker.clone(), p.netns.clone(), p.ip.clone()])
+            .collect();
+        print_table(&["POD", "WORKER", "NAMESPACE", "IP"], &rows);
+    }
+    if !inv.services.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = inv
+            .services
+            .iter()
+            .map(|s| {
+                vec![
+                    s.id.clone(),
+                    s.vip.clone(),
+                    if s.ports.is_empty() {
+                        "(all)".into()
+                    } else {
+                        s.ports.join(",")
+                    },
+                    s.endpoints.join(", "),
+                ]
+            })
+            .collect();
+        print_table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
+    }
+    if !inv.ingresses.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = inv
+            .ingresses
+            .iter()
+            .map(|i| vec![i.id.clone(), i.worker.clone(), i.port.to_string(), i.routes.join(", ")])
+            .collect();
+        print_table(&["INGRESS", "WORKER", "PORT", "ROUTES"], &rows);
+    }
+    let flag = name_flag(name);
+    let example = inv
+        .pods
+        .first()
+        .map(|p| p.id.clone())
+        .or_else(|| inv.hosts.iter().find(|h| h.role == "worker").map(|h| h.name.clone()));
+    println!();
+    if let Some(node) = example {
+        println!("try: knetsim exec{flag} {node} -- ip addr    |  knetsim shell{flag} {node}");
+    }
+    println!("     knetsim status{flag}    |  knetsim down{flag}");
+}
+
+pub fn up(a: UpArgs) -> i32 {
+    let t0 = Instant::now();
+    let opts = match a.target.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let source = match load_source(a.topology.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let bundle: Bundle = match compiler::compile(&source, &opts) {
+        Ok(b) => b,
+        Err(d) => {
+            report_diagnostics(&d);
+            return 1;
+        }
+    };
+    let plan: Plan = serde_json::from_str(bundle.get(PLAN).expect("bundle has a plan")).expect("plan.json parses");
+    let name = opts.name.clone();
+    let state_dir = opts.state_dir.clone();
+
+    // Checks, in order, before anything changes.
+    match state::read(&state_dir) {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            eprintln!(
+                "error: emulation {} is already up (state in {}); run `knetsim down{}` first",
+                display_name(&name),
+                state_dir.join(state::STATE_FILE).display(),
+                name_flag(&name)
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
+    if let Some(report) = preflight_report(&plan) {
+        eprint!("{report}");
+        return 1;
+    }
+    if !is_root() {
+        eprintln!("error: knetsim up needs root (it creates network namespaces and mounts): run it with sudo");
+        return 1;
+    }
+
+    let mut sf = match StateFile::create(&state_dir, &name) {
+        Ok(sf) => sf,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let bundle_dir = state_dir.join(BUNDLE_DIR);
+    sf.state_mut().paths.push(bundle_dir.display().to_string());
+    if let Err(e) = sf
+        .save()
+        .map_err(|e| e.to_string())
+        .and_then(|()| bundle.write_to(&bundle_dir).map_err(|e| e.to_string()))
+    {
+        eprintln!("error: writing the bundle to {}: {e}", bundle_dir.display());
+        let _ = std::fs::remove_dir_all(&bundle_dir);
+        let _ = sf.destroy();
+        return 1;
+    }
+    eprintln!(
+        "bringing up {} ({} steps, {} namespaces) ...",
+        display_name(&name),
+        plan.steps.len(),
+        plan.namespaces.len()
+    );
+
+    let sys = LinuxSystem::new();
+    let mut options = Options::new(a.parallelism.max(1));
+    options.probe_timeout = Duration::from_secs(a.timeout.max(1));
+    let mut progress = Progress::new(&plan);
+    let result = apply_with(&plan, &bundle, &sys, &options, Some(&mut sf), &mut |e| {
+        progress.event(e)
+    });
+    progress.clear();
+    match result {
+        Ok(applied) => {
+            let inv = Inventory::parse(bundle.get(INVENTORY).expect("bundle has an inventory"));
+            match inv {
+                Ok(inv) => print_summary(
+                    &inv,
+                    &name,
+                    &state_dir,
+                    t0.elapsed(),
+                    applied.completed.len(),
+                    applied.processes.len(),
+                ),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+            0
+        }
+        Err(ApplyError::InvalidPlan(e)) => {
+            eprintln!("error: invalid plan: {e}");
+            let _ = std::fs::remove_dir_all(&bundle_dir);
+            let _ = sf.destroy();
+            1
+        }
+        Err(ApplyError::StepFailed(f)) if f.undo_errors.is_empty() => {
+            eprintln!("error: {f}");
+            let _ = std::fs::remove_dir_all(&bundle_dir);
+            match sf.destroy() {
+                Ok(()) => eprintln!("nothing of {} is left", display_name(&name)),
+                Err(e) => eprintln!("error: removing the state: {e}"),
+            }
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "the state is kept in {}: run `knetsim down{}` to remove what is left",
+                state_dir.display(),
+                name_flag(&name)
+            );
+            1
+        }
+    }
+}
