@@ -15,5 +15,6 @@ RUN apt-get update \
 COPY --from=build /src/target/release/knetsim /usr/local/bin/knetsim
 COPY topologies /opt/knetsim/topologies
 WORKDIR /opt/knetsim
-# Until the executor lands, the image compiles and shows the default topology's plan.
-CMD ["knetsim", "plan"]
+# Brings up the default topology (routers left out until the built-in one lands) and
+# opens a shell on C0w1; `knetsim down` ends it.
+CMD ["sh", "-c", "knetsim up --skip interconnect && exec knetsim shell C0w1"]

@@ -97,9 +97,7 @@ impl Proc {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Some(status);
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         let end = Instant::now() + grace;
         while Instant::now() < end {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -142,7 +140,9 @@ impl Lab {
     fn wire(&self, role: &str, ip: &str) {
         let sw = self.ns("sw");
         let ns = self.ns(role);
-        run(&["ip", "-n", &sw, "link", "add", role, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        run(&[
+            "ip", "-n", &sw, "link", "add", role, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
         run(&["ip", "-n", &sw, "link", "set", role, "master", "br0", "up"]);
         run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
@@ -245,7 +245,11 @@ fn neighbours(ns: &str) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|n| n.get("state").and_then(Value::as_array).is_some_and(|s| s.iter().any(|x| x == "PERMANENT")))
+        .filter(|n| {
+            n.get("state")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|x| x == "PERMANENT"))
+        })
         .filter_map(|n| Some((n["dst"].as_str()?.to_string(), n.get("lladdr")?.as_str()?.to_string())))
         .collect()
 }
@@ -276,11 +280,12 @@ fn lease_attrs(ip: &str, mac: &str) -> String {
     .unwrap()
 }
 
-fn vm_rss_kb(pid: u32) -> Option<u64> {
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.split(':').next() == Some(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -313,7 +318,18 @@ fn two_agents_share_leases_through_etcd() {
         dir: tempfile::tempdir().unwrap(),
     };
     let sw = lab.add_ns("sw");
-    run(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge", "stp_state", "0"]);
+    run(&[
+        "ip",
+        "-n",
+        &sw,
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+    ]);
     run(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
     let e1 = lab.add_ns("e1");
     let w1 = lab.add_ns("w1");
@@ -344,6 +360,23 @@ fn two_agents_share_leases_through_etcd() {
     });
     assert!(lab.procs[etcd].child.try_wait().unwrap().is_none(), "etcd exited");
 
+    // The client's lease and transaction calls against the real etcd.
+    lab.etcd(|c| {
+        let e = |e: knetsim_executor::etcd::Error| e.to_string();
+        let lease = c.grant(60).map_err(e)?;
+        assert_eq!(c.keep_alive_once(lease.id).map_err(e)?, 60);
+        assert!(c.create("/t/once", b"1", lease.id).map_err(e)?);
+        assert!(!c.create("/t/once", b"2", 0).map_err(e)?, "create of an existing key");
+        let (kv, _) = c.get("/t/once").map_err(e)?;
+        assert_eq!(kv.map(|kv| (kv.value, kv.lease)), Some((b"1".to_vec(), lease.id)));
+        c.revoke(lease.id).map_err(e)?;
+        assert_eq!(c.get("/t/once").map_err(e)?.0, None, "revoking deletes the key");
+        assert!(c.time_to_live(lease.id).map_err(e)? < 0);
+        assert!(c.keep_alive_once(lease.id).map_err(e)? <= 0);
+        Ok(())
+    })
+    .unwrap();
+
     // The network config and worker 1's reservation, as the executor puts them.
     lab.etcd(|c| {
         c.put(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0)
@@ -356,7 +389,9 @@ fn two_agents_share_leases_through_etcd() {
     let a2 = lab.agent("w2", W2_IP);
     for role in ["w1", "w2"] {
         let f = lab.subnet_file(role);
-        wait_for(&format!("{}", f.display()), Duration::from_secs(20), || f.exists().then_some(()));
+        wait_for(&format!("{}", f.display()), Duration::from_secs(20), || {
+            f.exists().then_some(())
+        });
     }
 
     // Worker 1 took its reservation, worker 2 leased another subnet.
@@ -398,7 +433,10 @@ fn two_agents_share_leases_through_etcd() {
     let mac2 = v2["BackendData"]["VtepMAC"].as_str().unwrap().to_string();
 
     // The VXLAN devices.
-    for (ns, mac, ip, addr) in [(&w1, W1_MAC, W1_IP, "11.10.0.0"), (&w2, mac2.as_str(), W2_IP, gw2.as_str())] {
+    for (ns, mac, ip, addr) in [
+        (&w1, W1_MAC, W1_IP, "11.10.0.0"),
+        (&w2, mac2.as_str(), W2_IP, gw2.as_str()),
+    ] {
         let l = link(ns);
         assert_eq!(l["address"], mac, "{ns}: {l}");
         assert_eq!(l["mtu"], 1450);
@@ -431,8 +469,10 @@ fn two_agents_share_leases_through_etcd() {
 
     // The agent's memory.
     for (role, idx) in [("w1", a1), ("w2", a2)] {
-        let rss = vm_rss_kb(lab.procs[idx].pid()).expect("agent running");
-        println!("flanneld {role}: VmRSS {rss} kB");
+        let pid = lab.procs[idx].pid();
+        let rss = status_kb(pid, "VmRSS").expect("agent running");
+        let peak = status_kb(pid, "VmHWM").unwrap_or(0);
+        println!("flanneld {role}: VmRSS {rss} kB (peak VmHWM {peak} kB)");
         assert!(rss < 64 * 1024, "agent RSS {rss} kB");
     }
 
@@ -449,8 +489,12 @@ fn two_agents_share_leases_through_etcd() {
     });
     lab.etcd(|c| {
         let lease = c.grant(2).map_err(|e| e.to_string())?;
-        c.put(&key3, lease_attrs("10.77.0.10", "0a:00:00:00:00:0a").as_bytes(), lease.id)
-            .map_err(|e| e.to_string())
+        c.put(
+            &key3,
+            lease_attrs("10.77.0.10", "0a:00:00:00:00:0a").as_bytes(),
+            lease.id,
+        )
+        .map_err(|e| e.to_string())
     })
     .unwrap();
     wait_for("w1 follows the change", Duration::from_secs(10), || {
@@ -483,11 +527,15 @@ fn two_agents_share_leases_through_etcd() {
     lab.etcd(|c| c.delete(&key4).map_err(|e| e.to_string())).unwrap();
 
     // etcd restarts meanwhile: worker 2's watch breaks and it re-lists.
-    assert!(lab.procs[etcd].stop(Duration::from_secs(5)).is_some(), "etcd stops on SIGTERM");
+    assert!(
+        lab.procs[etcd].stop(Duration::from_secs(5)).is_some(),
+        "etcd stops on SIGTERM"
+    );
     let etcd = lab.spawn("etcd-restarted", &e1, &member.argv());
     wait_for("etcd again", Duration::from_secs(30), || {
         lab.etcd(|c| c.get("/health").map_err(|e| e.to_string())).ok()
     });
+    assert!(lab.procs[etcd].child.try_wait().unwrap().is_none(), "etcd exited");
     let a1 = lab.agent("w1", W1_IP);
     wait_for("w1's agent drops the stale route", Duration::from_secs(20), || {
         (!routes(&w1).iter().any(|r| r.0 == net4)).then_some(())
@@ -513,12 +561,16 @@ fn two_agents_share_leases_through_etcd() {
 
     // Deleting worker 2's lease: worker 1 removes its entries, worker 2's agent shuts down.
     lab.etcd(|c| c.delete(&key2).map_err(|e| e.to_string())).unwrap();
-    wait_for("w1 removes w2's route, neighbour and fdb entry", Duration::from_secs(10), || {
-        (!routes(&w1).iter().any(|r| r.0 == net2)
-            && !neighbours(&w1).iter().any(|n| n.0 == gw2)
-            && !fdb(&w1).iter().any(|f| f.0 == mac2))
-        .then_some(())
-    });
+    wait_for(
+        "w1 removes w2's route, neighbour and fdb entry",
+        Duration::from_secs(10),
+        || {
+            (!routes(&w1).iter().any(|r| r.0 == net2)
+                && !neighbours(&w1).iter().any(|n| n.0 == gw2)
+                && !fdb(&w1).iter().any(|f| f.0 == mac2))
+            .then_some(())
+        },
+    );
     let code = wait_for("w2's agent to exit", Duration::from_secs(10), || {
         lab.procs[a2].child.try_wait().unwrap().map(|s| s.code())
     });
@@ -528,7 +580,12 @@ fn two_agents_share_leases_through_etcd() {
     // SIGTERM: a clean exit.
     let status = lab.procs[a1].stop(Duration::from_secs(3));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", lab.procs[a1].log_text());
-    let first = lab.procs.iter().find(|p| p.name.starts_with("flanneld-w1-")).unwrap().log_text();
+    let first = lab
+        .procs
+        .iter()
+        .find(|p| p.name.starts_with("flanneld-w1-"))
+        .unwrap()
+        .log_text();
     for line in [
         "Found lease (ip: 11.10.0.0/20",
         "Acquired lease 11.10.0.0/20 (reservation)",

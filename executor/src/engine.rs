@@ -760,15 +760,16 @@ fn par_map<T: Sync, R: Send>(items: &[T], n: usize, f: impl Fn(&T) -> R + Sync) 
 
 const TEARDOWN_THREADS: usize = 8;
 
-/// Removes an emulation from its recorded state: stops every recorded process
-/// (and any other process still inside its namespaces), deletes every recorded
+/// Removes an emulation from its recorded state: stops every recorded process at
+/// once ([`System::kill_now`]; and any other process still inside its
+/// namespaces), deletes every recorded
 /// namespace and removes the files it created under its state directory. Goes on
 /// past failures and returns all of them; empty = everything is gone.
 pub fn teardown(state: &State, sys: &dyn System) -> Vec<TeardownError> {
     let mut errors = Vec::new();
     let procs: Vec<&ProcessRecord> = state.processes.iter().rev().collect();
     for (p, r) in procs.iter().zip(par_map(&procs, TEARDOWN_THREADS, |p| {
-        sys.kill(Pid {
+        sys.kill_now(Pid {
             pid: p.pid,
             start_ticks: p.start_ticks,
         })
@@ -788,7 +789,7 @@ pub fn teardown(state: &State, sys: &dyn System) -> Vec<TeardownError> {
                 let known: HashSet<u32> = state.processes.iter().map(|p| p.pid).collect();
                 let stray: Vec<u32> = pids.into_iter().filter(|p| !known.contains(p)).collect();
                 let results = par_map(&stray, TEARDOWN_THREADS, |&pid| {
-                    sys.kill(Pid { pid, start_ticks: None })
+                    sys.kill_now(Pid { pid, start_ticks: None })
                 });
                 for (pid, r) in stray.iter().zip(results) {
                     if let Err(error) = r {

@@ -38,10 +38,18 @@ pub enum Error {
         source: io::Error,
     },
     #[error("etcd {endpoint}: HTTP {status}: {body}")]
-    Http { endpoint: String, status: u16, body: String },
+    Http {
+        endpoint: String,
+        status: u16,
+        body: String,
+    },
     /// An error etcd reported (a gRPC status).
     #[error("etcd {endpoint}: {message} (gRPC code {code})")]
-    Grpc { endpoint: String, code: i64, message: String },
+    Grpc {
+        endpoint: String,
+        code: i64,
+        message: String,
+    },
     #[error("etcd {endpoint}: unexpected response: {detail}")]
     Protocol { endpoint: String, detail: String },
 }
@@ -245,7 +253,8 @@ impl Client {
 
     /// Revokes a lease, deleting its keys.
     pub fn revoke(&self, id: i64) -> Result<()> {
-        self.call("/v3/lease/revoke", &json!({ "ID": id.to_string() })).map(drop)
+        self.call("/v3/lease/revoke", &json!({ "ID": id.to_string() }))
+            .map(drop)
     }
 
     /// Remaining seconds of a lease; -1 when there is no such lease (or `id` is 0).
@@ -267,16 +276,15 @@ impl Client {
             }
             let deadline = Instant::now() + IO_TIMEOUT;
             loop {
-                match stream.next_record(deadline)? {
-                    Some(rec) => {
-                        let v = parse_json(&ep.url, &rec)?;
-                        let v = unwrap_result(&ep.url, v)?;
-                        return Ok(int(v.get("TTL")));
-                    }
-                    None if Instant::now() >= deadline => {
-                        return Err(protocol(&ep.url, "no keep-alive response"));
-                    }
-                    None => {}
+                if let Some(rec) = stream.next_record(deadline)? {
+                    let v = unwrap_result(&ep.url, parse_json(&ep.url, &rec)?)?;
+                    return Ok(int(v.get("TTL")));
+                }
+                if stream.finished() {
+                    return Err(protocol(&ep.url, "keep-alive stream closed without a response"));
+                }
+                if Instant::now() >= deadline {
+                    return Err(protocol(&ep.url, "no keep-alive response"));
                 }
             }
         })
@@ -476,7 +484,10 @@ fn parse_json(endpoint: &str, bytes: &[u8]) -> Result<Value> {
     serde_json::from_slice(bytes).map_err(|e| {
         protocol(
             endpoint,
-            format!("bad JSON ({e}): {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
+            format!(
+                "bad JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ),
         )
     })
 }
@@ -517,7 +528,10 @@ fn parse_endpoint(url: &str) -> Result<Endpoint> {
     if authority.is_empty() || authority.contains('@') {
         return Err(Error::Endpoint(url.to_string()));
     }
-    let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_string()
     } else {
         format!("{authority}:2379")
@@ -577,7 +591,10 @@ fn unary(ep: &Endpoint, path: &str, body: &Value) -> Result<Value> {
     let mut all = Vec::new();
     while !stream.finished() {
         if Instant::now() >= deadline {
-            return Err(io_err(ep, io::Error::new(io::ErrorKind::TimedOut, "response timed out")));
+            return Err(io_err(
+                ep,
+                io::Error::new(io::ErrorKind::TimedOut, "response timed out"),
+            ));
         }
         if let Some(rec) = stream.next_record(deadline)? {
             all.extend_from_slice(&rec);
@@ -737,7 +754,9 @@ impl Stream {
         }
         self.framing = Framing::UntilEof;
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
             let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
             if name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked") {
                 self.framing = Framing::Chunked;
@@ -773,10 +792,8 @@ impl Stream {
                         break;
                     }
                     self.body.extend(self.raw.drain(..n));
+                    // The CRLF after the chunk's data is stripped with the next size line.
                     self.chunk_left -= n;
-                    if self.chunk_left == 0 {
-                        // Each chunk's data is followed by CRLF; it is stripped with the next size line.
-                    }
                     continue;
                 }
                 // A size line, possibly preceded by the previous chunk's CRLF.
@@ -850,7 +867,10 @@ mod tests {
     fn parses_endpoints() {
         let c = Client::from_list("http://10.1.0.1:2379, http://10.1.0.2:2379").unwrap();
         assert_eq!(c.endpoints(), ["http://10.1.0.1:2379", "http://10.1.0.2:2379"]);
-        assert_eq!(Client::new(&["127.0.0.1"]).unwrap().endpoints(), ["http://127.0.0.1:2379"]);
+        assert_eq!(
+            Client::new(&["127.0.0.1"]).unwrap().endpoints(),
+            ["http://127.0.0.1:2379"]
+        );
         assert!(Client::new(&["https://x:1"]).is_err());
         assert!(Client::from_list("").is_err());
     }
@@ -893,7 +913,8 @@ mod tests {
     }
 
     fn chunked(records: &[&str]) -> Vec<u8> {
-        let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut out =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         for r in records {
             let data = format!("{r}\n");
             out.extend(format!("{:x}\r\n{data}\r\n", data.len()).into_bytes());
@@ -935,7 +956,10 @@ mod tests {
         assert_eq!(rev, 7);
         assert_eq!(kv.key, "/coreos.com/network/config");
         assert_eq!(kv.value, b"{\"Network\":\"11.0.0.0/8\"}");
-        assert_eq!((kv.create_revision, kv.mod_revision, kv.version, kv.lease), (2, 5, 3, 42));
+        assert_eq!(
+            (kv.create_revision, kv.mod_revision, kv.version, kv.lease),
+            (2, 5, 3, 42)
+        );
         assert_eq!(c.put("/k", b"v", 0).unwrap(), 8);
         assert!(!c.create("/k", b"v", 5).unwrap());
         let err = c.revoke(5).unwrap_err();

@@ -5,6 +5,7 @@ mod compile;
 mod down;
 mod exec;
 mod flanneld;
+mod serve;
 mod status;
 mod up;
 
@@ -71,6 +72,8 @@ enum Command {
     Shell(exec::ShellArgs),
     /// The built-in flannel agent (flanneld's flags: -iface, -etcd-endpoints, -etcd-prefix, -subnet-file).
     Flanneld(flanneld::Args),
+    /// A tiny HTTP server answering every request with a text (the seed's utils/ss.py), for pod workloads.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run() -> i32 {
@@ -87,6 +90,7 @@ pub fn run() -> i32 {
         Command::Status(a) => status::status(a),
         Command::Exec(a) => exec::exec(a),
         Command::Shell(a) => exec::shell(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Flanneld(a) => flanneld::flanneld(a),
     }
 }

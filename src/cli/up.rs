@@ -5,7 +5,7 @@ use super::status::{display_name, name_flag, print_table, Inventory, BUNDLE_DIR}
 use super::{load_source, report_diagnostics, Target};
 use clap::CommandFactory;
 use knetsim_compiler::artifacts::paths::{INVENTORY, PLAN};
-use knetsim_compiler::plan::{Op, Plan};
+use knetsim_compiler::plan::{Component, Op, Plan};
 use knetsim_compiler::{self as compiler, Bundle};
 use knetsim_executor::engine::{apply_with, ApplyError, Event, Options};
 use knetsim_executor::preflight::{self, RealMachine};
@@ -28,6 +28,9 @@ pub struct UpArgs {
     /// Seconds each readiness check (etcd health, flannel subnet, ...) may take.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Leave components out: ingress, interconnect, workloads (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<Component>,
 }
 
 /// Whether this process runs as root (effective uid 0).
@@ -182,7 +185,15 @@ impl<'a> Progress<'a> {
     }
 }
 
-fn print_summary(inv: &Inventory, name: &str, state_dir: &Path, elapsed: Duration, steps: usize, processes: usize) {
+fn print_summary(
+    inv: &Inventory,
+    name: &str,
+    state_dir: &Path,
+    elapsed: Duration,
+    steps: usize,
+    processes: usize,
+    skipped: &[Component],
+) {
     println!(
         "emulation {} is up in {:.2} s ({steps} steps, {} hosts, {} pods, {processes} processes); state in {}",
         display_name(name),
@@ -235,7 +246,7 @@ fn print_summary(inv: &Inventory, name: &str, state_dir: &Path, elapsed: Duratio
             .collect();
         print_table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
     }
-    if !inv.ingresses.is_empty() {
+    if !inv.ingresses.is_empty() && !skipped.contains(&Component::Ingress) {
         println!();
         let rows: Vec<Vec<String>> = inv
             .ingresses
@@ -243,6 +254,10 @@ fn print_summary(inv: &Inventory, name: &str, state_dir: &Path, elapsed: Duratio
             .map(|i| vec![i.id.clone(), i.worker.clone(), i.port.to_string(), i.routes.join(", ")])
             .collect();
         print_table(&["INGRESS", "WORKER", "PORT", "ROUTES"], &rows);
+    }
+    if !skipped.is_empty() {
+        let names: Vec<&str> = skipped.iter().map(|c| c.name()).collect();
+        println!("\nleft out (--skip): {}", names.join(", "));
     }
     let flag = name_flag(name);
     let example = inv
@@ -280,7 +295,9 @@ pub fn up(a: UpArgs) -> i32 {
             return 1;
         }
     };
-    let plan: Plan = serde_json::from_str(bundle.get(PLAN).expect("bundle has a plan")).expect("plan.json parses");
+    let plan: Plan = serde_json::from_str::<Plan>(bundle.get(PLAN).expect("bundle has a plan"))
+        .expect("plan.json parses")
+        .without(&a.skip);
     let name = opts.name.clone();
     let state_dir = opts.state_dir.clone();
 
@@ -355,6 +372,7 @@ pub fn up(a: UpArgs) -> i32 {
                     t0.elapsed(),
                     applied.completed.len(),
                     applied.processes.len(),
+                    &a.skip,
                 ),
                 Err(e) => eprintln!("warning: {e}"),
             }

@@ -136,19 +136,37 @@ fn underlay(model: &Model, s: &mut Steps) {
 
 fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
     let endpoints = c.etcd_endpoints();
-    let mut etcd_started = Vec::new();
+    // Members start one after another, each once the previous one serves its peer
+    // port: a member that finds a peer's port open but not yet serving waits out a
+    // 1 s timeout while bootstrapping. Health (quorum) is awaited once all are up.
+    let mut previous: Option<String> = None;
     for m in &c.etcd {
         let member = etcd::member(n, c, m);
-        etcd_started.push(s.add(
+        let mut after: Vec<String> = c.etcd.iter().map(|e| format!("addr:{}", e.name)).collect();
+        after.extend(previous.take());
+        previous = Some(s.add(
             format!("etcd:{}", m.name),
-            c.etcd.iter().map(|e| format!("addr:{}", e.name)).collect(),
+            after,
             Op::StartProcess {
                 name: format!("etcd {}", m.name),
                 netns: m.netns.clone(),
                 argv: member.argv(),
                 builtin: None,
                 log: member.log.clone(),
-                ready: Probe::HttpGet {
+                ready: Probe::TcpConnect {
+                    netns: m.netns.clone(),
+                    addr: format!("{}:2380", m.ip),
+                },
+            },
+        ));
+    }
+    let mut etcd_started = Vec::new();
+    for m in &c.etcd {
+        etcd_started.push(s.add(
+            format!("etcd-healthy:{}", m.name),
+            previous.iter().cloned().collect(),
+            Op::Wait {
+                probe: Probe::HttpGet {
                     netns: m.netns.clone(),
                     url: format!("http://{}:2379/health", m.ip),
                 },

@@ -3,9 +3,11 @@
 //! steps concurrently. Every command is an argv array, never `sh -c`.
 
 mod build;
+mod filter;
 mod render;
 
 pub use build::build;
+pub use filter::Component;
 pub use render::to_text;
 
 use serde::{Deserialize, Serialize};

@@ -240,7 +240,10 @@ fn write_subnet_file(path: &Path, config: &NetworkConfig, sn: &Subnet, mtu: u32)
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}"));
     let contents = format!(
         "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=false\n",
@@ -368,7 +371,10 @@ impl Agent<'_> {
                     } else {
                         let lease = self.etcd.grant(SUBNET_TTL.as_secs() as i64)?;
                         self.etcd.put(&key, value.as_bytes(), lease.id)?;
-                        (lease.id, Some(SystemTime::now() + Duration::from_secs(lease.ttl as u64)))
+                        (
+                            lease.id,
+                            Some(SystemTime::now() + Duration::from_secs(lease.ttl as u64)),
+                        )
                     };
                     info!(
                         "Acquired lease {}{} VtepMAC {mac}",
@@ -435,13 +441,9 @@ impl Agent<'_> {
     fn renew(&self, own: &mut Own) -> Result<(), etcd::Error> {
         let lease = self.etcd.grant(SUBNET_TTL.as_secs() as i64)?;
         self.etcd.put(&own.key, own.attrs.to_json().as_bytes(), lease.id)?;
-        let old = own.lease_id;
+        // As flannel, the previous lease is left to expire: it may hold other keys.
         own.lease_id = lease.id;
         own.expires = Some(SystemTime::now() + Duration::from_secs(lease.ttl as u64));
-        if old != 0 {
-            // The old lease would otherwise keep nothing alive for up to a day.
-            let _ = self.etcd.revoke(old);
-        }
         Ok(())
     }
 
@@ -452,12 +454,17 @@ impl Agent<'_> {
         let mut watch: Option<Watch> = None;
         let mut backoff = BACKOFF_MIN;
         let mut renew_retry: Option<SystemTime> = None;
+        let mut trimmed = false;
         while !self.stopped() {
             if watch.is_none() {
                 match self.resync(own, &mut peers, &dev) {
                     Ok(Some(w)) => {
                         watch = Some(w);
                         backoff = BACKOFF_MIN;
+                        if !trimmed {
+                            trim_code_pages();
+                            trimmed = true;
+                        }
                     }
                     Ok(None) => return true,
                     Err(e) => {
@@ -648,6 +655,38 @@ impl Agent<'_> {
     }
 }
 
+/// Unmaps the resident pages of every executable file mapping (program and libraries)
+/// once start-up is over, so the long-running agent's RSS is its steady-state working
+/// set rather than everything argument parsing and setup touched. The pages stay in the
+/// page cache and fault back in when executed again. Only `r-xp` mappings are touched:
+/// their pages are never written (no text relocations), so dropping them loses nothing.
+fn trim_code_pages() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).unwrap_or_default();
+        if perms != "r-xp" || !path.starts_with('/') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: an unmodified, read-only, file-backed private mapping of this process;
+        // MADV_DONTNEED only drops its page-table entries, later accesses re-read the file.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 fn vtep_mac_of(attrs: &LeaseAttrs) -> String {
     attrs
         .vxlan_attrs()
@@ -679,7 +718,10 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "FLANNEL_NETWORK=11.0.0.0/8\nFLANNEL_SUBNET=11.10.16.1/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
         );
-        assert!(!path.with_file_name(".subnet.env").exists(), "temporary file renamed away");
+        assert!(
+            !path.with_file_name(".subnet.env").exists(),
+            "temporary file renamed away"
+        );
     }
 
     #[test]

@@ -40,7 +40,9 @@ impl Subnet {
     /// The subnet of the same length right after this one.
     pub fn next(&self) -> Option<Subnet> {
         let next = u64::from(u32::from(self.ip)) + self.size();
-        u32::try_from(next).ok().map(|n| Subnet::new(Ipv4Addr::from(n), self.len))
+        u32::try_from(next)
+            .ok()
+            .map(|n| Subnet::new(Ipv4Addr::from(n), self.len))
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -213,11 +215,7 @@ impl NetworkConfig {
             return Err(format!("SubnetMin {subnet_min} is after SubnetMax {subnet_max}"));
         }
         let backend = raw.backend.unwrap_or(Value::Null);
-        let backend_type = backend
-            .get("Type")
-            .and_then(Value::as_str)
-            .unwrap_or("udp")
-            .to_string();
+        let backend_type = backend.get("Type").and_then(Value::as_str).unwrap_or("udp").to_string();
         let vx: RawVxlan = if backend.is_null() {
             RawVxlan {
                 vni: None,

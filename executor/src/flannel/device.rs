@@ -150,8 +150,23 @@ impl Vtep {
     /// `ip link add` argv for the device.
     pub fn add_argv(&self) -> Vec<String> {
         let mut argv: Vec<String> = [
-            "ip", "link", "add", &self.name, "address", &self.mac, "mtu", &self.mtu.to_string(), "type", "vxlan",
-            "id", &self.vni.to_string(), "local", &self.local.to_string(), "dev", &self.dev, "dstport",
+            "ip",
+            "link",
+            "add",
+            &self.name,
+            "address",
+            &self.mac,
+            "mtu",
+            &self.mtu.to_string(),
+            "type",
+            "vxlan",
+            "id",
+            &self.vni.to_string(),
+            "local",
+            &self.local.to_string(),
+            "dev",
+            &self.dev,
+            "dstport",
             &self.port.to_string(),
         ]
         .iter()
@@ -319,7 +334,8 @@ pub fn batch(dev: &str, changes: &[Change]) -> Batch {
                 let Some(vx) = attrs.vxlan_attrs() else {
                     warning!(
                         "ignoring non-vxlan subnet({subnet}): type={} data={}",
-                        attrs.backend_type, attrs.backend_data
+                        attrs.backend_type,
+                        attrs.backend_data
                     );
                     // A lease that was usable and no longer is: take its entries away.
                     if let Some(old) = previous {
@@ -327,9 +343,13 @@ pub fn batch(dev: &str, changes: &[Change]) -> Batch {
                     }
                     continue;
                 };
-                if let Some(old) = previous.as_ref().and_then(|p| p.vxlan_attrs().map(|o| (p.public_ip, o))) {
+                if let Some(old) = previous
+                    .as_ref()
+                    .and_then(|p| p.vxlan_attrs().map(|o| (p.public_ip, o)))
+                {
                     if old.0 != attrs.public_ip || old.1.vtep_mac != vx.vtep_mac {
-                        b.fdb_del.push(format!("fdb del {} dev {dev} dst {} self", old.1.vtep_mac, old.0));
+                        b.fdb_del
+                            .push(format!("fdb del {} dev {dev} dst {} self", old.1.vtep_mac, old.0));
                     }
                 }
                 b.fdb_add.push(format!(
@@ -353,8 +373,10 @@ fn remove_lines(b: &mut Batch, dev: &str, subnet: &Subnet, attrs: &super::lease:
     b.ip_del.push(format!("route del {subnet} dev {dev}"));
     b.ip_del.push(format!("neigh del {} dev {dev}", subnet.ip));
     if let Some(vx) = attrs.vxlan_attrs() {
-        b.fdb_del
-            .push(format!("fdb del {} dev {dev} dst {} self", vx.vtep_mac, attrs.public_ip));
+        b.fdb_del.push(format!(
+            "fdb del {} dev {dev} dst {} self",
+            vx.vtep_mac, attrs.public_ip
+        ));
     }
 }
 
@@ -399,11 +421,7 @@ pub fn stale_routes(dev: &str, keep: &[Subnet]) -> Result<Vec<String>, String> {
         .flatten()
         .filter(|r| r.get("gateway").is_some())
         .filter_map(|r| r.get("dst").and_then(Value::as_str))
-        .filter(|dst| {
-            dst.parse::<Subnet>()
-                .map(|s| !keep.contains(&s))
-                .unwrap_or(false)
-        })
+        .filter(|dst| dst.parse::<Subnet>().map(|s| !keep.contains(&s)).unwrap_or(false))
         .map(str::to_string)
         .collect())
 }
@@ -502,9 +520,15 @@ mod tests {
         );
         assert_eq!(
             b.ip_del,
-            ["route del 11.10.32.0/20 dev flannel.100", "neigh del 11.10.32.0 dev flannel.100"]
+            [
+                "route del 11.10.32.0/20 dev flannel.100",
+                "neigh del 11.10.32.0 dev flannel.100"
+            ]
         );
-        assert_eq!(b.fdb_del, ["fdb del 0a:00:00:00:00:09 dev flannel.100 dst 10.0.0.9 self"]);
+        assert_eq!(
+            b.fdb_del,
+            ["fdb del 0a:00:00:00:00:09 dev flannel.100 dst 10.0.0.9 self"]
+        );
 
         // A changed lease: the old fdb entry goes, the new one comes.
         let b = batch(
@@ -515,7 +539,10 @@ mod tests {
                 previous: Some(a.clone()),
             }],
         );
-        assert_eq!(b.fdb_del, ["fdb del 0a:00:00:00:00:04 dev flannel.100 dst 10.0.0.4 self"]);
+        assert_eq!(
+            b.fdb_del,
+            ["fdb del 0a:00:00:00:00:04 dev flannel.100 dst 10.0.0.4 self"]
+        );
         assert_eq!(b.fdb_add.len(), 1);
         assert!(b.ip_del.is_empty());
 

@@ -93,18 +93,18 @@ impl LeaseAttrs {
 pub fn normalize_mac(mac: &str) -> Option<String> {
     let parts: Vec<u8> = mac
         .split([':', '-'])
-        .map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None })
+        .map(|p| {
+            if p.len() == 2 {
+                u8::from_str_radix(p, 16).ok()
+            } else {
+                None
+            }
+        })
         .collect::<Option<Vec<u8>>>()?;
     if parts.len() != 6 || parts[0] & 1 == 1 || parts.iter().all(|b| *b == 0) {
         return None;
     }
-    Some(
-        parts
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
+    Some(parts.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
 /// A stable, locally administered unicast MAC for a VTEP, derived from what
@@ -307,7 +307,10 @@ mod tests {
                 previous: Some(a.clone())
             })
         );
-        assert!(matches!(w.put(sn("11.10.32.0/20"), b.clone()), Some(Change::Added { previous: None, .. })));
+        assert!(matches!(
+            w.put(sn("11.10.32.0/20"), b.clone()),
+            Some(Change::Added { previous: None, .. })
+        ));
         assert_eq!(
             w.delete(sn("11.10.32.0/20")),
             Some(Change::Removed {

@@ -235,6 +235,34 @@ fn running(p: Pid) -> bool {
     }
 }
 
+/// Sends each signal in turn until the process is gone, waiting up to its grace.
+fn stop(p: Pid, signals: &[(Signal, Duration)]) -> SysResult<()> {
+    if p.pid <= 1 || p.pid == std::process::id() {
+        return Err(SysError::Invalid {
+            what: "pid to stop".into(),
+            detail: p.pid.to_string(),
+        });
+    }
+    let target = nix::unistd::Pid::from_raw(p.pid as i32);
+    for &(signal, grace) in signals {
+        if !running(p) {
+            return Ok(());
+        }
+        match kill(target, signal) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Ok(()),
+            Err(e) => return Err(errno(format!("kill -{} {}", signal.as_str(), p.pid), e)),
+        }
+        if wait_gone(p, grace) {
+            return Ok(());
+        }
+    }
+    Err(SysError::Invalid {
+        what: "process".into(),
+        detail: format!("{} is still running after SIGKILL", p.pid),
+    })
+}
+
 fn wait_gone(p: Pid, timeout: Duration) -> bool {
     let end = Instant::now() + timeout;
     loop {
@@ -528,33 +556,17 @@ impl System for LinuxSystem {
     }
 
     fn kill(&self, p: Pid) -> SysResult<()> {
-        if p.pid <= 1 || p.pid == std::process::id() {
-            return Err(SysError::Invalid {
-                what: "pid to stop".into(),
-                detail: p.pid.to_string(),
-            });
-        }
-        let target = nix::unistd::Pid::from_raw(p.pid as i32);
-        for (signal, grace) in [
-            (Signal::SIGTERM, Duration::from_secs(3)),
-            (Signal::SIGKILL, Duration::from_secs(2)),
-        ] {
-            if !running(p) {
-                return Ok(());
-            }
-            match kill(target, signal) {
-                Ok(()) => {}
-                Err(Errno::ESRCH) => return Ok(()),
-                Err(e) => return Err(errno(format!("kill -{} {}", signal.as_str(), p.pid), e)),
-            }
-            if wait_gone(p, grace) {
-                return Ok(());
-            }
-        }
-        Err(SysError::Invalid {
-            what: "process".into(),
-            detail: format!("{} is still running after SIGKILL", p.pid),
-        })
+        stop(
+            p,
+            &[
+                (Signal::SIGTERM, Duration::from_secs(3)),
+                (Signal::SIGKILL, Duration::from_secs(2)),
+            ],
+        )
+    }
+
+    fn kill_now(&self, p: Pid) -> SysResult<()> {
+        stop(p, &[(Signal::SIGKILL, Duration::from_secs(2))])
     }
 
     fn netns_pids(&self, netns: &[String]) -> SysResult<Vec<u32>> {

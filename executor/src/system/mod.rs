@@ -136,6 +136,12 @@ pub trait System: Send + Sync {
     /// Stops a process: SIGTERM, then SIGKILL if it lingers. A process that is
     /// already gone (or whose PID now belongs to another process) is not an error.
     fn kill(&self, pid: Pid) -> SysResult<()>;
+    /// Stops a process at once (SIGKILL), for bulk teardown, where whatever a
+    /// graceful exit would clean up goes away with the namespaces anyway (and an
+    /// etcd leader asked to stop waits seconds for a leadership transfer).
+    fn kill_now(&self, pid: Pid) -> SysResult<()> {
+        self.kill(pid)
+    }
     /// PIDs of every process whose network namespace is one of `netns`.
     fn netns_pids(&self, netns: &[String]) -> SysResult<Vec<u32>>;
     /// One check of a readiness probe; `Ok(false)` = not yet. `pid` is the process
