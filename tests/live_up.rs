@@ -5,55 +5,15 @@
 //! Nothing here probes from the root namespace: every check runs in the
 //! emulation's namespaces through `knetsim exec`.
 
+mod common;
+
+use common::{
+    assert_nothing_left, cni_plugins_installed, knetsim, namespaces_of, nix_is_root, ok, on_path, skip, subcommands,
+    text, Down, RootSnapshot,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn knetsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_knetsim"))
-        .args(args)
-        .output()
-        .expect("run knetsim")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = knetsim(args);
-    assert!(out.status.success(), "knetsim {}: {}", args.join(" "), text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn skip(test: &str, reason: &str) -> bool {
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {reason}, and CI is set");
-    }
-    println!("SKIP: {test}: {reason}");
-    false
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-fn subcommands() -> Vec<String> {
-    let help = ok(&["--help"]);
-    help.lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().next().map(String::from))
-        .collect()
-}
 
 /// What this build of knetsim can bring up.
 struct Abilities {
@@ -77,126 +37,8 @@ fn ready_or_skip(test: &str) -> Option<Abilities> {
         skip(test, "no flanneld and no built-in `knetsim flanneld` yet");
         return None;
     }
-    let plugins = ["bridge", "host-local", "loopback"]
-        .iter()
-        .all(|p| Path::new("/usr/lib/cni").join(p).exists() || Path::new("/opt/cni/bin").join(p).exists());
-    let pods = subs.iter().any(|s| s == "cni") && plugins;
+    let pods = subs.iter().any(|s| s == "cni") && cni_plugins_installed();
     Some(Abilities { pods })
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Runs `knetsim down --name NAME` when dropped (after a failure, or always: down of
-/// an emulation that is not up does nothing).
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let out = knetsim(&["down", "--name", &self.0]);
-        if !out.status.success() {
-            eprintln!("cleanup: knetsim down --name {}: {}", self.0, text(&out));
-        }
-    }
-}
-
-fn stdout_of(argv: &[&str]) -> String {
-    let out = Command::new(argv[0]).args(&argv[1..]).output().expect(argv[0]);
-    assert!(out.status.success(), "{argv:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Drops address lifetimes, which count down by themselves on dynamic addresses.
-fn without_lifetimes(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            m.remove("valid_life_time");
-            m.remove("preferred_life_time");
-            m.values_mut().for_each(without_lifetimes);
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(without_lifetimes),
-        _ => {}
-    }
-}
-
-/// The root namespace as the acceptance criteria compare it.
-fn root_snapshot() -> Vec<String> {
-    let mut snap: Vec<String> = [&["ip", "-j", "link"][..], &["ip", "-j", "addr"], &["ip", "-j", "route"]]
-        .iter()
-        .map(|argv| {
-            let mut v: serde_json::Value = serde_json::from_str(&stdout_of(argv)).unwrap();
-            without_lifetimes(&mut v);
-            serde_json::to_string_pretty(&v).unwrap()
-        })
-        .collect();
-    snap.push(stdout_of(&["nft", "list", "ruleset"]));
-    snap.push(stdout_of(&[
-        "sysctl",
-        "-a",
-        "--pattern",
-        r"^net\.ipv4\.(ip_forward|conf\.all)",
-    ]));
-    snap
-}
-
-fn namespaces_of(name: &str) -> Vec<String> {
-    let prefix = format!("{name}-");
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// PIDs of processes whose command line mentions `needle` (never killed here: only counted).
-fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let me = std::process::id();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push((pid, cmd));
-            }
-        }
-    }
-    found
-}
-
-fn mounts_of(name: &str) -> Vec<String> {
-    let needle = format!("/run/netns/{name}-");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
-fn assert_nothing_left(name: &str) {
-    let state_dir = format!("/tmp/knetsim-{name}");
-    assert_eq!(namespaces_of(name), Vec::<String>::new(), "namespaces left");
-    assert_eq!(mounts_of(name), Vec::<String>::new(), "mounts left");
-    assert!(!Path::new(&state_dir).exists(), "{state_dir} left");
-    // Every daemon has the state directory in its command line.
-    assert_eq!(processes_mentioning(&state_dir), Vec::new(), "processes left");
 }
 
 fn topology(pods: bool) -> String {
@@ -235,7 +77,7 @@ fn up_status_exec_down_leaves_the_root_namespace_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let topo = write_topology(tmp.path(), abilities.pods);
     let topo = topo.to_str().unwrap();
-    let before = root_snapshot();
+    let before = RootSnapshot::take();
     let guard = Down(name.clone());
 
     let t = Instant::now();
@@ -316,7 +158,7 @@ fn up_status_exec_down_leaves_the_root_namespace_as_it_was() {
     assert!(down.contains(&format!("emulation {name} is down")), "{down}");
     println!("timing: up {up_time:?}, down {down_time:?} (pods: {})", abilities.pods);
     assert_nothing_left(&name);
-    assert_eq!(root_snapshot(), before, "the root namespace changed");
+    RootSnapshot::take().assert_same_as(&before);
     // Not up any more: status says so (exit 1), exec refuses.
     let out = knetsim(&["status", "--name", &name]);
     assert_eq!(out.status.code(), Some(1));

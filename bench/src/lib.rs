@@ -3,8 +3,26 @@
 //! [`generate`] writes TOML text in the same shape a person would write it (see
 //! `docs/topology.md`), so the benchmark measures the whole pipeline: TOML parsing
 //! with spans, model building and checks, artifact rendering, plan and JSON.
+//!
+//! The emulation benchmark (`up-bench`) uses [`generate`] too, plus [`json`] to read
+//! knetsim's state and plan files and [`progress_step`] to read `knetsim up`'s
+//! progress lines.
 
 use std::fmt::Write;
+
+pub mod json;
+
+/// One progress line of `knetsim up` on a non-TTY stderr, `[ 12/120] etcd:C0e1 (120 ms)`:
+/// the step id and the milliseconds the step itself took.
+pub fn progress_step(line: &str) -> Option<(&str, u64)> {
+    let rest = line.strip_prefix('[')?;
+    let (counter, rest) = rest.split_once("] ")?;
+    let (done, total) = counter.trim().split_once('/')?;
+    done.parse::<usize>().ok()?;
+    total.parse::<usize>().ok()?;
+    let (id, ms) = rest.strip_suffix(" ms)")?.rsplit_once(" (")?;
+    Some((id, ms.parse().ok()?))
+}
 
 /// Pods per service group: every 10 pods get one IP-wide and one port-based service.
 pub const PODS_PER_SERVICE: usize = 10;
@@ -123,6 +141,18 @@ mod tests {
         let c1w1 = model.clusters[1].worker("w1").unwrap();
         assert_eq!(c1w1.host.ip.to_string(), "10.0.0.11");
         compile(&source, &CompileOptions::default()).unwrap_or_else(|d| panic!("{d}"));
+    }
+
+    #[test]
+    fn reads_progress_lines() {
+        assert_eq!(progress_step("[ 12/120] etcd:C0e1 (120 ms)"), Some(("etcd:C0e1", 120)));
+        assert_eq!(
+            progress_step("[5192/5192] file:/tmp/knetsim-x/C0w1/a b.json (0 ms)"),
+            Some(("file:/tmp/knetsim-x/C0w1/a b.json", 0))
+        );
+        assert_eq!(progress_step("[ 3/9] waiting for etcd-healthy:C0e1 (0.4 s)"), None);
+        assert_eq!(progress_step("bringing up x (119 steps, 22 namespaces) ..."), None);
+        assert_eq!(progress_step("failed: etcd:C0e1: boom (1 ms)"), None);
     }
 
     #[test]

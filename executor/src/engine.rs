@@ -150,7 +150,7 @@ pub enum TeardownError {
 
 /// Something a step did to the machine, which undo and teardown reverse.
 #[derive(Debug, Clone)]
-enum Effect {
+pub(crate) enum Effect {
     Netns(String),
     Process(ProcessRecord),
     Path(PathBuf),
@@ -494,7 +494,7 @@ fn record_intents(plan: &Plan, batch: &[usize], st: &mut State) -> bool {
     changed
 }
 
-fn record_effects(st: Option<&mut State>, effects: &[Effect]) {
+pub(crate) fn record_effects(st: Option<&mut State>, effects: &[Effect]) {
     let Some(st) = st else { return };
     for e in effects {
         match e {
@@ -524,6 +524,26 @@ fn forget(st: &mut State, effect: &Effect, step: &str) {
             st.paths.retain(|x| *x != p);
         }
     }
+}
+
+/// Runs one operation on the calling thread (for live changes), returning what it
+/// created in `effects`.
+pub(crate) fn run_op(
+    op: &Op,
+    bundle: &Bundle,
+    sys: &dyn System,
+    opts: &Options,
+    effects: &mut Vec<Effect>,
+    warnings: &mut Vec<String>,
+) -> Result<(), StepError> {
+    let cancel = AtomicBool::new(false);
+    Ctx {
+        bundle,
+        sys,
+        opts,
+        cancel: &cancel,
+    }
+    .execute(op, effects, warnings)
 }
 
 /// What a worker needs to run one step.
@@ -731,7 +751,7 @@ pub fn describe_probe(p: &Probe) -> String {
 }
 
 /// Only paths strictly inside an absolute state directory are ever removed.
-fn removable(path: &Path, state_dir: &Path) -> bool {
+pub(crate) fn removable(path: &Path, state_dir: &Path) -> bool {
     use std::path::Component;
     let plain = |p: &Path| p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir));
     plain(path) && plain(state_dir) && state_dir.parent().is_some() && path.starts_with(state_dir) && path != state_dir

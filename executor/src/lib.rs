@@ -16,6 +16,7 @@
 //! [`teardown`], then [`StateFile::destroy`] if nothing failed.
 
 pub mod cni;
+pub mod delta;
 pub mod engine;
 pub mod etcd;
 pub mod flannel;

@@ -37,6 +37,12 @@ pub struct State {
     pub paths: Vec<String>,
     /// Ids of the applied steps, in completion order.
     pub applied: Vec<String>,
+    /// Components left out with `up --skip` (live changes leave them out too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<String>,
+    /// The actions the last live change performed, in order (`knetsim apply`, `pod add`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_change: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,12 +1,16 @@
 //! Subcommands. Each one is a function returning the process exit code.
 
+mod change;
 mod cni;
 mod compile;
 mod down;
+mod edit;
 mod exec;
 mod flanneld;
+mod pod;
 mod serve;
 mod status;
+mod svc;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +66,12 @@ enum Command {
     Cni(cni::Args),
     /// Bring an emulation up (needs root): compile, check dependencies, apply, print a summary.
     Up(up::UpArgs),
+    /// Create or delete a pod of a running emulation (applies only the difference).
+    Pod(pod::PodArgs),
+    /// Add or remove a service of a running emulation (reloads its cluster's kube-proxy rules).
+    Svc(svc::SvcArgs),
+    /// Move a running emulation to an edited topology, applying only the difference (`--dry-run`: print it).
+    Apply(change::ApplyArgs),
     /// Tear an emulation down from its recorded state (`--all`: every emulation).
     Down(down::DownArgs),
     /// Show an emulation's components and their health (exit 1 if not up or unhealthy).
@@ -86,6 +96,9 @@ pub fn run() -> i32 {
         Command::Graph(a) => compile::graph(a),
         Command::Cni(a) => cni::cni(a),
         Command::Up(a) => up::up(a),
+        Command::Pod(a) => pod::pod(a),
+        Command::Svc(a) => svc::svc(a),
+        Command::Apply(a) => change::apply(a),
         Command::Down(a) => down::down(a),
         Command::Status(a) => status::status(a),
         Command::Exec(a) => exec::exec(a),

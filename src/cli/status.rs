@@ -114,7 +114,11 @@ impl Inventory {
             for w in arr(c, "workers") {
                 inv.hosts.push(host(&w["host"], "worker", Some(s(w, "subnet"))));
             }
-            for p in arr(c, "pods") {
+            // A deleted pod (`pod rm --keep-endpoints`) only lives on as a stale endpoint.
+            for p in arr(c, "pods")
+                .iter()
+                .filter(|p| p.get("deleted") != Some(&Value::Bool(true)))
+            {
                 inv.pods.push(PodInfo {
                     id: format!("{cluster}/{}", s(p, "name")),
                     worker: s(p, "worker"),

@@ -335,10 +335,15 @@ pub fn up(a: UpArgs) -> i32 {
         }
     };
     let bundle_dir = state_dir.join(BUNDLE_DIR);
+    // The desired topology and the skipped components, for live changes (`pod add`, `apply`).
+    let topology_file = state_dir.join(super::change::TOPOLOGY_FILE);
+    sf.state_mut().paths.push(topology_file.display().to_string());
     sf.state_mut().paths.push(bundle_dir.display().to_string());
+    sf.state_mut().skip = a.skip.iter().map(|c| c.name().to_string()).collect();
     if let Err(e) = sf
         .save()
         .map_err(|e| e.to_string())
+        .and_then(|()| std::fs::write(&topology_file, &source.text).map_err(|e| e.to_string()))
         .and_then(|()| bundle.write_to(&bundle_dir).map_err(|e| e.to_string()))
     {
         eprintln!("error: writing the bundle to {}: {e}", bundle_dir.display());

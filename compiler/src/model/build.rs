@@ -764,7 +764,43 @@ impl<'a> Builder<'a> {
     fn pods(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
         let mut names = Unique::within("pod", format!("cluster `{}`", cluster.name));
         let mut per_worker: HashMap<String, usize> = HashMap::new();
-        for p in &cs.pods {
+        // Pinned addresses first: the others skip them.
+        let mut pinned: HashMap<usize, Ipv4Addr> = HashMap::new();
+        let mut taken: HashSet<Ipv4Addr> = HashSet::new();
+        for (i, p) in cs.pods.iter().enumerate() {
+            let (Some(v), Some(worker)) = (&p.ip, cluster.worker(p.worker.get_ref())) else {
+                continue;
+            };
+            let Some(ip) = self.report.ipv4_addr(v, "pod address") else {
+                continue;
+            };
+            let usable = worker.subnet.contains(ip)
+                && allocate::pod_ip(worker.subnet, 0).is_some_and(|first| ip >= first)
+                && ip != worker.subnet.broadcast();
+            if !usable {
+                self.report.error(
+                    v.span(),
+                    format!(
+                        "pod address {ip} is not a pod address of worker {}'s subnet {}",
+                        worker.host.name, worker.subnet
+                    ),
+                    "outside the worker's pod range",
+                    "leave ip out to have the next free address allocated",
+                );
+                continue;
+            }
+            if !taken.insert(ip) {
+                self.report.error(
+                    v.span(),
+                    format!("pod address {ip} is pinned twice"),
+                    "duplicate",
+                    "give each pod its own address, or leave ip out",
+                );
+                continue;
+            }
+            pinned.insert(i, ip);
+        }
+        for (i, p) in cs.pods.iter().enumerate() {
             // An invalid name is reported but the pod is kept, so references to it
             // do not fail as well.
             self.report.identifier(&p.name, "pod name", 40);
@@ -781,7 +817,15 @@ impl<'a> Builder<'a> {
                 continue;
             };
             let slot = per_worker.entry(worker.host.name.clone()).or_default();
-            let ip = match allocate::pod_ip(worker.subnet, *slot) {
+            let next = |slot: &mut usize| loop {
+                let ip = allocate::pod_ip(worker.subnet, *slot);
+                *slot += 1;
+                match ip {
+                    Some(ip) if taken.contains(&ip) => continue,
+                    other => break other,
+                }
+            };
+            let ip = match pinned.get(&i).copied().or_else(|| next(slot)) {
                 Some(ip) => ip,
                 None => {
                     self.report.error(
@@ -798,7 +842,6 @@ impl<'a> Builder<'a> {
                     Ipv4Addr::UNSPECIFIED
                 }
             };
-            *slot += 1;
             if let Some(cmd) = &p.command {
                 if !matches!(cmd.get_ref().first(), Some(program) if !program.trim().is_empty()) {
                     self.report.error(
@@ -821,6 +864,7 @@ impl<'a> Builder<'a> {
                 container_id: format!("{}-{}", cluster.name, p.name.get_ref()),
                 command: p.command.as_ref().map(|c| c.get_ref().clone()),
                 ports: p.ports.iter().map(|p| *p.get_ref()).collect(),
+                deleted: p.deleted,
             });
         }
     }

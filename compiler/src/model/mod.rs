@@ -149,6 +149,9 @@ pub struct Pod {
     pub container_id: String,
     pub command: Option<Vec<String>>,
     pub ports: Vec<u16>,
+    /// Deleted, its endpoints kept (nothing is created for it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

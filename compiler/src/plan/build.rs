@@ -37,7 +37,7 @@ pub fn build(model: &Model, _bundle: &Bundle) -> Plan {
         model
             .clusters
             .iter()
-            .flat_map(|c| c.pods.iter().map(|p| p.netns.clone())),
+            .flat_map(|c| c.pods.iter().filter(|p| !p.deleted).map(|p| p.netns.clone())),
     );
     for ns in &namespaces {
         s.add(netns_id(ns), vec![], Op::CreateNetns { netns: ns.clone() });
@@ -240,7 +240,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
             },
         );
         let mut previous_add: Option<String> = None;
-        for p in c.pods_on(w) {
+        for p in c.pods_on(w).filter(|p| !p.deleted) {
             let mut after = vec![flanneld.clone(), cni_conf.clone(), netns_id(&p.netns)];
             // One CNI ADD at a time per worker (as a kubelet would); workers run in parallel.
             after.extend(previous_add.take());
@@ -330,7 +330,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
             c.services
                 .iter()
                 .filter(|svc| ing.routes.iter().any(|r| r.service == svc.name))
-                .flat_map(|svc| svc.endpoints.iter().map(|e| format!("cni-add:{}/{}", c.name, e.pod))),
+                .flat_map(|svc| live_endpoints(c, svc)),
         );
         s.add(
             format!("nginx:{}/{}", c.name, ing.name),
@@ -358,6 +358,14 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
     }
 }
 
+/// The CNI ADD steps of a service's endpoints whose pods exist (not deleted).
+fn live_endpoints<'a>(c: &'a Cluster, svc: &'a crate::model::Service) -> impl Iterator<Item = String> + 'a {
+    svc.endpoints
+        .iter()
+        .filter(|e| c.pods.iter().any(|p| p.name == e.pod && !p.deleted))
+        .map(|e| format!("cni-add:{}/{}", c.name, e.pod))
+}
+
 fn routers(model: &Model, n: &Naming, s: &mut Steps) {
     for r in &model.routers {
         let conf = runtime::router_config(n, r);
@@ -377,13 +385,13 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
         let mut after = vec![file, format!("addr:{}", r.worker)];
         if let Some(c) = model.cluster(&r.cluster) {
             for t in &r.tcp_connectors {
-                if let Some(p) = c.pods.iter().find(|p| p.ip == t.host) {
+                if let Some(p) = c.pods.iter().find(|p| p.ip == t.host && !p.deleted) {
                     after.push(format!("cni-add:{}/{}", c.name, p.name));
                 } else if let Some(svc) = c.services.iter().find(|s| s.vip == t.host) {
                     // A service target is reached through the worker's kube-proxy rules.
                     after.push(format!("route:{}:services", r.worker));
                     after.push(format!("nft:{}", r.worker));
-                    after.extend(svc.endpoints.iter().map(|e| format!("cni-add:{}/{}", c.name, e.pod)));
+                    after.extend(live_endpoints(c, svc));
                 }
             }
         }

@@ -3,10 +3,12 @@
 //! steps concurrently. Every command is an argv array, never `sh -c`.
 
 mod build;
+pub mod delta;
 mod filter;
 mod render;
 
 pub use build::build;
+pub use delta::{delta, Action, Unsupported};
 pub use filter::Component;
 pub use render::to_text;
 

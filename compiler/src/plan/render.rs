@@ -53,7 +53,7 @@ fn describe(op: &Op) -> String {
         Op::MakeDir { path } => format!("mkdir {path}"),
         Op::WriteFile { path, artifact } => format!("write {path} from {artifact}"),
         Op::StartProcess { netns, argv, ready, .. } => {
-            format!("[{netns}] start {} (ready: {})", argv.join(" "), probe(ready))
+            format!("[{netns}] start {} (ready: {})", argv.join(" "), probe_text(ready))
         }
         Op::EtcdPut { key, artifact, .. } => format!("etcd put {key} < {artifact}"),
         Op::CniAdd {
@@ -64,11 +64,11 @@ fn describe(op: &Op) -> String {
             ..
         } => format!("[{worker_netns}] cni add {network} {pod_netns} (IP={ip})"),
         Op::NftLoad { netns, artifact, .. } => format!("[{netns}] nft -f {artifact}"),
-        Op::Wait { probe: p } => format!("wait for {}", probe(p)),
+        Op::Wait { probe: p } => format!("wait for {}", probe_text(p)),
     }
 }
 
-fn probe(p: &Probe) -> String {
+pub(super) fn probe_text(p: &Probe) -> String {
     match p {
         Probe::Alive => "alive".into(),
         Probe::HttpGet { url, .. } => format!("GET {url}"),

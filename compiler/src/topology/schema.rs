@@ -86,6 +86,13 @@ pub struct PodSpec {
     /// Ports the workload listens on inside the pod (documentation and clash checks).
     #[serde(default)]
     pub ports: Vec<Spanned<u16>>,
+    /// A fixed address in the worker's pod subnet (`knetsim pod rm` pins the pods
+    /// after a removed one so that they keep theirs). Default: the next free one.
+    pub ip: Option<Spanned<String>>,
+    /// The pod was deleted (`knetsim pod rm --keep-endpoints`) but services still
+    /// list it: it keeps its address and its stale endpoints, nothing runs for it.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 #[derive(Debug, Deserialize)]

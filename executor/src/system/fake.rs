@@ -67,6 +67,12 @@ pub enum Call {
         value: String,
     },
     CniAdd(CniAddRequest),
+    CniDel(CniAddRequest),
+    EtcdDelete {
+        netns: String,
+        key: String,
+    },
+    Reload(u32),
 }
 
 impl fmt::Display for Call {
@@ -97,6 +103,9 @@ impl fmt::Display for Call {
             }
             Call::EtcdPut { netns, key, .. } => write!(f, "etcd-put {netns} {key}"),
             Call::CniAdd(r) => write!(f, "cni-add {} {}", r.pod_netns, r.ip),
+            Call::CniDel(r) => write!(f, "cni-del {} {}", r.pod_netns, r.ip),
+            Call::EtcdDelete { netns, key } => write!(f, "etcd-delete {netns} {key}"),
+            Call::Reload(pid) => write!(f, "reload {pid}"),
         }
     }
 }
@@ -317,5 +326,20 @@ impl System for RecordingSystem {
     fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>> {
         self.record(Call::CniAdd(req.clone()))?;
         Ok(vec![format!("{}/20", req.ip)])
+    }
+
+    fn cni_del(&self, req: &CniAddRequest) -> SysResult<()> {
+        self.record(Call::CniDel(req.clone()))
+    }
+
+    fn etcd_delete(&self, netns: &str, _endpoints: &[String], key: &str) -> SysResult<()> {
+        self.record(Call::EtcdDelete {
+            netns: netns.into(),
+            key: key.into(),
+        })
+    }
+
+    fn reload(&self, pid: Pid) -> SysResult<()> {
+        self.record(Call::Reload(pid.pid))
     }
 }

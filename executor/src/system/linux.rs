@@ -699,6 +699,54 @@ impl System for LinuxSystem {
         })?;
         Ok(result.map_err(fail)?.addresses())
     }
+
+    fn cni_del(&self, req: &CniAddRequest) -> SysResult<()> {
+        use crate::cni::{CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
+        check_name("namespace name", &req.pod_netns)?;
+        let fail = |e: crate::cni::Error| {
+            let context = format!(
+                "CNI DEL of {} (IP={}) from network {} in {}",
+                req.pod_netns, req.ip, req.network, req.worker_netns
+            );
+            SysError::io(context, std::io::Error::other(e))
+        };
+        let conf_dir = Path::new(&req.conf_dir);
+        let net = NetworkConf::load(conf_dir, &req.network).map_err(fail)?;
+        let runtime = CniRuntime::new(
+            DEFAULT_PLUGIN_DIRS.iter().map(PathBuf::from).collect(),
+            conf_dir.join("cni-cache"),
+        );
+        let pod_netns = Self::netns_path(&req.pod_netns).display().to_string();
+        let rt = RuntimeConf::new(&req.container_id, pod_netns, &req.ifname)
+            .arg("IgnoreUnknown", "1")
+            .arg("IP", &req.ip);
+        in_netns(&req.worker_netns, || Ok(runtime.del(&net, &rt)))?.map_err(fail)
+    }
+
+    fn etcd_delete(&self, netns: &str, endpoints: &[String], key: &str) -> SysResult<()> {
+        let client = crate::etcd::Client::new(endpoints).map_err(|e| SysError::Invalid {
+            what: "etcd endpoints".into(),
+            detail: e.to_string(),
+        })?;
+        in_netns(netns, || {
+            client.delete(key).map(|_| ()).map_err(|e| {
+                SysError::io(
+                    format!("etcd delete {key} from {netns}"),
+                    std::io::Error::other(e.to_string()),
+                )
+            })
+        })
+    }
+
+    fn reload(&self, p: Pid) -> SysResult<()> {
+        if p.pid <= 1 || p.pid == std::process::id() || !running(p) {
+            return Err(SysError::NotFound {
+                what: format!("process {}", p.pid),
+            });
+        }
+        kill(nix::unistd::Pid::from_raw(p.pid as i32), Signal::SIGHUP)
+            .map_err(|e| errno(format!("kill -HUP {}", p.pid), e))
+    }
 }
 
 #[cfg(test)]

@@ -151,4 +151,17 @@ pub trait System: Send + Sync {
     fn etcd_put(&self, netns: &str, endpoints: &[String], key: &str, value: &str) -> SysResult<()>;
     /// Runs a CNI ADD; returns the addresses (CIDR form) of the result.
     fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>>;
+    /// Runs the CNI DEL matching an earlier ADD (the IPAM plugin frees the address).
+    fn cni_del(&self, _req: &CniAddRequest) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "cni-del" })
+    }
+    /// Deletes `key` from etcd at `endpoints`, from inside `netns`.
+    fn etcd_delete(&self, _netns: &str, _endpoints: &[String], _key: &str) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "etcd-delete" })
+    }
+    /// Asks a running process to reload its configuration (SIGHUP, as `nginx -s reload`).
+    /// A process that is gone (or whose PID was recycled) is an error.
+    fn reload(&self, _pid: Pid) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "reload" })
+    }
 }

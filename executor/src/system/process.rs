@@ -53,7 +53,20 @@ pub fn self_exe() -> SysResult<PathBuf> {
     if let Some(p) = std::env::var_os("KNETSIM_EXE").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    std::env::current_exe().map_err(|e| SysError::io("finding the knetsim executable", e))
+    let exe = std::env::current_exe().map_err(|e| SysError::io("finding the knetsim executable", e))?;
+    Ok(runnable_exe(exe, Path::exists))
+}
+
+/// `current_exe` reads `/proc/self/exe`, which names a binary replaced on disk while
+/// we run (a rebuild or an upgrade during `up`) `PATH (deleted)`: a path nothing can
+/// start. `/proc/self/exe` itself still starts this very binary in a child (fork keeps
+/// the executable), so the daemons run the same knetsim as the `up` that starts them.
+fn runnable_exe(exe: PathBuf, exists: impl Fn(&Path) -> bool) -> PathBuf {
+    if exe.to_string_lossy().ends_with(" (deleted)") && !exists(&exe) {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        exe
+    }
 }
 
 /// Resolves a process's argv to an absolute program and its arguments.
@@ -215,6 +228,19 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn a_replaced_binary_is_started_through_proc_self_exe() {
+        let replaced = PathBuf::from("/work/target/debug/knetsim (deleted)");
+        assert_eq!(
+            runnable_exe(replaced.clone(), |_| false),
+            PathBuf::from("/proc/self/exe")
+        );
+        // A file really named so, and an ordinary path, stay as they are.
+        assert_eq!(runnable_exe(replaced.clone(), |_| true), replaced);
+        let exe = PathBuf::from("/usr/bin/knetsim");
+        assert_eq!(runnable_exe(exe.clone(), |_| false), exe);
     }
 
     fn me() -> SysResult<PathBuf> {

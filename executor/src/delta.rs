@@ -1,0 +1,450 @@
+//! Live changes: performs the actions of a plan delta
+//! ([`knetsim_compiler::plan::delta`]) on a running emulation, one after another,
+//! recording every effect in its state file; on the first failure it undoes what
+//! it did, newest first, back to the previous running state.
+
+use crate::engine::{record_effects, removable, run_op, Effect, Options, StepError};
+use crate::state::{State, StateFile};
+use crate::system::{CniAddRequest, Pid, SysError, System};
+use knetsim_compiler::plan::{Action, Op, Step};
+use knetsim_compiler::Bundle;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A failed live change and how its rollback went.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.action, .error, .undone, .undo_errors))]
+pub struct ChangeError {
+    /// The action that failed (its one-line form).
+    pub action: String,
+    pub error: Box<StepError>,
+    /// How many performed actions were undone.
+    pub undone: usize,
+    pub undo_errors: Vec<String>,
+}
+
+fn describe(action: &str, error: &StepError, undone: &usize, undo_errors: &[String]) -> String {
+    let mut s = format!("`{action}` failed: {error}");
+    if undo_errors.is_empty() {
+        s.push_str(&format!(
+            "; rolled back to the previous state ({undone} action(s) undone)"
+        ));
+    } else {
+        s.push_str(&format!(
+            "; rollback left {} error(s): {}",
+            undo_errors.len(),
+            undo_errors.join("; ")
+        ));
+    }
+    s
+}
+
+/// What [`apply_changes`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changed {
+    /// Each performed action's one-line form, in order (also kept in the state as `last_change`).
+    pub performed: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// Performs `actions` (computed from the running `old` bundle to `new`) in order,
+/// recording every change in `state` as it goes. On failure the performed actions
+/// are reversed, newest first, with the bundles' roles swapped.
+pub fn apply_changes(
+    actions: &[Action],
+    old: &Bundle,
+    new: &Bundle,
+    sys: &dyn System,
+    opts: &Options,
+    state: &mut StateFile,
+    on_done: &mut dyn FnMut(&Action, Duration),
+) -> Result<Changed, ChangeError> {
+    let started = Instant::now();
+    let mut performed: Vec<&Action> = Vec::new();
+    for action in actions {
+        let t = Instant::now();
+        let mut effects = Vec::new();
+        let result = perform(action, new, sys, opts, state.state_mut(), &mut effects);
+        let saved = state.save();
+        let result = result.and_then(|()| saved.map_err(StepError::from));
+        match result {
+            Ok(()) => {
+                on_done(action, t.elapsed());
+                performed.push(action);
+            }
+            Err(error) => {
+                let mut undo_errors = Vec::new();
+                if let Action::Add(_) = action {
+                    // What the failed step itself created.
+                    for e in effects.iter().rev() {
+                        if let Err(err) = undo_effect(e, sys, state.state_mut()) {
+                            undo_errors.push(format!("{action}: {err}"));
+                        }
+                    }
+                } else if let Action::Change { .. } = action {
+                    let inverse = action.inverse();
+                    let mut ignored = Vec::new();
+                    if let Err(err) = perform(&inverse, old, sys, opts, state.state_mut(), &mut ignored) {
+                        undo_errors.push(format!("{inverse}: {err}"));
+                    }
+                }
+                let mut undone = 0;
+                for done in performed.iter().rev() {
+                    let inverse = done.inverse();
+                    let mut ignored = Vec::new();
+                    if let Err(err) = perform(&inverse, old, sys, opts, state.state_mut(), &mut ignored) {
+                        undo_errors.push(format!("{inverse}: {err}"));
+                    }
+                    undone += 1;
+                    let _ = state.save();
+                }
+                let _ = state.save();
+                return Err(ChangeError {
+                    action: action.to_string(),
+                    error: Box::new(error),
+                    undone,
+                    undo_errors,
+                });
+            }
+        }
+    }
+    let lines: Vec<String> = actions.iter().map(ToString::to_string).collect();
+    state.state_mut().last_change = lines.clone();
+    state.save().map_err(|e| ChangeError {
+        action: "(state)".into(),
+        error: Box::new(e.into()),
+        undone: 0,
+        undo_errors: Vec::new(),
+    })?;
+    Ok(Changed {
+        performed: lines,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn undo_effect(e: &Effect, sys: &dyn System, st: &mut State) -> Result<(), SysError> {
+    match e {
+        Effect::Netns(n) => {
+            sys.delete_netns(n)?;
+            st.namespaces.retain(|x| x != n);
+        }
+        Effect::Process(p) => {
+            sys.kill(Pid {
+                pid: p.pid,
+                start_ticks: p.start_ticks,
+            })?;
+            st.processes.retain(|x| x.pid != p.pid);
+        }
+        Effect::Path(p) => {
+            if removable(p, Path::new(&st.state_dir)) {
+                sys.remove_path(p)?;
+            }
+            let p = p.display().to_string();
+            st.paths.retain(|x| *x != p);
+        }
+    }
+    Ok(())
+}
+
+fn cni_request(op: &Op) -> Option<CniAddRequest> {
+    match op {
+        Op::CniAdd {
+            worker_netns,
+            conf_dir,
+            network,
+            container_id,
+            pod_netns,
+            ifname,
+            ip,
+        } => Some(CniAddRequest {
+            worker_netns: worker_netns.clone(),
+            conf_dir: conf_dir.clone(),
+            network: network.clone(),
+            container_id: container_id.clone(),
+            pod_netns: pod_netns.clone(),
+            ifname: ifname.clone(),
+            ip: ip.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Runs a step of `bundle` as `up` would, recording what it creates.
+fn run(
+    step: &Step,
+    bundle: &Bundle,
+    sys: &dyn System,
+    opts: &Options,
+    st: &mut State,
+    effects: &mut Vec<Effect>,
+) -> Result<(), StepError> {
+    if let Op::CreateNetns { netns } = &step.op {
+        // Recorded before it exists, as `up` does, so a crash leaves nothing unknown.
+        if !st.namespaces.contains(netns) {
+            st.namespaces.push(netns.clone());
+        }
+    }
+    let mut warnings = Vec::new();
+    let result = run_op(&step.op, bundle, sys, opts, effects, &mut warnings);
+    if let (Op::CreateNetns { netns }, true) = (&step.op, effects.is_empty()) {
+        if result.is_err() {
+            // Not ours (e.g. it already existed): never delete it later.
+            st.namespaces.retain(|n| n != netns);
+        }
+    }
+    record_effects(Some(st), effects);
+    result?;
+    if !st.applied.contains(&step.id) {
+        st.applied.push(step.id.clone());
+    }
+    Ok(())
+}
+
+/// Reverses a step that ran (as `down` would, for that step only).
+fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepError> {
+    let state_dir = st.state_dir.clone();
+    let remove_file = |path: &str, st: &mut State| -> Result<(), StepError> {
+        if removable(Path::new(path), Path::new(&state_dir)) {
+            sys.remove_path(Path::new(path))?;
+        }
+        st.paths.retain(|x| x != path);
+        Ok(())
+    };
+    match &step.op {
+        Op::CreateNetns { netns } => {
+            sys.delete_netns(netns)?;
+            st.namespaces.retain(|n| n != netns);
+        }
+        Op::CniAdd { .. } => sys.cni_del(&cni_request(&step.op).expect("a CNI ADD"))?,
+        Op::StartProcess { name, netns, log, .. } => {
+            stop(name, netns, sys, st)?;
+            remove_file(log, st)?;
+        }
+        Op::WriteFile { path, .. } | Op::NftLoad { path, .. } | Op::MakeDir { path } => remove_file(path, st)?,
+        Op::EtcdPut {
+            netns, endpoints, key, ..
+        } => sys.etcd_delete(netns, endpoints, key)?,
+        // Links, addresses, routes, sysctls and shaping go with their namespace.
+        _ => {}
+    }
+    st.applied.retain(|id| *id != step.id);
+    Ok(())
+}
+
+/// Stops the recorded process `name` in `netns` (nothing recorded: nothing to stop).
+fn stop(name: &str, netns: &str, sys: &dyn System, st: &mut State) -> Result<(), StepError> {
+    let found: Vec<_> = st
+        .processes
+        .iter()
+        .filter(|p| p.name == name && p.netns == netns)
+        .cloned()
+        .collect();
+    for p in found {
+        sys.kill(Pid {
+            pid: p.pid,
+            start_ticks: p.start_ticks,
+        })?;
+        st.processes.retain(|x| x.pid != p.pid);
+    }
+    Ok(())
+}
+
+/// Performs one action. `new` is the bundle of the plan being moved to (the old
+/// one for a rollback).
+fn perform(
+    action: &Action,
+    new: &Bundle,
+    sys: &dyn System,
+    opts: &Options,
+    st: &mut State,
+    effects: &mut Vec<Effect>,
+) -> Result<(), StepError> {
+    match action {
+        Action::Add(step) => run(step, new, sys, opts, st, effects),
+        Action::Remove(step) => reverse(step, sys, st),
+        Action::Change {
+            old: before,
+            new: after,
+        } => {
+            match (&before.op, &after.op) {
+                (Op::CniAdd { .. }, _) => sys.cni_del(&cni_request(&before.op).expect("a CNI ADD"))?,
+                (Op::StartProcess { name, netns, .. }, _) => stop(name, netns, sys, st)?,
+                (
+                    Op::EtcdPut {
+                        netns, endpoints, key, ..
+                    },
+                    Op::EtcdPut { key: new_key, .. },
+                ) if key != new_key => sys.etcd_delete(netns, endpoints, key)?,
+                _ => {}
+            }
+            run(after, new, sys, opts, st, effects)
+        }
+        Action::Reload(step) => {
+            let Op::StartProcess { name, netns, .. } = &step.op else {
+                return Ok(());
+            };
+            let p = st
+                .processes
+                .iter()
+                .find(|p| &p.name == name && &p.netns == netns)
+                .ok_or_else(|| SysError::NotFound {
+                    what: format!("a recorded process `{name}`"),
+                })?;
+            sys.reload(Pid {
+                pid: p.pid,
+                start_ticks: p.start_ticks,
+            })?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::fake::RecordingSystem;
+    use knetsim_compiler::artifacts::paths::PLAN;
+    use knetsim_compiler::plan::{delta, Component, Plan};
+    use knetsim_compiler::{compile, CompileOptions, Source};
+
+    const BASE: &str = "[[clusters]]\nname = \"C0\"\npods = [\n  { name = \"c1\", worker = \"w1\", command = [\"sleep\", \"9\"] },\n  { name = \"c2\", worker = \"w2\" },\n]\nservices = [{ name = \"web\", vip = \"100.64.0.10\", pods = [\"c1\", \"c2\"] }]\n";
+
+    fn compiled(text: &str, dir: &Path) -> (Plan, Bundle) {
+        let opts = CompileOptions {
+            name: "d".into(),
+            state_dir: dir.into(),
+        };
+        let bundle = compile(&Source::new("t.toml", text), &opts).unwrap();
+        let plan: Plan = serde_json::from_str(bundle.get(PLAN).unwrap()).unwrap();
+        (plan.without(&[Component::Interconnect]), bundle)
+    }
+
+    fn fast() -> Options {
+        let mut o = Options::new(1);
+        o.alive_grace = Duration::ZERO;
+        o
+    }
+
+    /// Brings BASE "up" on the fake, returns the state file.
+    fn up(dir: &Path, sys: &RecordingSystem) -> StateFile {
+        let (plan, bundle) = compiled(BASE, dir);
+        let mut sf = StateFile::create(dir, "d").unwrap();
+        crate::engine::apply_with(&plan, &bundle, sys, &fast(), Some(&mut sf), &mut |_| {}).unwrap();
+        sf
+    }
+
+    #[test]
+    fn pod_add_and_rm_perform_exactly_the_delta() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        let sys = RecordingSystem::new();
+        let mut sf = up(&dir, &sys);
+        let before = sys.calls().len();
+        let (op, ob) = compiled(BASE, &dir);
+        let more = BASE.replace(
+            "  { name = \"c2\", worker = \"w2\" },\n",
+            "  { name = \"c2\", worker = \"w2\" },\n  { name = \"c10\", worker = \"w1\" },\n",
+        );
+        let (np, nb) = compiled(&more, &dir);
+        let actions = delta(&op, &ob, &np, &nb).unwrap();
+        let done = apply_changes(&actions, &ob, &nb, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
+        assert_eq!(done.performed.len(), 2);
+        let calls: Vec<String> = sys.lines()[before..].to_vec();
+        assert_eq!(calls, vec!["create-netns d-k0_c10", "cni-add d-k0_c10 11.10.0.3"]);
+        assert!(sf.state().namespaces.contains(&"d-k0_c10".to_string()));
+        assert!(sf.state().applied.contains(&"cni-add:C0/c10".to_string()));
+        assert_eq!(sf.state().last_change, done.performed);
+
+        // Back: c10 goes (CNI DEL before its namespace).
+        let before = sys.calls().len();
+        let actions = delta(&np, &nb, &op, &ob).unwrap();
+        apply_changes(&actions, &nb, &ob, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            sys.lines()[before..].to_vec(),
+            vec!["cni-del d-k0_c10 11.10.0.3", "delete-netns d-k0_c10"]
+        );
+        assert!(!sf.state().namespaces.contains(&"d-k0_c10".to_string()));
+        assert!(!sf.state().applied.contains(&"cni-add:C0/c10".to_string()));
+
+        // Removing c1 stops its workload by its recorded PID and reloads the rules.
+        let pid = sf.state().processes.iter().find(|p| p.name == "pod C0/c1").unwrap().pid;
+        let less = BASE
+            .replace(
+                "  { name = \"c1\", worker = \"w1\", command = [\"sleep\", \"9\"] },\n",
+                "",
+            )
+            .replace("[\"c1\", \"c2\"]", "[\"c2\"]");
+        let (lp, lb) = compiled(&less, &dir);
+        let before = sys.calls().len();
+        let actions = delta(&op, &ob, &lp, &lb).unwrap();
+        apply_changes(&actions, &ob, &lb, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
+        let calls = sys.lines()[before..].to_vec();
+        assert_eq!(calls[0], format!("kill {pid}"));
+        assert_eq!(calls[2], "cni-del d-k0_c1 11.10.0.2");
+        assert_eq!(calls[3], "delete-netns d-k0_c1");
+        assert!(calls.iter().any(|c| c.starts_with("nft-load d-C0w1")), "{calls:#?}");
+        assert!(calls.iter().any(|c| c.starts_with("nft-load d-C0w2")), "{calls:#?}");
+        assert!(!sf.state().processes.iter().any(|p| p.pid == pid));
+    }
+
+    #[test]
+    fn a_failure_half_way_rolls_back_to_the_running_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        let sys = RecordingSystem::new();
+        let mut sf = up(&dir, &sys);
+        let state_before = sf.state().clone();
+        let (op, ob) = compiled(BASE, &dir);
+        let more = BASE
+            .replace(
+                "  { name = \"c2\", worker = \"w2\" },\n",
+                "  { name = \"c2\", worker = \"w2\" },\n  { name = \"c10\", worker = \"w1\" },\n",
+            )
+            .replace("[\"c1\", \"c2\"]", "[\"c1\", \"c2\", \"c10\"]");
+        let (np, nb) = compiled(&more, &dir);
+        let actions = delta(&op, &ob, &np, &nb).unwrap();
+        // Rules of w1 load, those of w2 fail: c10 and w1's rules are undone.
+        let once = std::sync::atomic::AtomicBool::new(false);
+        sys.fail_when(move |c| {
+            c.to_string().starts_with("nft-load d-C0w2") && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        let before = sys.calls().len();
+        let err = apply_changes(&actions, &ob, &nb, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap_err();
+        assert!(err.action.starts_with("change nft:C0w2"), "{err}");
+        assert!(err.undo_errors.is_empty(), "{err}");
+        let calls = sys.lines()[before..].to_vec();
+        // Newest first: the failed rules back on w2, c10's CNI DEL, w1's rules, c10's namespace.
+        let failed_at = calls.iter().position(|c| c.starts_with("nft-load d-C0w2")).unwrap();
+        let undo: Vec<&str> = calls[failed_at + 1..]
+            .iter()
+            .filter(|c| !c.starts_with("write-file"))
+            .map(String::as_str)
+            .collect();
+        assert!(undo[0].starts_with("nft-load d-C0w2"), "{calls:#?}");
+        assert_eq!(undo[1], "cni-del d-k0_c10 11.10.0.3", "{calls:#?}");
+        assert!(undo[2].starts_with("nft-load d-C0w1"), "{calls:#?}");
+        assert_eq!(undo[3], "delete-netns d-k0_c10", "{calls:#?}");
+        assert_eq!(undo.len(), 4, "{calls:#?}");
+        // The old rules were written back on w1 (and w2).
+        let old_rules = ob.get("clusters/C0/workers/C0w1/kube-proxy.nft").unwrap();
+        let last_w1_write = sys
+            .calls()
+            .into_iter()
+            .rev()
+            .find_map(|c| match c {
+                crate::system::fake::Call::WriteFile { path, contents } if path.ends_with("C0w1/kube-proxy.nft") => {
+                    Some(contents)
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(last_w1_write, old_rules);
+        let mut now = sf.state().clone();
+        let mut was = state_before;
+        now.applied.sort();
+        was.applied.sort();
+        assert_eq!(now.namespaces, was.namespaces);
+        assert_eq!(now.applied, was.applied);
+        assert_eq!(now.processes, was.processes);
+    }
+}

@@ -1,0 +1,161 @@
+//! `knetsim pod add|rm`: create or delete a pod of a running emulation (its
+//! namespace, CNI ADD/DEL, workload), by editing the stored topology.
+
+use super::change::{change_to, Running};
+use super::edit::{self, List};
+use super::Target;
+use knetsim_compiler::artifacts::paths::INVENTORY;
+use toml_edit::{InlineTable, Value};
+
+#[derive(clap::Args)]
+pub struct PodArgs {
+    #[command(subcommand)]
+    command: PodCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum PodCommand {
+    /// Create a pod on a worker: namespace, CNI ADD (the next address of the worker's subnet), workload.
+    Add(AddArgs),
+    /// Delete a pod (CNI DEL frees its address) and take it out of every service's endpoints.
+    Rm(RmArgs),
+}
+
+#[derive(clap::Args)]
+struct AddArgs {
+    /// CLUSTER/POD, e.g. C0/c10.
+    pod: String,
+    /// Local worker name, e.g. w1.
+    #[arg(long)]
+    worker: String,
+    /// A port the workload listens on (readiness is a TCP connect to the first).
+    #[arg(long)]
+    port: Vec<u16>,
+    #[command(flatten)]
+    target: Target,
+    /// Print the actions and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The pod's workload (argv, no shell).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct RmArgs {
+    /// CLUSTER/POD, e.g. C0/c2.
+    pod: String,
+    /// Leave the pod's endpoint in the services' rules (stale, as in the deck's chapter 3:
+    /// some connections to the VIP then fail). The pod is kept in the topology as `deleted = true`.
+    #[arg(long)]
+    keep_endpoints: bool,
+    #[command(flatten)]
+    target: Target,
+    /// Print the actions and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn pod(a: PodArgs) -> i32 {
+    let (dry_run, result) = match a.command {
+        PodCommand::Add(a) => (
+            a.dry_run,
+            Running::load(&a.target).and_then(|r| add(&r, &a).map(|t| (r, t))),
+        ),
+        PodCommand::Rm(a) => (
+            a.dry_run,
+            Running::load(&a.target).and_then(|r| rm(&r, &a).map(|t| (r, t))),
+        ),
+    };
+    match result {
+        Ok((running, text)) => change_to(running, "topology.toml (edited)", text, dry_run),
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn add(running: &Running, a: &AddArgs) -> Result<String, String> {
+    let (cluster, name) = edit::split_id(&a.pod)?;
+    let mut doc = edit::parse(&running.text)?;
+    let c = edit::cluster_mut(&mut doc, cluster)?;
+    let mut pods = List::of(c, "pods", true).ok_or("`pods` of the cluster is not a list")?;
+    if let Some(i) = pods.position(name) {
+        return Err(if pods.bool_field(i, "deleted") {
+            format!(
+                "pod {cluster}/{name} was deleted with --keep-endpoints and its stale endpoint remains: \
+                 `knetsim pod rm {cluster}/{name}` first"
+            )
+        } else {
+            format!("pod {cluster}/{name} already exists")
+        });
+    }
+    let mut t = InlineTable::new();
+    t.insert("name", name.into());
+    t.insert("worker", a.worker.as_str().into());
+    if !a.command.is_empty() {
+        t.insert("command", edit::string_array(&a.command));
+    }
+    if !a.port.is_empty() {
+        let mut ports = toml_edit::Array::new();
+        for p in &a.port {
+            ports.push(i64::from(*p));
+        }
+        t.insert("ports", Value::Array(ports));
+    }
+    pods.push(t);
+    Ok(doc.to_string())
+}
+
+/// Addresses of the running pods of a cluster: name -> (global worker, ip).
+fn running_addresses(running: &Running, cluster: &str) -> Vec<(String, String, String)> {
+    let inv: serde_json::Value = running
+        .bundle
+        .get(INVENTORY)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    inv["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == cluster)
+        .flat_map(|c| c["pods"].as_array().cloned().unwrap_or_default())
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("worker"), s("ip"))
+        })
+        .collect()
+}
+
+fn rm(running: &Running, a: &RmArgs) -> Result<String, String> {
+    let (cluster, name) = edit::split_id(&a.pod)?;
+    let addresses = running_addresses(running, cluster);
+    let mut doc = edit::parse(&running.text)?;
+    let c = edit::cluster_mut(&mut doc, cluster)?;
+    let mut pods = List::of(c, "pods", false).ok_or_else(|| format!("cluster {cluster} has no pods"))?;
+    let i = pods.position(name).ok_or_else(|| format!("no pod {cluster}/{name}"))?;
+    if a.keep_endpoints {
+        if pods.bool_field(i, "deleted") {
+            return Err(format!(
+                "pod {cluster}/{name} is already deleted (its endpoint is stale)"
+            ));
+        }
+        pods.set_field(i, "deleted", Value::from(true));
+        return Ok(doc.to_string());
+    }
+    // The pods after it on the same worker keep their addresses: pin them.
+    let worker = pods.str_field(i, "worker").unwrap_or_default();
+    for j in i + 1..pods.len() {
+        if pods.str_field(j, "worker").as_deref() != Some(worker.as_str()) || pods.str_field(j, "ip").is_some() {
+            continue;
+        }
+        let Some(pod) = pods.str_field(j, "name") else { continue };
+        if let Some((_, _, ip)) = addresses.iter().find(|(n, _, _)| *n == pod) {
+            pods.set_field(j, "ip", Value::from(ip.as_str()));
+        }
+    }
+    pods.remove(i);
+    edit::drop_endpoint(c, name);
+    Ok(doc.to_string())
+}

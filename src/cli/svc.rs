@@ -1,0 +1,109 @@
+//! `knetsim svc add|rm`: add or remove a service of a running emulation (the
+//! kube-proxy rules of its cluster's workers are reloaded), by editing the stored topology.
+
+use super::change::{change_to, Running};
+use super::edit::{self, List};
+use super::Target;
+use toml_edit::{Array, InlineTable, Value};
+
+#[derive(clap::Args)]
+pub struct SvcArgs {
+    #[command(subcommand)]
+    command: SvcCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum SvcCommand {
+    /// Add a service (a VIP load-balanced over pods) to a cluster.
+    Add(AddArgs),
+    /// Remove a service.
+    Rm(RmArgs),
+}
+
+#[derive(clap::Args)]
+struct AddArgs {
+    /// CLUSTER/SERVICE, e.g. C0/web.
+    service: String,
+    /// The VIP (default: the next free one of the cluster's service CIDR).
+    #[arg(long)]
+    vip: Option<String>,
+    /// Backend pods, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pods: Vec<String>,
+    /// Service ports (default: IP-wide, pingable).
+    #[arg(long)]
+    port: Vec<u16>,
+    #[command(flatten)]
+    target: Target,
+    /// Print the actions and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::Args)]
+struct RmArgs {
+    /// CLUSTER/SERVICE.
+    service: String,
+    #[command(flatten)]
+    target: Target,
+    /// Print the actions and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn svc(a: SvcArgs) -> i32 {
+    let (dry_run, result) = match a.command {
+        SvcCommand::Add(a) => (
+            a.dry_run,
+            Running::load(&a.target).and_then(|r| add(&r, &a).map(|t| (r, t))),
+        ),
+        SvcCommand::Rm(a) => (
+            a.dry_run,
+            Running::load(&a.target).and_then(|r| rm(&r, &a).map(|t| (r, t))),
+        ),
+    };
+    match result {
+        Ok((running, text)) => change_to(running, "topology.toml (edited)", text, dry_run),
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn add(running: &Running, a: &AddArgs) -> Result<String, String> {
+    let (cluster, name) = edit::split_id(&a.service)?;
+    let mut doc = edit::parse(&running.text)?;
+    let c = edit::cluster_mut(&mut doc, cluster)?;
+    let mut services = List::of(c, "services", true).ok_or("`services` of the cluster is not a list")?;
+    if services.position(name).is_some() {
+        return Err(format!("service {cluster}/{name} already exists"));
+    }
+    let mut t = InlineTable::new();
+    t.insert("name", name.into());
+    if let Some(vip) = &a.vip {
+        t.insert("vip", vip.as_str().into());
+    }
+    t.insert("pods", edit::string_array(&a.pods));
+    if !a.port.is_empty() {
+        let mut ports = Array::new();
+        for p in &a.port {
+            ports.push(i64::from(*p));
+        }
+        t.insert("ports", Value::Array(ports));
+    }
+    services.push(t);
+    Ok(doc.to_string())
+}
+
+fn rm(running: &Running, a: &RmArgs) -> Result<String, String> {
+    let (cluster, name) = edit::split_id(&a.service)?;
+    let mut doc = edit::parse(&running.text)?;
+    let c = edit::cluster_mut(&mut doc, cluster)?;
+    let mut services = List::of(c, "services", false).ok_or_else(|| format!("cluster {cluster} has no services"))?;
+    let i = services
+        .position(name)
+        .ok_or_else(|| format!("no service {cluster}/{name}"))?;
+    services.remove(i);
+    Ok(doc.to_string())
+}

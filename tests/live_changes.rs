@@ -1,0 +1,381 @@
+//! Live tests of changes to a running emulation (`pod add|rm`, `svc add|rm`,
+//! `apply`, `--dry-run`), as root. Every emulation is named `t<pid>...`; a drop
+//! guard runs `knetsim down --name ...`. Without root or a needed program they
+//! print `SKIP: reason`, unless `CI` is set, where they fail instead. Every probe
+//! runs inside the emulation's namespaces through `knetsim exec`.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn knetsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        .args(args)
+        .output()
+        .expect("run knetsim")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = knetsim(args);
+    assert!(out.status.success(), "knetsim {}: {}", args.join(" "), text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn skip(test: &str, reason: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {reason}, and CI is set");
+    }
+    println!("SKIP: {test}: {reason}");
+    false
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn ready(test: &str) -> bool {
+    if !is_root() {
+        return skip(test, "needs root");
+    }
+    for p in ["ip", "nft", "etcd", "ping"] {
+        if !on_path(p) {
+            return skip(test, &format!("`{p}` is not installed"));
+        }
+    }
+    let plugins = ["bridge", "host-local", "loopback"]
+        .iter()
+        .all(|p| Path::new("/usr/lib/cni").join(p).exists() || Path::new("/opt/cni/bin").join(p).exists());
+    if !plugins {
+        return skip(test, "the CNI plugins (containernetworking-plugins) are not installed");
+    }
+    true
+}
+
+/// Runs `knetsim down --name NAME` when dropped.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let out = knetsim(&["down", "--name", &self.0]);
+        if !out.status.success() {
+            eprintln!("cleanup: knetsim down --name {}: {}", self.0, text(&out));
+        }
+    }
+}
+
+const BASE: &str = r#"# a small cluster for live changes
+[[clusters]]
+name = "C0"
+etcd = 1
+workers = 2
+pods = [
+  { name = "c1", worker = "w1" },
+  { name = "c2", worker = "w2" },
+  { name = "c3", worker = "w2" },
+]
+services = [
+  { name = "web", vip = "100.64.0.10", pods = ["c2", "c3"] },
+]
+"#;
+
+/// BASE with a pod gone, two added (one serving), a backend swapped and a ported service added.
+const VARIANT: &str = r#"[[clusters]]
+name = "C0"
+etcd = 1
+workers = 2
+pods = [
+  { name = "c1", worker = "w1" },
+  { name = "c3", worker = "w2" },
+  { name = "c4", worker = "w1", command = ["knetsim", "serve", "--text", "four", "--port", "8000"], ports = [8000] },
+  { name = "c5", worker = "w2" },
+]
+services = [
+  { name = "web", vip = "100.64.0.10", pods = ["c3", "c5"] },
+  { name = "http", vip = "100.64.0.20", pods = ["c4"], ports = [8000] },
+]
+"#;
+
+fn status(name: &str) -> Value {
+    serde_json::from_str(&ok(&["status", "--name", name, "--json"])).unwrap()
+}
+
+fn pod_ip(st: &Value, pod: &str) -> String {
+    st["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == pod)
+        .unwrap_or_else(|| panic!("{pod} not in {st:#}"))["ip"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Pings from a pod, one packet at a time; returns how many of `n` were answered.
+fn pings(name: &str, from: &str, to: &str, n: usize) -> usize {
+    (0..n)
+        .filter(|_| {
+            knetsim(&["exec", "--name", name, from, "--", "ping", "-c1", "-W1", to])
+                .status
+                .success()
+        })
+        .count()
+}
+
+#[test]
+fn pods_and_services_change_on_a_running_emulation() {
+    let test = "pods_and_services_change_on_a_running_emulation";
+    if !ready(test) {
+        return;
+    }
+    let name = format!("t{}p", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let topo = tmp.path().join("base.toml");
+    std::fs::write(&topo, BASE).unwrap();
+    let _guard = Down(name.clone());
+    ok(&["up", topo.to_str().unwrap(), "--name", &name]);
+    let st = status(&name);
+    assert_eq!(pod_ip(&st, "C0/c1"), "11.10.0.2", "{st:#}");
+
+    // pod add: the next address of w1's subnet; it reaches a pod on the other worker.
+    let out = ok(&["pod", "add", "C0/c10", "--worker", "w1", "--name", &name]);
+    assert!(out.contains("changed"), "{out}");
+    let st = status(&name);
+    assert_eq!(st["healthy"], true, "{st:#}");
+    assert_eq!(pod_ip(&st, "C0/c10"), "11.10.0.3", "{st:#}");
+    let c2 = pod_ip(&st, "C0/c2");
+    assert_eq!(pings(&name, "C0/c10", &c2, 1), 1);
+    // The user's formatting and comment are kept in the stored topology.
+    let stored = std::fs::read_to_string(format!("/tmp/knetsim-{name}/topology.toml")).unwrap();
+    assert!(stored.starts_with("# a small cluster for live changes\n"), "{stored}");
+    assert!(stored.contains("  { name = \"c10\", worker = \"w1\" },\n]"), "{stored}");
+
+    // A new service over new pods answers on its VIP.
+    ok(&["pod", "add", "C0/c11", "--worker", "w2", "--name", &name]);
+    ok(&[
+        "svc",
+        "add",
+        "C0/new",
+        "--vip",
+        "100.64.0.50",
+        "--pods",
+        "c10,c11",
+        "--name",
+        &name,
+    ]);
+    assert_eq!(pings(&name, "C0/c1", "100.64.0.50", 5), 5);
+
+    // pod rm: out of the endpoints first-class, the VIP answers through the other backend.
+    let out = ok(&["pod", "rm", "C0/c2", "--name", &name]);
+    assert!(out.contains("changed"), "{out}");
+    let st = status(&name);
+    assert!(
+        !st["pods"].as_array().unwrap().iter().any(|p| p["name"] == "C0/c2"),
+        "{st:#}"
+    );
+    assert_eq!(pod_ip(&st, "C0/c3"), "11.10.16.3", "c3 keeps its address: {st:#}");
+    assert_eq!(pings(&name, "C0/c1", "100.64.0.10", 20), 20);
+
+    // pod rm --keep-endpoints: the stale endpoint stays, some pings fail (the deck's lesson).
+    ok(&["pod", "rm", "C0/c11", "--keep-endpoints", "--name", &name]);
+    let st = status(&name);
+    assert_eq!(st["healthy"], true, "{st:#}");
+    let new = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "C0/new")
+        .unwrap();
+    assert_eq!(new["endpoints"].as_array().unwrap().len(), 2, "{st:#}");
+    let answered = pings(&name, "C0/c1", "100.64.0.50", 20);
+    assert!(answered > 0 && answered < 20, "{answered} of 20 answered");
+    // Re-adding that name is refused until the stale pod is removed; then it works.
+    let out = knetsim(&["pod", "add", "C0/c11", "--worker", "w2", "--name", &name]);
+    assert!(!out.status.success() && text(&out).contains("stale"), "{}", text(&out));
+    ok(&["pod", "rm", "C0/c11", "--name", &name]);
+    assert_eq!(pings(&name, "C0/c1", "100.64.0.50", 10), 10);
+
+    // svc rm: the VIP stops answering.
+    ok(&["svc", "rm", "C0/new", "--name", &name]);
+    assert_eq!(pings(&name, "C0/c1", "100.64.0.50", 1), 0);
+    let st = status(&name);
+    assert_eq!(st["healthy"], true, "{st:#}");
+    ok(&["down", "--name", &name]);
+    assert!(!Path::new(&format!("/tmp/knetsim-{name}")).exists());
+}
+
+/// What `status --json` and the installed rules say, without times, PIDs and counters.
+fn snapshot(name: &str) -> (Value, Vec<String>) {
+    let mut st = status(name);
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for k in ["uptime_s", "pid", "started_at", "owner_pid", "owner_alive"] {
+                    m.remove(k);
+                }
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut st);
+    for key in ["namespaces", "processes"] {
+        if let Some(a) = st[key].as_array_mut() {
+            a.sort_by_key(|v| v.to_string());
+        }
+    }
+    let mut rules = Vec::new();
+    for w in ["C0w1", "C0w2"] {
+        let t = ok(&[
+            "exec",
+            "--name",
+            name,
+            w,
+            "--",
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "kube-proxy",
+        ]);
+        let t: Vec<String> = t
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .split(" counter packets ")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part.to_string()
+                } else {
+                    // Drop "N bytes M".
+                    part.splitn(4, ' ').nth(3).unwrap_or("").to_string()
+                }
+            })
+            .collect();
+        rules.push(format!("{w}: {}", t.join(" counter ")));
+    }
+    (st, rules)
+}
+
+#[test]
+fn apply_and_back_ends_like_a_fresh_up_and_dry_run_lists_exactly_what_apply_does() {
+    let test = "apply_and_back_ends_like_a_fresh_up_and_dry_run_lists_exactly_what_apply_does";
+    if !ready(test) {
+        return;
+    }
+    let name = format!("t{}a", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base.toml");
+    let variant = tmp.path().join("variant.toml");
+    let broken = tmp.path().join("broken.toml");
+    std::fs::write(&base, BASE).unwrap();
+    std::fs::write(&variant, VARIANT).unwrap();
+    std::fs::write(&broken, VARIANT.replace("workers = 2", "workers = [")).unwrap();
+    let (base, variant, broken) = (
+        base.to_str().unwrap(),
+        variant.to_str().unwrap(),
+        broken.to_str().unwrap(),
+    );
+    let _guard = Down(name.clone());
+    let state_file = format!("/tmp/knetsim-{name}/state.json");
+    let last_change = || -> Vec<String> {
+        let st: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+        st["last_change"]
+            .as_array()
+            .map(|a| a.iter().map(|l| l.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+
+    ok(&["up", base, "--name", &name]);
+    let fresh_base = snapshot(&name);
+
+    // A change that does not compile is refused with its diagnostics; nothing changes.
+    let stored = std::fs::read_to_string(format!("/tmp/knetsim-{name}/topology.toml")).unwrap();
+    let out = knetsim(&["apply", broken, "--name", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing was changed") && text(&out).contains("broken.toml:"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(snapshot(&name), fresh_base);
+    assert_eq!(
+        std::fs::read_to_string(format!("/tmp/knetsim-{name}/topology.toml")).unwrap(),
+        stored
+    );
+
+    // --dry-run lists the actions and changes nothing; apply then performs exactly those.
+    let planned: Vec<String> = ok(&["apply", variant, "--name", &name, "--dry-run"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(!planned.is_empty());
+    assert!(
+        planned.iter().any(|l| l.starts_with("add workload:C0/c4")),
+        "{planned:#?}"
+    );
+    assert!(planned.iter().any(|l| l.starts_with("remove netns:")), "{planned:#?}");
+    assert_eq!(snapshot(&name), fresh_base);
+    ok(&["apply", variant, "--name", &name]);
+    assert_eq!(last_change(), planned);
+    let applied_variant = snapshot(&name);
+    assert_eq!(applied_variant.0["healthy"], true, "{:#}", applied_variant.0);
+    let http = ok(&[
+        "exec",
+        "--name",
+        &name,
+        "C0w1",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "3",
+        "100.64.0.20:8000",
+    ]);
+    assert_eq!(http.trim(), "four");
+
+    let planned_back: Vec<String> = ok(&["apply", base, "--name", &name, "--dry-run"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ok(&["apply", base, "--name", &name]);
+    assert_eq!(last_change(), planned_back);
+    assert_eq!(
+        snapshot(&name),
+        fresh_base,
+        "base -> variant -> base differs from a fresh up of base"
+    );
+    ok(&["down", "--name", &name]);
+
+    ok(&["up", variant, "--name", &name]);
+    assert_eq!(
+        snapshot(&name),
+        applied_variant,
+        "base -> variant differs from a fresh up of variant"
+    );
+    ok(&["down", "--name", &name]);
+}
