@@ -115,6 +115,13 @@ fn update_bundle(old: &Bundle, new: &Bundle, dir: &Path) -> std::io::Result<()> 
 /// Exit code 0 = changed (or nothing to change), 1 = refused or failed.
 pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool) -> i32 {
     let t0 = Instant::now();
+    // KNETSIM_TIMING=1: where a change spends its time, on stderr.
+    let timing = std::env::var_os("KNETSIM_TIMING").is_some();
+    let mark = |what: &str| {
+        if timing {
+            eprintln!("timing: {what} at {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    };
     let source = Source::new(origin, new_text);
     let new_bundle = match compiler::compile(&source, &running.opts) {
         Ok(b) => b,
@@ -124,6 +131,7 @@ pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool
             return 1;
         }
     };
+    mark("compiled");
     let old_plan = running.plan(&running.bundle);
     let new_plan = running.plan(&new_bundle);
     let actions = match delta(&old_plan, &running.bundle, &new_plan, &new_bundle) {
@@ -136,6 +144,7 @@ pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool
             return 1;
         }
     };
+    mark("delta computed");
     if dry_run {
         for a in &actions {
             println!("{a}");
@@ -158,6 +167,7 @@ pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool
             return 1;
         }
     };
+    mark("state locked");
     let sys = LinuxSystem::new();
     let mut options = Options::new(1);
     options.probe_timeout = Duration::from_secs(30);
@@ -172,12 +182,14 @@ pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool
     );
     match result {
         Ok(done) => {
+            mark("applied");
             let stored = update_bundle(&running.bundle, &new_bundle, &state_dir.join(BUNDLE_DIR))
                 .and_then(|()| std::fs::write(state_dir.join(TOPOLOGY_FILE), &source.text));
             if let Err(e) = stored {
                 eprintln!("error: the change was applied but storing the new topology failed: {e}");
                 return 1;
             }
+            mark("stored");
             println!(
                 "emulation {} changed in {:.1} ms ({} action{})",
                 display_name(&name),

@@ -403,6 +403,28 @@ mod tests {
     }
 
     #[test]
+    fn pinned_addresses_are_checked() {
+        let opts = CompileOptions::named("d");
+        let outside = BASE.replace(
+            "{ name = \"c3\", worker = \"w2\" }",
+            "{ name = \"c3\", worker = \"w2\", ip = \"11.10.0.9\" }",
+        );
+        let err = compile(&Source::new("t.toml", outside), &opts).unwrap_err().render();
+        assert!(err.contains("not a pod address of worker C0w2"), "{err}");
+        let twice = BASE
+            .replace(
+                "{ name = \"c2\", worker = \"w2\" }",
+                "{ name = \"c2\", worker = \"w2\", ip = \"11.10.16.5\" }",
+            )
+            .replace(
+                "{ name = \"c3\", worker = \"w2\" }",
+                "{ name = \"c3\", worker = \"w2\", ip = \"11.10.16.5\" }",
+            );
+        let err = compile(&Source::new("t.toml", twice), &opts).unwrap_err().render();
+        assert!(err.contains("pinned twice"), "{err}");
+    }
+
+    #[test]
     fn inverse_swaps() {
         let (p, _) = compiled(BASE);
         let s = p.steps[0].clone();
