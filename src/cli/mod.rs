@@ -8,6 +8,7 @@ mod edit;
 mod exec;
 mod flanneld;
 mod pod;
+mod router;
 mod serve;
 mod status;
 mod svc;
@@ -84,6 +85,8 @@ enum Command {
     Flanneld(flanneld::Args),
     /// A tiny HTTP server answering every request with a text (the seed's utils/ss.py), for pod workloads.
     Serve(serve::ServeArgs),
+    /// The built-in skupper router (skrouterd's `-c FILE` JSON config), used when no skrouterd is on PATH.
+    Router(router::RouterArgs),
 }
 
 pub fn run() -> i32 {
@@ -104,6 +107,7 @@ pub fn run() -> i32 {
         Command::Exec(a) => exec::exec(a),
         Command::Shell(a) => exec::shell(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Router(a) => router::router(a),
         Command::Flanneld(a) => flanneld::flanneld(a),
     }
 }

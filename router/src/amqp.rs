@@ -1,0 +1,998 @@
+//! A minimal AMQP 1.0 codec (OASIS AMQP 1.0 part 1 "types" and part 2 "transport"):
+//! the protocol header, frames, the type system subset the router needs, and the
+//! performatives open/begin/attach/flow/transfer/detach/end/close as typed structs.
+//! Enough that `tshark -d tcp.port==PORT,amqp` decodes an inter-router link.
+
+use std::io::{self, Read};
+
+/// `AMQP` 0 1 0 0: the protocol header of plain AMQP 1.0.
+pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
+/// Largest frame this codec accepts from a peer.
+pub const MAX_FRAME: u32 = 1 << 20;
+
+pub const OPEN: u64 = 0x10;
+pub const BEGIN: u64 = 0x11;
+pub const ATTACH: u64 = 0x12;
+pub const FLOW: u64 = 0x13;
+pub const TRANSFER: u64 = 0x14;
+pub const DISPOSITION: u64 = 0x15;
+pub const DETACH: u64 = 0x16;
+pub const END: u64 = 0x17;
+pub const CLOSE: u64 = 0x18;
+pub const ERROR: u64 = 0x1d;
+pub const SOURCE: u64 = 0x28;
+pub const TARGET: u64 = 0x29;
+pub const DATA: u64 = 0x75;
+
+/// An AMQP value (the subset of part 1 that the router sends or accepts).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Ubyte(u8),
+    Ushort(u16),
+    Uint(u32),
+    Ulong(u64),
+    Int(i32),
+    Long(i64),
+    Timestamp(i64),
+    Uuid([u8; 16]),
+    Binary(Vec<u8>),
+    String(String),
+    Symbol(String),
+    List(Vec<Value>),
+    Map(Vec<(Value, Value)>),
+    Array(Vec<Value>),
+    Described(Box<Value>, Box<Value>),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AMQP decode error: {}", self.0)
+    }
+}
+
+fn err<T>(m: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError(m.into()))
+}
+
+impl Value {
+    pub fn described(code: u64, fields: Vec<Value>) -> Value {
+        // Trailing nulls may be omitted from a described list (part 1, 1.4).
+        let mut fields = fields;
+        while fields.last() == Some(&Value::Null) {
+            fields.pop();
+        }
+        Value::Described(Box::new(Value::Ulong(code)), Box::new(Value::List(fields)))
+    }
+
+    pub fn str(s: &str) -> Value {
+        Value::String(s.to_string())
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::Ubyte(v) => Some(v as u64),
+            Value::Ushort(v) => Some(v as u64),
+            Value::Uint(v) => Some(v as u64),
+            Value::Ulong(v) => Some(v),
+            Value::Int(v) if v >= 0 => Some(v as u64),
+            Value::Long(v) if v >= 0 => Some(v as u64),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) | Value::Symbol(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The descriptor code and fields of a described list.
+    pub fn as_described_list(&self) -> Option<(u64, &[Value])> {
+        match self {
+            Value::Described(d, v) => match (d.as_u64(), v.as_ref()) {
+                (Some(code), Value::List(items)) => Some((code, items)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.push(0x40),
+            Value::Bool(true) => out.push(0x41),
+            Value::Bool(false) => out.push(0x42),
+            Value::Ubyte(v) => out.extend([0x50, *v]),
+            Value::Ushort(v) => {
+                out.push(0x60);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Uint(0) => out.push(0x43),
+            Value::Uint(v) if *v < 256 => out.extend([0x52, *v as u8]),
+            Value::Uint(v) => {
+                out.push(0x70);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Ulong(0) => out.push(0x44),
+            Value::Ulong(v) if *v < 256 => out.extend([0x53, *v as u8]),
+            Value::Ulong(v) => {
+                out.push(0x80);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Int(v) if (-128..128).contains(v) => out.extend([0x54, *v as i8 as u8]),
+            Value::Int(v) => {
+                out.push(0x71);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Long(v) if (-128..128).contains(v) => out.extend([0x55, *v as i8 as u8]),
+            Value::Long(v) => {
+                out.push(0x81);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Timestamp(v) => {
+                out.push(0x83);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Uuid(u) => {
+                out.push(0x98);
+                out.extend(u);
+            }
+            Value::Binary(b) => encode_variable(out, 0xa0, 0xb0, b),
+            Value::String(s) => encode_variable(out, 0xa1, 0xb1, s.as_bytes()),
+            Value::Symbol(s) => encode_variable(out, 0xa3, 0xb3, s.as_bytes()),
+            Value::List(items) if items.is_empty() => out.push(0x45),
+            Value::List(items) => {
+                let mut body = Vec::new();
+                for i in items {
+                    i.encode(&mut body);
+                }
+                encode_compound(out, 0xc0, 0xd0, items.len(), &body);
+            }
+            Value::Map(pairs) => {
+                let mut body = Vec::new();
+                for (k, v) in pairs {
+                    k.encode(&mut body);
+                    v.encode(&mut body);
+                }
+                encode_compound(out, 0xc1, 0xd1, pairs.len() * 2, &body);
+            }
+            Value::Array(items) => {
+                // Always the 32-bit form with the first element's wide constructor.
+                let mut body = Vec::new();
+                let mut ctor = Vec::new();
+                if let Some(first) = items.first() {
+                    first.encode_wide(&mut ctor);
+                    body.push(ctor[0]);
+                    for i in items {
+                        let mut e = Vec::new();
+                        i.encode_wide(&mut e);
+                        body.extend(&e[1..]);
+                    }
+                } else {
+                    body.push(0x40);
+                }
+                out.push(0xf0);
+                out.extend((body.len() as u32 + 4).to_be_bytes());
+                out.extend((items.len() as u32).to_be_bytes());
+                out.extend(body);
+            }
+            Value::Described(d, v) => {
+                out.push(0x00);
+                d.encode(out);
+                v.encode(out);
+            }
+        }
+    }
+
+    /// The encoding with one fixed constructor per type, for array elements.
+    fn encode_wide(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Bool(b) => out.extend([0x56, *b as u8]),
+            Value::Uint(v) => {
+                out.push(0x70);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Ulong(v) => {
+                out.push(0x80);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Int(v) => {
+                out.push(0x71);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Long(v) => {
+                out.push(0x81);
+                out.extend(v.to_be_bytes());
+            }
+            Value::Binary(b) => {
+                out.push(0xb0);
+                out.extend((b.len() as u32).to_be_bytes());
+                out.extend(b);
+            }
+            Value::String(s) => {
+                out.push(0xb1);
+                out.extend((s.len() as u32).to_be_bytes());
+                out.extend(s.as_bytes());
+            }
+            Value::Symbol(s) => {
+                out.push(0xb3);
+                out.extend((s.len() as u32).to_be_bytes());
+                out.extend(s.as_bytes());
+            }
+            other => other.encode(out),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decodes one value from the front of `buf`, returning it and the bytes it took.
+    pub fn decode(buf: &[u8]) -> Result<(Value, usize), DecodeError> {
+        let mut c = Cursor { buf, pos: 0 };
+        let v = c.value()?;
+        Ok((v, c.pos))
+    }
+}
+
+fn encode_variable(out: &mut Vec<u8>, short: u8, long: u8, bytes: &[u8]) {
+    if bytes.len() < 256 {
+        out.extend([short, bytes.len() as u8]);
+    } else {
+        out.push(long);
+        out.extend((bytes.len() as u32).to_be_bytes());
+    }
+    out.extend(bytes);
+}
+
+fn encode_compound(out: &mut Vec<u8>, short: u8, long: u8, count: usize, body: &[u8]) {
+    if body.len() + 1 < 256 && count < 256 {
+        out.extend([short, (body.len() + 1) as u8, count as u8]);
+    } else {
+        out.push(long);
+        out.extend((body.len() as u32 + 4).to_be_bytes());
+        out.extend((count as u32).to_be_bytes());
+    }
+    out.extend(body);
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() - self.pos < n {
+            return err(format!("truncated: need {n} bytes at offset {}", self.pos));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        Ok(self.take(N)?.try_into().unwrap())
+    }
+
+    fn utf8(&mut self, n: usize) -> Result<String, DecodeError> {
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError("invalid UTF-8 in string".into()))
+    }
+
+    fn value(&mut self) -> Result<Value, DecodeError> {
+        let code = self.u8()?;
+        if code == 0x00 {
+            let d = self.value()?;
+            let v = self.value()?;
+            return Ok(Value::Described(Box::new(d), Box::new(v)));
+        }
+        self.with_ctor(code)
+    }
+
+    fn with_ctor(&mut self, code: u8) -> Result<Value, DecodeError> {
+        Ok(match code {
+            0x40 => Value::Null,
+            0x41 => Value::Bool(true),
+            0x42 => Value::Bool(false),
+            0x56 => Value::Bool(self.u8()? != 0),
+            0x50 => Value::Ubyte(self.u8()?),
+            0x60 => Value::Ushort(u16::from_be_bytes(self.arr()?)),
+            0x43 => Value::Uint(0),
+            0x52 => Value::Uint(self.u8()? as u32),
+            0x70 => Value::Uint(self.u32()?),
+            0x44 => Value::Ulong(0),
+            0x53 => Value::Ulong(self.u8()? as u64),
+            0x80 => Value::Ulong(u64::from_be_bytes(self.arr()?)),
+            0x54 => Value::Int(self.u8()? as i8 as i32),
+            0x71 => Value::Int(i32::from_be_bytes(self.arr()?)),
+            0x55 => Value::Long(self.u8()? as i8 as i64),
+            0x81 => Value::Long(i64::from_be_bytes(self.arr()?)),
+            0x83 => Value::Timestamp(i64::from_be_bytes(self.arr()?)),
+            0x98 => Value::Uuid(self.arr()?),
+            0xa0 => {
+                let n = self.u8()? as usize;
+                Value::Binary(self.take(n)?.to_vec())
+            }
+            0xb0 => {
+                let n = self.u32()? as usize;
+                Value::Binary(self.take(n)?.to_vec())
+            }
+            0xa1 => {
+                let n = self.u8()? as usize;
+                Value::String(self.utf8(n)?)
+            }
+            0xb1 => {
+                let n = self.u32()? as usize;
+                Value::String(self.utf8(n)?)
+            }
+            0xa3 => {
+                let n = self.u8()? as usize;
+                Value::Symbol(self.utf8(n)?)
+            }
+            0xb3 => {
+                let n = self.u32()? as usize;
+                Value::Symbol(self.utf8(n)?)
+            }
+            0x45 => Value::List(Vec::new()),
+            0xc0 | 0xc1 | 0xd0 | 0xd1 => {
+                let wide = code & 0xf0 == 0xd0;
+                let (size, count) = if wide {
+                    (self.u32()? as usize, self.u32()? as usize)
+                } else {
+                    (self.u8()? as usize, self.u8()? as usize)
+                };
+                let header = if wide { 4 } else { 1 };
+                let end = self.pos
+                    + size
+                        .checked_sub(header)
+                        .ok_or(DecodeError("bad compound size".into()))?;
+                if end > self.buf.len() {
+                    return err("truncated compound value");
+                }
+                let mut items = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    items.push(self.value()?);
+                }
+                if self.pos != end {
+                    return err("compound value size does not match its contents");
+                }
+                if code & 0x0f == 0x01 {
+                    if count % 2 != 0 {
+                        return err("map with an odd element count");
+                    }
+                    let mut pairs = Vec::with_capacity(count / 2);
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        pairs.push((k, v));
+                    }
+                    Value::Map(pairs)
+                } else {
+                    Value::List(items)
+                }
+            }
+            0xe0 | 0xf0 => {
+                let wide = code == 0xf0;
+                let (size, count) = if wide {
+                    (self.u32()? as usize, self.u32()? as usize)
+                } else {
+                    (self.u8()? as usize, self.u8()? as usize)
+                };
+                let header = if wide { 4 } else { 1 };
+                let end = self.pos + size.checked_sub(header).ok_or(DecodeError("bad array size".into()))?;
+                if end > self.buf.len() {
+                    return err("truncated array");
+                }
+                let ctor = self.u8()?;
+                if ctor == 0x00 {
+                    return err("arrays of described values are not supported");
+                }
+                let mut items = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    items.push(self.with_ctor(ctor)?);
+                }
+                if self.pos != end {
+                    return err("array size does not match its contents");
+                }
+                Value::Array(items)
+            }
+            other => return err(format!("unsupported type constructor 0x{other:02x}")),
+        })
+    }
+}
+
+/// One AMQP frame: a channel and an optional performative with its payload
+/// (an empty frame, used as a heartbeat, has neither).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub channel: u16,
+    pub body: Option<Performative>,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn new(channel: u16, body: Performative) -> Frame {
+        Frame {
+            channel,
+            body: Some(body),
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn heartbeat() -> Frame {
+        Frame {
+            channel: 0,
+            body: None,
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0, 0, 0, 0, 2, 0];
+        out.extend(self.channel.to_be_bytes());
+        if let Some(b) = &self.body {
+            b.to_value().encode(&mut out);
+            out.extend(&self.payload);
+        }
+        let size = out.len() as u32;
+        out[..4].copy_from_slice(&size.to_be_bytes());
+        out
+    }
+
+    /// Decodes a whole frame (its 8-byte header included).
+    pub fn decode(buf: &[u8]) -> Result<Frame, DecodeError> {
+        if buf.len() < 8 {
+            return err("frame shorter than its header");
+        }
+        let size = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+        let doff = buf[4] as usize * 4;
+        if size != buf.len() || doff < 8 || doff > size {
+            return err(format!("bad frame size {size} or data offset {doff}"));
+        }
+        if buf[5] != 0 {
+            return err(format!("frame type {} is not AMQP", buf[5]));
+        }
+        let channel = u16::from_be_bytes([buf[6], buf[7]]);
+        let rest = &buf[doff..];
+        if rest.is_empty() {
+            return Ok(Frame::heartbeat_on(channel));
+        }
+        let (v, used) = Value::decode(rest)?;
+        let body = Performative::from_value(&v)?;
+        Ok(Frame {
+            channel,
+            body: Some(body),
+            payload: rest[used..].to_vec(),
+        })
+    }
+
+    fn heartbeat_on(channel: u16) -> Frame {
+        Frame {
+            channel,
+            body: None,
+            payload: Vec::new(),
+        }
+    }
+}
+
+/// Reads one frame from a stream: Ok(None) at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
+    let mut head = [0u8; 4];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let size = u32::from_be_bytes(head);
+    if !(8..=MAX_FRAME).contains(&size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad AMQP frame size {size}"),
+        ));
+    }
+    let mut buf = vec![0u8; size as usize];
+    buf[..4].copy_from_slice(&head);
+    r.read_exact(&mut buf[4..])?;
+    Frame::decode(&buf)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// The transport performatives, with the fields the router uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Performative {
+    Open {
+        container_id: String,
+        max_frame_size: u32,
+        idle_time_out_ms: u32,
+        properties: Vec<(Value, Value)>,
+    },
+    Begin {
+        remote_channel: Option<u16>,
+        next_outgoing_id: u32,
+        incoming_window: u32,
+        outgoing_window: u32,
+    },
+    Attach {
+        name: String,
+        handle: u32,
+        role_receiver: bool,
+        source: Option<String>,
+        target: Option<String>,
+    },
+    Flow {
+        handle: Option<u32>,
+        delivery_count: u32,
+        link_credit: u32,
+    },
+    Transfer {
+        handle: u32,
+        delivery_id: u32,
+        settled: bool,
+    },
+    Detach {
+        handle: u32,
+        closed: bool,
+        error: Option<String>,
+    },
+    End,
+    Close {
+        error: Option<String>,
+    },
+    /// Any other described performative (e.g. disposition), kept as is.
+    Other(Value),
+}
+
+fn opt_u32(v: Option<u32>) -> Value {
+    v.map(Value::Uint).unwrap_or(Value::Null)
+}
+
+fn error_value(e: &Option<String>) -> Value {
+    match e {
+        Some(desc) => Value::described(
+            ERROR,
+            vec![Value::Symbol("amqp:internal-error".into()), Value::str(desc)],
+        ),
+        None => Value::Null,
+    }
+}
+
+fn terminus(code: u64, address: &Option<String>) -> Value {
+    match address {
+        Some(a) => Value::described(code, vec![Value::str(a)]),
+        None => Value::Null,
+    }
+}
+
+impl Performative {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Performative::Open {
+                container_id,
+                max_frame_size,
+                idle_time_out_ms,
+                properties,
+            } => Value::described(
+                OPEN,
+                vec![
+                    Value::str(container_id),
+                    Value::Null,
+                    Value::Uint(*max_frame_size),
+                    Value::Ushort(0),
+                    Value::Uint(*idle_time_out_ms),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    if properties.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::Map(properties.clone())
+                    },
+                ],
+            ),
+            Performative::Begin {
+                remote_channel,
+                next_outgoing_id,
+                incoming_window,
+                outgoing_window,
+            } => Value::described(
+                BEGIN,
+                vec![
+                    remote_channel.map(Value::Ushort).unwrap_or(Value::Null),
+                    Value::Uint(*next_outgoing_id),
+                    Value::Uint(*incoming_window),
+                    Value::Uint(*outgoing_window),
+                ],
+            ),
+            Performative::Attach {
+                name,
+                handle,
+                role_receiver,
+                source,
+                target,
+            } => Value::described(
+                ATTACH,
+                vec![
+                    Value::str(name),
+                    Value::Uint(*handle),
+                    Value::Bool(*role_receiver),
+                    Value::Ubyte(1), // snd-settle-mode: settled
+                    Value::Ubyte(0), // rcv-settle-mode: first
+                    terminus(SOURCE, source),
+                    terminus(TARGET, target),
+                    Value::Null,
+                    Value::Null,
+                    if *role_receiver { Value::Null } else { Value::Uint(0) }, // initial-delivery-count
+                ],
+            ),
+            Performative::Flow {
+                handle,
+                delivery_count,
+                link_credit,
+            } => Value::described(
+                FLOW,
+                vec![
+                    Value::Uint(0),
+                    Value::Uint(u32::MAX),
+                    Value::Uint(0),
+                    Value::Uint(u32::MAX),
+                    opt_u32(*handle),
+                    Value::Uint(*delivery_count),
+                    Value::Uint(*link_credit),
+                ],
+            ),
+            Performative::Transfer {
+                handle,
+                delivery_id,
+                settled,
+            } => Value::described(
+                TRANSFER,
+                vec![
+                    Value::Uint(*handle),
+                    Value::Uint(*delivery_id),
+                    Value::Binary(delivery_id.to_be_bytes().to_vec()),
+                    Value::Uint(0),
+                    Value::Bool(*settled),
+                ],
+            ),
+            Performative::Detach { handle, closed, error } => Value::described(
+                DETACH,
+                vec![Value::Uint(*handle), Value::Bool(*closed), error_value(error)],
+            ),
+            Performative::End => Value::described(END, vec![]),
+            Performative::Close { error } => Value::described(CLOSE, vec![error_value(error)]),
+            Performative::Other(v) => v.clone(),
+        }
+    }
+
+    pub fn from_value(v: &Value) -> Result<Performative, DecodeError> {
+        let Some((code, f)) = v.as_described_list() else {
+            return err("frame body is not a described list");
+        };
+        let get = |i: usize| f.get(i).unwrap_or(&Value::Null);
+        let need_u32 = |i: usize, what: &str| -> Result<u32, DecodeError> {
+            match get(i).as_u64() {
+                Some(n) if n <= u32::MAX as u64 => Ok(n as u32),
+                _ => err(format!("performative 0x{code:02x}: missing or bad {what}")),
+            }
+        };
+        let opt_u32 = |i: usize| get(i).as_u64().map(|n| n as u32);
+        let error_of = |v: &Value| -> Option<String> {
+            v.as_described_list().map(|(_, e)| {
+                let cond = e.first().and_then(|c| c.as_str()).unwrap_or("");
+                match e.get(1).and_then(|d| d.as_str()) {
+                    Some(d) => d.to_string(),
+                    None => cond.to_string(),
+                }
+            })
+        };
+        let terminus_address = |v: &Value| {
+            v.as_described_list()
+                .and_then(|(_, t)| t.first().and_then(|a| a.as_str()).map(String::from))
+        };
+        Ok(match code {
+            OPEN => Performative::Open {
+                container_id: get(0)
+                    .as_str()
+                    .ok_or(DecodeError("open without container-id".into()))?
+                    .to_string(),
+                max_frame_size: opt_u32(2).unwrap_or(u32::MAX),
+                idle_time_out_ms: opt_u32(4).unwrap_or(0),
+                properties: match get(9) {
+                    Value::Map(m) => m.clone(),
+                    _ => Vec::new(),
+                },
+            },
+            BEGIN => Performative::Begin {
+                remote_channel: get(0).as_u64().map(|n| n as u16),
+                next_outgoing_id: need_u32(1, "next-outgoing-id")?,
+                incoming_window: need_u32(2, "incoming-window")?,
+                outgoing_window: need_u32(3, "outgoing-window")?,
+            },
+            ATTACH => Performative::Attach {
+                name: get(0)
+                    .as_str()
+                    .ok_or(DecodeError("attach without name".into()))?
+                    .to_string(),
+                handle: need_u32(1, "handle")?,
+                role_receiver: get(2).as_bool().ok_or(DecodeError("attach without role".into()))?,
+                source: terminus_address(get(5)),
+                target: terminus_address(get(6)),
+            },
+            FLOW => Performative::Flow {
+                handle: opt_u32(4),
+                delivery_count: opt_u32(5).unwrap_or(0),
+                link_credit: opt_u32(6).unwrap_or(0),
+            },
+            TRANSFER => Performative::Transfer {
+                handle: need_u32(0, "handle")?,
+                delivery_id: opt_u32(1).unwrap_or(0),
+                settled: get(4).as_bool().unwrap_or(false),
+            },
+            DETACH => Performative::Detach {
+                handle: need_u32(0, "handle")?,
+                closed: get(1).as_bool().unwrap_or(false),
+                error: error_of(get(2)),
+            },
+            END => Performative::End,
+            CLOSE => Performative::Close {
+                error: error_of(get(0)),
+            },
+            _ => Performative::Other(v.clone()),
+        })
+    }
+}
+
+/// A message body of one data section (described 0x75 binary), as the router's transfers carry.
+pub fn data_section(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    out.extend([0x00, 0x53, DATA as u8]);
+    encode_variable(&mut out, 0xa0, 0xb0, bytes);
+    out
+}
+
+/// The concatenated bytes of a message's data sections (other sections are skipped).
+pub fn message_data(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < payload.len() {
+        let (v, used) = Value::decode(&payload[pos..])?;
+        pos += used;
+        if let Value::Described(d, body) = v {
+            if d.as_u64() == Some(DATA) {
+                match *body {
+                    Value::Binary(b) => out.extend(b),
+                    _ => return err("data section without binary"),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(v: Value) {
+        let bytes = v.to_bytes();
+        let (back, used) = Value::decode(&bytes).unwrap();
+        assert_eq!(used, bytes.len(), "{v:?}");
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn scalars_round_trip_in_their_compact_and_wide_forms() {
+        for v in [
+            Value::Null,
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Ubyte(7),
+            Value::Ushort(65535),
+            Value::Uint(0),
+            Value::Uint(200),
+            Value::Uint(70000),
+            Value::Ulong(0),
+            Value::Ulong(0x18),
+            Value::Ulong(u64::MAX),
+            Value::Int(-5),
+            Value::Int(-100000),
+            Value::Long(100),
+            Value::Long(i64::MIN),
+            Value::Timestamp(1_700_000_000_000),
+            Value::Uuid([9; 16]),
+            Value::Binary(vec![1, 2, 3]),
+            Value::Binary(vec![0xab; 300]),
+            Value::str("svc1"),
+            Value::String("x".repeat(1000)),
+            Value::Symbol("amqp:internal-error".into()),
+        ] {
+            round_trip(v);
+        }
+    }
+
+    #[test]
+    fn compact_encodings_are_the_specs() {
+        assert_eq!(Value::Uint(0).to_bytes(), [0x43]);
+        assert_eq!(Value::Uint(5).to_bytes(), [0x52, 5]);
+        assert_eq!(Value::Ulong(0x12).to_bytes(), [0x53, 0x12]);
+        assert_eq!(Value::str("ab").to_bytes(), [0xa1, 2, b'a', b'b']);
+        assert_eq!(Value::List(vec![]).to_bytes(), [0x45]);
+        assert_eq!(
+            Value::List(vec![Value::Null, Value::Bool(true)]).to_bytes(),
+            [0xc0, 3, 2, 0x40, 0x41]
+        );
+    }
+
+    #[test]
+    fn compound_values_round_trip() {
+        round_trip(Value::List(vec![
+            Value::Uint(1),
+            Value::str("a"),
+            Value::List(vec![Value::Null]),
+        ]));
+        round_trip(Value::List((0..300).map(Value::Uint).collect()));
+        round_trip(Value::Map(vec![(Value::Symbol("cost".into()), Value::Uint(3))]));
+        round_trip(Value::Array(vec![
+            Value::Symbol("a".into()),
+            Value::Symbol("bc".into()),
+        ]));
+        round_trip(Value::Array(vec![Value::Uint(1), Value::Uint(100000)]));
+        round_trip(Value::described(0x28, vec![Value::str("svc1")]));
+    }
+
+    #[test]
+    fn decoding_rejects_garbage() {
+        assert!(Value::decode(&[0xa1, 5, b'a']).is_err());
+        assert!(Value::decode(&[0xc0, 9, 1, 0x40]).is_err());
+        assert!(Value::decode(&[0xff]).is_err());
+        assert!(Value::decode(&[0xc1, 2, 1, 0x40]).is_err());
+        assert!(Frame::decode(&[0, 0, 0, 8, 2, 1, 0, 0]).is_err());
+        assert!(Frame::decode(&[0, 0, 0, 9, 2, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn performatives_round_trip_through_frames() {
+        let ps = vec![
+            Performative::Open {
+                container_id: "c0".into(),
+                max_frame_size: 16384,
+                idle_time_out_ms: 3000,
+                properties: vec![(Value::Symbol("cost".into()), Value::Uint(2))],
+            },
+            Performative::Begin {
+                remote_channel: None,
+                next_outgoing_id: 0,
+                incoming_window: 1 << 20,
+                outgoing_window: 7,
+            },
+            Performative::Begin {
+                remote_channel: Some(0),
+                next_outgoing_id: 1,
+                incoming_window: 2,
+                outgoing_window: 3,
+            },
+            Performative::Attach {
+                name: "c1/1".into(),
+                handle: 1,
+                role_receiver: false,
+                source: Some("svc1".into()),
+                target: Some("svc1".into()),
+            },
+            Performative::Attach {
+                name: "c1/1".into(),
+                handle: 4,
+                role_receiver: true,
+                source: None,
+                target: None,
+            },
+            Performative::Flow {
+                handle: Some(3),
+                delivery_count: 0,
+                link_credit: 64,
+            },
+            Performative::Flow {
+                handle: None,
+                delivery_count: 0,
+                link_credit: 0,
+            },
+            Performative::Transfer {
+                handle: 3,
+                delivery_id: 77,
+                settled: true,
+            },
+            Performative::Detach {
+                handle: 3,
+                closed: true,
+                error: None,
+            },
+            Performative::Detach {
+                handle: 3,
+                closed: true,
+                error: Some("connection refused".into()),
+            },
+            Performative::End,
+            Performative::Close { error: None },
+            Performative::Close {
+                error: Some("bye".into()),
+            },
+        ];
+        for p in ps {
+            let mut f = Frame::new(0, p.clone());
+            if matches!(p, Performative::Transfer { .. }) {
+                f.payload = data_section(b"hello");
+            }
+            let bytes = f.encode();
+            assert_eq!(&bytes[4..6], &[2, 0], "doff 2, type AMQP");
+            assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len());
+            let back = Frame::decode(&bytes).unwrap();
+            assert_eq!(back, f);
+            let mut r = &bytes[..];
+            assert_eq!(read_frame(&mut r).unwrap().unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn heartbeat_is_an_empty_eight_byte_frame() {
+        let b = Frame::heartbeat().encode();
+        assert_eq!(b, [0, 0, 0, 8, 2, 0, 0, 0]);
+        assert_eq!(Frame::decode(&b).unwrap(), Frame::heartbeat());
+    }
+
+    #[test]
+    fn attach_carries_the_address_in_source_and_target() {
+        let p = Performative::Attach {
+            name: "s".into(),
+            handle: 1,
+            role_receiver: false,
+            source: Some("backend:8080".into()),
+            target: Some("backend:8080".into()),
+        };
+        let bytes = p.to_value().to_bytes();
+        // 0x00 0x53 0x12: described by smallulong 0x12 (attach)
+        assert_eq!(&bytes[..3], &[0x00, 0x53, 0x12]);
+        let hay = String::from_utf8_lossy(&bytes);
+        assert!(hay.contains("backend:8080"));
+    }
+
+    #[test]
+    fn message_data_concatenates_data_sections() {
+        let mut p = data_section(b"ab");
+        p.extend(data_section(&[7u8; 400]));
+        let d = message_data(&p).unwrap();
+        assert_eq!(d.len(), 402);
+        assert_eq!(&d[..2], b"ab");
+    }
+
+    #[test]
+    fn read_frame_reports_clean_eof_and_rejects_huge_frames() {
+        let mut empty: &[u8] = &[];
+        assert!(read_frame(&mut empty).unwrap().is_none());
+        let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0];
+        assert!(read_frame(&mut huge).is_err());
+    }
+}
