@@ -15,6 +15,5 @@ RUN apt-get update \
 COPY --from=build /src/target/release/knetsim /usr/local/bin/knetsim
 COPY topologies /opt/knetsim/topologies
 WORKDIR /opt/knetsim
-# Brings up the default topology (routers left out until the built-in one lands) and
-# opens a shell on C0w1; `knetsim down` ends it.
-CMD ["sh", "-c", "knetsim up --skip interconnect && exec knetsim shell C0w1"]
+# Brings up the default topology and opens a shell on C0w1; `knetsim down` ends it.
+CMD ["sh", "-c", "knetsim up && exec knetsim shell C0w1"]
