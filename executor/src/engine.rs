@@ -5,7 +5,7 @@
 //! [`teardown`] removes a whole emulation from its recorded state.
 
 use crate::state::{unix_now, ProcessRecord, State, StateError, StateFile};
-use crate::system::{CniAddRequest, Impairment, Pid, ProcessSpec, SysError, System};
+use crate::system::{CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, SysError, System};
 use knetsim_compiler::plan::{Op, Plan, Probe};
 use knetsim_compiler::Bundle;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -600,6 +600,20 @@ impl Ctx<'_> {
                 effects.extend(dirs.into_iter().map(Effect::Path));
             }
             Op::WriteFile { path, artifact } => self.write(path, self.artifact(artifact)?, effects)?,
+            Op::GenerateCerts {
+                dir,
+                common_name,
+                ip_sans,
+                ca_dir,
+            } => {
+                let created = sys.generate_certs(&CertRequest {
+                    dir: dir.clone(),
+                    common_name: common_name.clone(),
+                    ip_sans: ip_sans.clone(),
+                    ca_dir: ca_dir.clone(),
+                })?;
+                effects.extend(created.into_iter().map(Effect::Path));
+            }
             Op::NftLoad { netns, artifact, path } => {
                 self.write(path, self.artifact(artifact)?, effects)?;
                 sys.nft_load(netns, Path::new(path))?;

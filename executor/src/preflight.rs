@@ -178,6 +178,7 @@ pub fn check(plan: &Plan, machine: &dyn Machine, builtins: &[&str], cni_dirs: &[
             | Op::SetSysctl { .. }
             | Op::MakeDir { .. }
             | Op::WriteFile { .. }
+            | Op::GenerateCerts { .. }
             | Op::EtcdPut { .. } => {}
         }
     }

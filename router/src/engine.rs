@@ -14,6 +14,7 @@
 use crate::amqp::{self, Frame, Performative, Value};
 use crate::config::{Config, Listener, Role, TcpEndpoint};
 use crate::routing::{Choice, Lsa, Table};
+use crate::tls::{LinkSock, Tls};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -24,13 +25,22 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Credit (in transfer frames) a stream direction starts with, and the batch it is re-granted in.
+/// Credit (in transfer frames) a stream direction starts with, and the batch it is re-granted in:
+/// 1 MiB in flight per direction with full frames.
 const WINDOW: u32 = 64;
 const GRANT: u32 = 16;
+/// The max-frame-size this router offers on a link (the peer's may be smaller), and the
+/// size of one read from a stream's TCP connection: bigger frames mean fewer syscalls,
+/// allocations and thread wake-ups per byte (router-bench: 16 KiB frames gave ~20% of
+/// direct single-stream throughput).
+const FRAME_SIZE: u32 = 64 * 1024;
 const CONTROL_ADDRESS: &str = "_topo";
 const HEARTBEAT: Duration = Duration::from_millis(1000);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// A dial started while the path is down must not outlast the kernel's first SYN
+/// retransmit (1 s), or a restored path is only noticed after that plus the backoff.
+const DIAL_TIMEOUT: Duration = Duration::from_millis(300);
 const COST_PROPERTY: &str = "knetsim.inter-router-cost";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -142,7 +152,7 @@ pub(crate) struct Link {
     pub(crate) cost: u32,
     label: String,
     tx: Sender<Vec<u8>>,
-    sock: TcpStream,
+    sock: LinkSock,
     dead: AtomicBool,
     next_handle: AtomicU32,
     next_delivery: AtomicU32,
@@ -324,24 +334,27 @@ impl Router {
             local_addresses,
             cfg,
         });
-        // Refuse rather than silently run a link in the clear that was meant to be encrypted.
-        let wants_tls = (inner.cfg.listeners.iter())
-            .filter(|l| l.ssl_profile.is_some())
-            .map(|l| format!("listener '{}'", l.name))
-            .chain(
-                (inner.cfg.connectors.iter())
-                    .filter(|c| c.ssl_profile.is_some())
-                    .map(|c| format!("connector '{}'", c.name)),
-            )
-            .next();
-        if let Some(what) = wants_tls {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "{what} asks for TLS (sslProfile), which the built-in router does not implement yet; \
-                     use a real skrouterd, or a link without tls"
-                ),
-            ));
+        // A link meant to be encrypted never runs in the clear: a profile that does not
+        // load is an error naming the sslProfile and the attribute.
+        let profile = |what: &str, name: &str, p: &str| {
+            (inner.cfg.ssl_profiles.iter().find(|s| s.name == p)).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{what} '{name}': no sslProfile named '{p}'"),
+                )
+            })
+        };
+        let mut listener_tls = HashMap::new();
+        for l in inner.cfg.listeners.iter().filter(|l| l.role == Role::InterRouter) {
+            if let Some(p) = &l.ssl_profile {
+                listener_tls.insert(l.name.clone(), Tls::server(profile("listener", &l.name, p)?)?);
+            }
+        }
+        let mut connector_tls = HashMap::new();
+        for c in inner.cfg.connectors.iter().filter(|c| c.role == Role::InterRouter) {
+            if let Some(p) = &c.ssl_profile {
+                connector_tls.insert(c.name.clone(), Tls::client(profile("connector", &c.name, p)?)?);
+            }
         }
         let router = Router { inner: inner.clone() };
         for w in &inner.cfg.warnings {
@@ -352,7 +365,8 @@ impl Router {
                 (Role::InterRouter, _) => {
                     let sock = inner.bind(&l.name, &l.host, l.port)?;
                     let i = inner.clone();
-                    thread::spawn(move || i.inter_router_listener(sock, l));
+                    let tls = listener_tls.remove(&l.name);
+                    thread::spawn(move || i.inter_router_listener(sock, l, tls));
                 }
                 (Role::Normal, true) => {
                     let sock = inner.bind(&l.name, &l.host, l.port)?;
@@ -375,7 +389,8 @@ impl Router {
                 continue;
             }
             let i = inner.clone();
-            thread::spawn(move || i.connector(c.name, c.host, c.port, c.cost));
+            let tls = connector_tls.remove(&c.name);
+            thread::spawn(move || i.connector(c.name, c.host, c.port, c.cost, tls));
         }
         for t in inner.cfg.tcp_listeners.clone() {
             let i = inner.clone();
@@ -461,12 +476,16 @@ impl Source {
     fn next(&mut self, consumed: &mut u32) -> Got {
         match self {
             Source::Tcp(s, stats) => {
-                let mut buf = vec![0u8; 16 * 1024];
-                match s.read(&mut buf) {
-                    Ok(0) => Got::End,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; FRAME_SIZE as usize]));
+                // One reused buffer per thread: a small read allocates only what it got.
+                let got = BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    s.read(&mut b).map(|n| b[..n].to_vec())
+                });
+                match got {
+                    Ok(buf) if buf.is_empty() => Got::End,
+                    Ok(buf) => {
+                        stats.bytes_in.fetch_add(buf.len() as u64, Ordering::Relaxed);
                         Got::Data(buf)
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => self.next(consumed),
@@ -642,19 +661,25 @@ impl Inner {
         }
     }
 
-    fn inter_router_listener(self: Arc<Self>, sock: TcpListener, l: Listener) {
+    fn inter_router_listener(self: Arc<Self>, sock: TcpListener, l: Listener, tls: Option<Tls>) {
         self.log(&format!(
-            "listener '{}' (inter-router) on {}",
+            "listener '{}' (inter-router{}) on {}",
             l.name,
+            if tls.is_some() { ", TLS" } else { "" },
             sock.local_addr().map(|a| a.to_string()).unwrap_or_default()
         ));
         loop {
             match sock.accept() {
                 Ok((s, from)) => {
                     let i = self.clone();
-                    let (name, cost) = (l.name.clone(), l.cost);
+                    let (name, cost, tls) = (l.name.clone(), l.cost, tls.clone());
                     thread::spawn(move || {
-                        if let Err(e) = i.clone().run_link(s, &format!("{name} from {from}"), cost, false) {
+                        let s = match &tls {
+                            Some(t) => t.wrap(s, ""),
+                            None => Ok(LinkSock::Tcp(s)),
+                        };
+                        let r = s.and_then(|s| i.clone().run_link(s, &format!("{name} from {from}"), cost, false));
+                        if let Err(e) = r {
                             i.log(&format!("link from {from}: {e}"));
                         }
                     });
@@ -665,11 +690,19 @@ impl Inner {
         }
     }
 
-    fn connector(self: Arc<Self>, name: String, host: String, port: u16, cost: u32) {
+    fn connector(self: Arc<Self>, name: String, host: String, port: u16, cost: u32, tls: Option<Tls>) {
         let mut backoff = BACKOFF_MIN;
         let mut last_err = String::new();
         while !self.stopped() {
-            let attempt = resolve(&host, port).and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)));
+            let attempt = resolve(&host, port)
+                .and_then(|a| TcpStream::connect_timeout(&a, DIAL_TIMEOUT))
+                .and_then(|s| {
+                    s.set_nodelay(true)?;
+                    match &tls {
+                        Some(t) => t.wrap(s, &host),
+                        None => Ok(LinkSock::Tcp(s)),
+                    }
+                });
             let result = match attempt {
                 Ok(s) => {
                     backoff = BACKOFF_MIN;
@@ -695,9 +728,11 @@ impl Inner {
     }
 
     /// Handshakes a new inter-router connection and serves it until it drops.
-    fn run_link(self: Arc<Self>, sock: TcpStream, label: &str, my_cost: u32, initiator: bool) -> io::Result<()> {
+    fn run_link(self: Arc<Self>, mut sock: LinkSock, label: &str, my_cost: u32, initiator: bool) -> io::Result<()> {
         let dead_after = Duration::from_secs(3);
-        sock.set_nodelay(true)?;
+        if let LinkSock::Tcp(s) = &sock {
+            s.set_nodelay(true)?;
+        }
         sock.set_read_timeout(Some(dead_after))?;
         let mut hello = amqp::PROTOCOL_HEADER.to_vec();
         let props = vec![(Value::Symbol(COST_PROPERTY.into()), Value::Uint(my_cost))];
@@ -706,7 +741,7 @@ impl Inner {
                 0,
                 Performative::Open {
                     container_id: self.id.clone(),
-                    max_frame_size: 16384,
+                    max_frame_size: FRAME_SIZE,
                     idle_time_out_ms: dead_after.as_millis() as u32,
                     properties: props,
                 },
@@ -720,7 +755,7 @@ impl Inner {
             outgoing_window: u32::MAX,
         };
         hello.extend(Frame::new(0, begin).encode());
-        (&sock).write_all(&hello)?;
+        sock.write_all(&hello)?;
         let mut reader = io::BufReader::with_capacity(64 * 1024, sock.try_clone()?);
         let mut header = [0u8; 8];
         reader.read_exact(&mut header)?;
@@ -769,7 +804,7 @@ impl Inner {
             next_handle: AtomicU32::new(1),
             next_delivery: AtomicU32::new(0),
             streams: Mutex::new(Streams::default()),
-            max_payload: (peer_max.clamp(512, 1 << 20) as usize).min(16384) - 64,
+            max_payload: (peer_max.clamp(512, 1 << 20) as usize).min(FRAME_SIZE as usize) - 64,
             streams_total: AtomicU64::new(0),
         });
         let wsock = sock.try_clone()?;
@@ -1254,7 +1289,7 @@ impl Inner {
 }
 
 /// Writes a link's frames, batching what is queued; sends an empty frame when idle.
-fn writer(sock: TcpStream, rx: Receiver<Vec<u8>>, link: Arc<Link>) {
+fn writer(sock: LinkSock, rx: Receiver<Vec<u8>>, link: Arc<Link>) {
     let mut w = BufWriter::with_capacity(64 * 1024, sock);
     loop {
         let first = match rx.recv_timeout(HEARTBEAT) {

@@ -6,6 +6,7 @@ pub mod amqp;
 pub mod config;
 mod engine;
 pub mod routing;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use engine::{AddrStats, Router, Snapshot};

@@ -348,7 +348,7 @@ fn the_cheaper_path_carries_traffic_and_traffic_moves_when_it_goes_down() {
 }
 
 #[test]
-fn a_link_that_asks_for_tls_is_refused_not_run_in_the_clear() {
+fn a_link_whose_tls_profile_does_not_load_is_refused_not_run_in_the_clear() {
     let port = free_port();
     let text = format!(
         r#"[
@@ -358,8 +358,13 @@ fn a_link_that_asks_for_tls_is_refused_not_run_in_the_clear() {
 ]"#
     );
     let cfg = Config::parse(&text).expect("config parses");
-    let err = Router::start(cfg).err().expect("TLS must be refused");
-    assert!(err.to_string().contains("listener 'interior' asks for TLS"), "{err}");
+    let err = Router::start(cfg)
+        .err()
+        .expect("a profile without its files must be refused");
+    assert!(
+        err.to_string().contains("sslProfile 'p': attribute 'caCertFile'"),
+        "{err}"
+    );
     // Nothing was bound.
     assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
 }

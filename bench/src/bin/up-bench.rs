@@ -51,15 +51,29 @@ struct Case {
     /// Seconds to wait after each `down` before the next `up` (the kernel frees
     /// deleted namespaces asynchronously).
     settle: u64,
+    /// Where the state directory goes (`--state-dir BASE/knetsim-NAME`); None = knetsim's
+    /// default, /tmp/knetsim-NAME.
+    state_base: Option<&'static str>,
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     Case {
         id: "default",
         topo: Topo::Default,
         skip: "ingress,interconnect",
         reps: 5,
         settle: 2,
+        state_base: None,
+    },
+    // The same with the state directory (bundle, state.json, etcd data, logs, IPAM)
+    // on tmpfs: how much of `up` is file creation on /tmp's file system.
+    Case {
+        id: "default-shm",
+        topo: Topo::Default,
+        skip: "ingress,interconnect",
+        reps: 5,
+        settle: 2,
+        state_base: Some("/dev/shm"),
     },
     Case {
         id: "default+ingress",
@@ -67,6 +81,7 @@ const CASES: [Case; 3] = [
         skip: "interconnect",
         reps: 5,
         settle: 2,
+        state_base: None,
     },
     Case {
         id: "10x20x5",
@@ -74,6 +89,7 @@ const CASES: [Case; 3] = [
         skip: "interconnect",
         reps: 2,
         settle: 15,
+        state_base: None,
     },
 ];
 
@@ -117,6 +133,12 @@ struct UpRun {
     /// "(119 steps, 10 hosts, 11 pods, 15 processes)"
     summary: String,
     other_stderr: Vec<String>,
+    /// CPU time (user + sys) of `knetsim up` and of the helpers it waited for (ip, nft,
+    /// CNI plugins, iptables, ...), from getrusage(RUSAGE_CHILDREN).
+    cpu: Duration,
+    /// CPU time the daemons it started (still running) had used when it exited, by
+    /// the first word of their recorded name (etcd, flanneld, pod, nginx, ...).
+    daemon_cpu: BTreeMap<String, Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -131,12 +153,25 @@ struct DownRun {
 struct Emulation<'a> {
     bin: &'a Path,
     name: String,
+    /// `--state-dir`, when not knetsim's default.
+    state_dir: Option<PathBuf>,
     active: bool,
 }
 
 impl Emulation<'_> {
     fn state_dir(&self) -> PathBuf {
-        PathBuf::from(format!("/tmp/knetsim-{}", self.name))
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/knetsim-{}", self.name)))
+    }
+
+    fn target_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--name".into(), self.name.clone().into()];
+        if let Some(d) = &self.state_dir {
+            args.push("--state-dir".into());
+            args.push(d.clone().into());
+        }
+        args
     }
 
     fn up(&self, topology: Option<&Path>, skip: &str) -> std::io::Result<UpRun> {
@@ -145,10 +180,12 @@ impl Emulation<'_> {
         if let Some(t) = topology {
             cmd.arg(t);
         }
-        cmd.args(["--name", &self.name, "--skip", skip])
+        cmd.args(self.target_args())
+            .args(["--skip", skip])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let cpu_before = children_cpu();
         let start = Instant::now();
         let mut child = cmd.spawn()?;
         let mut stdout = child.stdout.take().expect("piped");
@@ -175,6 +212,7 @@ impl Emulation<'_> {
         }
         let status = child.wait()?;
         run.wall = start.elapsed();
+        run.cpu = children_cpu().saturating_sub(cpu_before);
         let out = out.join().unwrap_or_default();
         run.ok = status.success();
         if let Some(line) = out.lines().find(|l| l.contains(" is up in ")) {
@@ -198,7 +236,8 @@ impl Emulation<'_> {
         self.active = false;
         let start = Instant::now();
         let out = Command::new(self.bin)
-            .args(["down", "--name", &self.name])
+            .arg("down")
+            .args(self.target_args())
             .stdin(Stdio::null())
             .output();
         let wall = start.elapsed();
@@ -333,6 +372,27 @@ fn mems(procs: &[Recorded], kind: &str) -> Vec<Mem> {
         .collect()
 }
 
+/// CPU time of the waited-for children of this process (and their waited-for descendants).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// utime + stime of a process, from /proc/PID/stat.
+fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz))
+}
+
 /// State (field 3) and start time in clock ticks since boot (field 22) of /proc/PID/stat.
 fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -390,6 +450,10 @@ struct Outcome {
     agents_after_soak: Vec<Mem>,
     etcd_after_up: Vec<Mem>,
     etcd_after_soak: Vec<Mem>,
+    /// CPU the daemons used while the emulation sat idle for the soak, by kind:
+    /// (processes, CPU time, soak duration).
+    idle_cpu: BTreeMap<String, (usize, Duration)>,
+    idle_for: Duration,
     load_before: String,
     load_after: String,
     errors: Vec<String>,
@@ -400,6 +464,8 @@ struct Bench {
     work: tempfile::TempDir,
     counter: usize,
     names: Vec<String>,
+    /// The state directories of all of them.
+    dirs: Vec<PathBuf>,
     recorded: Vec<Recorded>,
     soak: u64,
 }
@@ -410,7 +476,11 @@ impl Bench {
             self.counter += 1;
             let name = format!("ub{}{}", std::process::id(), self.counter);
             assert!(name.len() <= 16, "emulation name {name} too long");
-            if !Path::new(&format!("/tmp/knetsim-{name}")).exists() && namespaces_of(&name).is_empty() {
+            let free = CASES
+                .iter()
+                .map(|c| Path::new(c.state_base.unwrap_or("/tmp")).join(format!("knetsim-{name}")))
+                .all(|d| !d.exists());
+            if free && namespaces_of(&name).is_empty() {
                 self.names.push(name.clone());
                 return name;
             }
@@ -456,10 +526,11 @@ impl Bench {
             );
             let mut emu = Emulation {
                 bin: &self.bin,
+                state_dir: case.state_base.map(|b| Path::new(b).join(format!("knetsim-{name}"))),
                 name,
                 active: true,
             };
-            let up = match emu.up(topology.as_deref(), case.skip) {
+            let mut up = match emu.up(topology.as_deref(), case.skip) {
                 Ok(u) => u,
                 Err(e) => {
                     o.errors.push(format!("cannot run knetsim up: {e}"));
@@ -467,8 +538,13 @@ impl Bench {
                 }
             };
             let state_dir = emu.state_dir();
+            self.dirs.push(state_dir.clone());
             let procs = recorded_processes(&state_dir).unwrap_or_default();
             self.recorded.extend(procs.iter().cloned());
+            for p in &procs {
+                let kind = p.kind.split_whitespace().next().unwrap_or("?").to_string();
+                *up.daemon_cpu.entry(kind).or_default() += proc_cpu(p.pid).unwrap_or_default();
+            }
             if !up.ok {
                 o.errors.push(format!(
                     "rep {}: up failed: {}",
@@ -490,9 +566,20 @@ impl Bench {
                 o.etcd_after_up.extend(mems(&procs, "etcd"));
                 if soak_rep == Some(rep) {
                     eprintln!("[up-bench] {}: {} s with the emulation running ...", case.id, self.soak);
-                    let until = Instant::now() + Duration::from_secs(self.soak);
+                    let cpu0: Vec<Option<Duration>> = procs.iter().map(|p| proc_cpu(p.pid)).collect();
+                    let t0 = Instant::now();
+                    let until = t0 + Duration::from_secs(self.soak);
                     while Instant::now() < until && !stopped() {
                         std::thread::sleep(Duration::from_millis(100));
+                    }
+                    o.idle_for = t0.elapsed();
+                    for (p, c0) in procs.iter().zip(cpu0) {
+                        if let (Some(c0), Some(c1)) = (c0, proc_cpu(p.pid)) {
+                            let kind = p.kind.split_whitespace().next().unwrap_or("?").to_string();
+                            let e = o.idle_cpu.entry(kind).or_default();
+                            e.0 += 1;
+                            e.1 += c1.saturating_sub(c0);
+                        }
                     }
                     o.agents_after_soak.extend(mems(&procs, "flanneld"));
                     o.etcd_after_soak.extend(mems(&procs, "etcd"));
@@ -528,8 +615,11 @@ impl Bench {
                 o.downs.push(down);
             }
             drop(emu);
-            if rep + 1 < reps {
-                std::thread::sleep(Duration::from_secs(case.settle));
+            // Also after the last one: the next case must not meet the kernel still
+            // freeing these namespaces.
+            let until = Instant::now() + Duration::from_secs(case.settle);
+            while Instant::now() < until && !stopped() {
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
         o.load_after = loadavg();
@@ -602,11 +692,24 @@ fn main() {
             Some(o) => o.iter().any(|x| x == c.id),
         })
         .collect();
+    // Run a private copy: other builds in this target directory during the run
+    // (`cargo build --release` by someone else) must not change what is measured.
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .map(utc)
+        .unwrap_or_else(|_| "?".into());
+    let work = tempfile::tempdir().expect("temp dir");
+    let copy = work.path().join("knetsim");
+    if let Err(e) = std::fs::copy(&bin, &copy) {
+        eprintln!("up-bench: cannot copy {} to {}: {e}", bin.display(), copy.display());
+        std::process::exit(2);
+    }
     let mut bench = Bench {
-        bin: bin.clone(),
-        work: tempfile::tempdir().expect("temp dir"),
+        bin: copy,
+        work,
         counter: 0,
         names: Vec::new(),
+        dirs: Vec::new(),
         recorded: Vec::new(),
         soak,
     };
@@ -628,15 +731,15 @@ fn main() {
         }
     }
 
-    report(&bin, started_at, &results, soak);
+    report(&bin, &built, started_at, &results, soak);
 
     // Nothing of ours may remain.
     let left_ns: Vec<String> = bench.names.iter().flat_map(|n| namespaces_of(n)).collect();
     let left_dirs: Vec<String> = bench
-        .names
+        .dirs
         .iter()
-        .map(|n| format!("/tmp/knetsim-{n}"))
-        .filter(|d| Path::new(d).exists())
+        .filter(|d| d.exists())
+        .map(|d| d.display().to_string())
         .collect();
     let left_procs: Vec<String> = bench
         .recorded
@@ -662,15 +765,11 @@ fn main() {
     println!("total benchmark wall time: {}", secs(started.elapsed()));
 }
 
-fn report(bin: &Path, started_at: SystemTime, results: &[(Case, Outcome)], soak: u64) {
-    let built = std::fs::metadata(bin)
-        .and_then(|m| m.modified())
-        .map(utc)
-        .unwrap_or_else(|_| "?".into());
+fn report(bin: &Path, built: &str, started_at: SystemTime, results: &[(Case, Outcome)], soak: u64) {
     println!();
     println!("knetsim up/down benchmark, {}", utc(started_at));
     println!(
-        "machine: {} x {} | knetsim: {} (built {built}){}",
+        "machine: {} x {} | knetsim: {} (built {built}, run from a private copy){}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu_model(),
         bin.display(),
@@ -683,11 +782,22 @@ fn report(bin: &Path, started_at: SystemTime, results: &[(Case, Outcome)], soak:
     println!(
         "each up/down is the knetsim CLI in a child process; wall = spawn to exit; own = the time knetsim prints; MB = 10^6 bytes"
     );
+    println!(
+        "cpu = user + sys of `knetsim up` and the helpers it waited for (ip, nft, CNI plugins, iptables; not the daemons)"
+    );
+    if let Some(py) = on_path("python3") {
+        let script = std::fs::read(&py).map(|b| b.starts_with(b"#!")).unwrap_or(false);
+        println!(
+            "python3 on PATH (pod C0/c4 of the default topology runs `python3 -m http.server`): {}{}",
+            py.display(),
+            if script { " (a script, e.g. a pyenv shim)" } else { "" }
+        );
+    }
     println!();
 
     println!("Up and down (wall clock)");
     println!(
-        "{:<16} {:<22} {:<32} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  load before -> after",
+        "{:<16} {:<22} {:<32} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  load before -> after",
         "case",
         "skip",
         "size",
@@ -696,6 +806,7 @@ fn report(bin: &Path, started_at: SystemTime, results: &[(Case, Outcome)], soak:
         "up med",
         "up max",
         "own med",
+        "cpu med",
         "down min",
         "down med",
         "down max",
@@ -718,7 +829,7 @@ fn report(bin: &Path, started_at: SystemTime, results: &[(Case, Outcome)], soak:
             .collect();
         let size = o.ups.first().map(|u| u.summary.as_str()).unwrap_or("-");
         println!(
-            "{:<16} {:<22} {:<32} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {} -> {}",
+            "{:<16} {:<22} {:<32} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {} -> {}",
             case.id,
             case.skip,
             size.replace(" processes", " procs"),
@@ -727,6 +838,7 @@ fn report(bin: &Path, started_at: SystemTime, results: &[(Case, Outcome)], soak:
             opt(stat(&up).map(|s| s.1)),
             opt(stat(&up).map(|s| s.2)),
             opt(stat(&own).map(|s| s.1)),
+            opt(stat(&o.ups.iter().map(|u| u.cpu).collect::<Vec<_>>()).map(|s| s.1)),
             opt(stat(&down).map(|s| s.0)),
             opt(stat(&down).map(|s| s.1)),
             opt(stat(&down).map(|s| s.2)),
@@ -734,6 +846,14 @@ fn report(bin: &Path, started_at: SystemTime, results: &[(Case, Outcome)], soak:
             o.load_before,
             o.load_after,
         );
+    }
+    for (case, _) in results {
+        if let Some(base) = case.state_base {
+            println!(
+                "  {}: state directory on {base} (`--state-dir {base}/knetsim-NAME`)",
+                case.id
+            );
+        }
     }
     for (case, o) in results {
         let list = |v: Vec<Duration>| v.into_iter().map(secs).collect::<Vec<_>>().join(", ");
@@ -792,6 +912,29 @@ fn report(bin: &Path, started_at: SystemTime, results: &[(Case, Outcome)], soak:
         }
     }
     println!("(RssAnon / RssFile / Pss: medians; RssFile = file pages mapped (the knetsim or etcd binary), shared between the processes; Pss shares them out)");
+    for (case, o) in results {
+        if o.idle_cpu.is_empty() {
+            continue;
+        }
+        let secs_idle = o.idle_for.as_secs_f64().max(1e-3);
+        let parts: Vec<String> = o
+            .idle_cpu
+            .iter()
+            .map(|(k, (n, c))| {
+                format!(
+                    "{k} ({n}) {} ms = {:.1} % of a core",
+                    c.as_millis(),
+                    c.as_secs_f64() / secs_idle * 100.0
+                )
+            })
+            .collect();
+        println!(
+            "CPU of the daemons of {} while idle for {:.1} s after up: {}",
+            case.id,
+            secs_idle,
+            parts.join("; ")
+        );
+    }
     println!();
 
     for (case, o) in results {
@@ -808,7 +951,7 @@ fn breakdown(case: &Case, o: &Outcome) {
     }
     let mut order: Vec<usize> = (0..o.ups.len()).collect();
     order.sort_by_key(|&i| o.ups[i].wall);
-    let run = &o.ups[order[order.len() / 2]];
+    let run = &o.ups[order[(order.len() - 1) / 2]];
     let Some(last) = run.steps.iter().max_by_key(|s| s.finish) else {
         return;
     };
@@ -831,26 +974,20 @@ fn breakdown(case: &Case, o: &Outcome) {
         "  after the last step (summary, exit):                                     {}",
         ms(run.wall.saturating_sub(last.finish))
     );
+    println!(
+        "  CPU (user + sys): knetsim up and the helpers it ran {} ms; the daemons it started, until it exited: {}",
+        run.cpu.as_millis(),
+        run.daemon_cpu
+            .iter()
+            .map(|(k, v)| format!("{k} {} ms", v.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
-    // Critical path: from the last step to finish, back through the dependency that finished last.
-    let by_id: HashMap<&str, &Step> = run.steps.iter().map(|s| (s.id.as_str(), s)).collect();
-    let mut chain = vec![last];
-    let mut cur = last;
-    while let Some(pred) = o
-        .deps
-        .get(&cur.id)
-        .into_iter()
-        .flatten()
-        .filter_map(|d| by_id.get(d.as_str()).copied())
-        .max_by_key(|s| s.finish)
-    {
-        chain.push(pred);
-        cur = pred;
-    }
-    chain.reverse();
     if o.deps.is_empty() {
         println!("  (no plan.json read: no critical path)");
     } else {
+        let chain = critical_path(run, &o.deps);
         let own: u64 = chain.iter().map(|s| s.ms).sum();
         println!(
             "  critical path ({} steps, {} ms in the steps themselves, the rest waiting for a worker thread / the coordinator):",
@@ -868,6 +1005,10 @@ fn breakdown(case: &Case, o: &Outcome) {
                 s.id
             );
             prev_finish = s.finish;
+        }
+        println!("  critical path of every repetition, by kind of step (ms; \"wait\" = between steps, \"pre\"/\"post\" = before/after the steps):");
+        for u in &o.ups {
+            println!("    {:>7}: {}", secs(u.wall), path_by_kind(u, &o.deps));
         }
     }
 
@@ -917,6 +1058,60 @@ fn breakdown(case: &Case, o: &Outcome) {
     println!();
 }
 
+/// The chain of steps that decided when `up` was done: from the step that finished
+/// last, back through the dependency of each step that finished last.
+fn critical_path<'a>(run: &'a UpRun, deps: &HashMap<String, Vec<String>>) -> Vec<&'a Step> {
+    let by_id: HashMap<&str, &Step> = run.steps.iter().map(|s| (s.id.as_str(), s)).collect();
+    let Some(mut cur) = run.steps.iter().max_by_key(|s| s.finish) else {
+        return Vec::new();
+    };
+    let mut chain = vec![cur];
+    while let Some(pred) = deps
+        .get(&cur.id)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| by_id.get(d.as_str()).copied())
+        .max_by_key(|s| s.finish)
+    {
+        chain.push(pred);
+        cur = pred;
+    }
+    chain.reverse();
+    chain
+}
+
+/// `pre 35 | bridge 5 | link 22 | etcd 22+33 | ... | wait 40 | post 4`
+fn path_by_kind(run: &UpRun, deps: &HashMap<String, Vec<String>>) -> String {
+    let chain = critical_path(run, deps);
+    let Some(last) = chain.last() else {
+        return "-".into();
+    };
+    let begin = run.apply_begin.unwrap_or_default();
+    let mut parts: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut wait = Duration::ZERO;
+    let mut prev_finish = begin;
+    for s in &chain {
+        wait += s.start().saturating_sub(prev_finish);
+        prev_finish = s.finish;
+        let kind = s.id.split(':').next().unwrap_or(&s.id).to_string();
+        match parts.last_mut() {
+            Some((k, v)) if *k == kind => v.push(s.ms),
+            _ => parts.push((kind, vec![s.ms])),
+        }
+    }
+    let mut text = format!("pre {}", begin.as_millis());
+    for (k, v) in parts {
+        let v: Vec<String> = v.iter().map(u64::to_string).collect();
+        text.push_str(&format!(" | {k} {}", v.join("+")));
+    }
+    text.push_str(&format!(
+        " | wait {} | post {}",
+        wait.as_millis(),
+        run.wall.saturating_sub(last.finish).as_millis()
+    ));
+    text
+}
+
 fn targets(results: &[(Case, Outcome)], soak: u64) {
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     println!("Targets (issue 3, this machine)");
@@ -951,9 +1146,22 @@ fn targets(results: &[(Case, Outcome)], soak: u64) {
                 verdict(rss < AGENT_RSS_TARGET_KB)
             );
             println!(
-                "  flannel agent peak < 5 MB (VmHWM, same processes)          max {:>9}                        {}",
+                "  (info) flannel agent peak (VmHWM, same processes)          max {:>9}                        {} 5 MB",
                 mb(hwm),
-                verdict(hwm < AGENT_RSS_TARGET_KB)
+                if hwm < AGENT_RSS_TARGET_KB { "below" } else { "above" }
+            );
+        }
+        let load1: f64 = o
+            .load_before
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0.0);
+        if load1 > 1.0 {
+            println!(
+                "  note: the load average was {} when the default case started: other work shares the cores, \
+                 so up is slower than on a quiet machine",
+                o.load_before
             );
         }
     } else {
@@ -1003,6 +1211,13 @@ fn mb(kb: u64) -> String {
     } else {
         format!("{b:.2} MB")
     }
+}
+
+/// Where `program` is found on PATH.
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 fn cpu_model() -> String {

@@ -84,6 +84,10 @@ pub mod runtime {
     pub fn router_certs(n: &Naming, r: &Router) -> String {
         n.state(&format!("skupper/certs/{}", r.cluster))
     }
+    /// The emulation's one CA for inter-router TLS (`ca.crt`, `ca.key`).
+    pub fn router_ca(n: &Naming) -> String {
+        n.state("skupper/certs")
+    }
     pub fn pod_log(n: &Naming, cluster: &Cluster, pod: &str) -> String {
         n.state(&format!("pods/{}/{pod}.log", cluster.name))
     }

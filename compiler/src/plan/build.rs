@@ -367,6 +367,20 @@ fn live_endpoints<'a>(c: &'a Cluster, svc: &'a crate::model::Service) -> impl It
 }
 
 fn routers(model: &Model, n: &Naming, s: &mut Steps) {
+    let uses_tls = |r: &crate::model::Router| r.listener_tls || r.connectors.iter().any(|c| c.tls);
+    let ca = model.routers.iter().any(uses_tls).then(|| {
+        let dir = runtime::router_ca(n);
+        s.add(
+            "certs:ca".into(),
+            vec![],
+            Op::GenerateCerts {
+                dir,
+                common_name: format!("knetsim inter-router CA ({})", n.state_dir()),
+                ip_sans: vec![],
+                ca_dir: None,
+            },
+        )
+    });
     for r in &model.routers {
         let conf = runtime::router_config(n, r);
         let file = s.add(
@@ -383,6 +397,18 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
             .map(|(_, h)| h.netns.clone())
             .expect("router worker exists");
         let mut after = vec![file, format!("addr:{}", r.worker)];
+        if let Some(ca) = ca.as_ref().filter(|_| uses_tls(r)) {
+            after.push(s.add(
+                format!("certs:{}", r.cluster),
+                vec![ca.clone()],
+                Op::GenerateCerts {
+                    dir: runtime::router_certs(n, r),
+                    common_name: r.id.clone(),
+                    ip_sans: vec![r.ip.to_string()],
+                    ca_dir: Some(runtime::router_ca(n)),
+                },
+            ));
+        }
         if let Some(c) = model.cluster(&r.cluster) {
             for t in &r.tcp_connectors {
                 if let Some(p) = c.pods.iter().find(|p| p.ip == t.host && !p.deleted) {
@@ -410,5 +436,81 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
                 },
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use crate::artifacts::paths::PLAN;
+    use crate::plan::{Op, Plan};
+    use crate::{compile, CompileOptions, Source};
+
+    fn plan(text: &str) -> Plan {
+        let bundle = compile(&Source::new("t.toml", text), &CompileOptions::named("d")).unwrap();
+        serde_json::from_str(bundle.get(PLAN).unwrap()).unwrap()
+    }
+
+    const TWO: &str = r#"
+[[clusters]]
+name = "C0"
+workers = 1
+pods = [{ name = "c1", worker = "w1" }]
+
+[[clusters]]
+name = "C1"
+workers = 1
+
+[interconnect]
+links = [{ from = "C1", to = "C0", cost = 1, tls = TLS }]
+
+[[interconnect.expose]]
+name = "web"
+cluster = "C0"
+pod = "c1"
+port = 80
+listen = [{ cluster = "C1", port = 1028 }]
+"#;
+
+    #[test]
+    fn a_tls_link_generates_one_ca_and_a_cert_per_router_before_the_routers() {
+        let p = plan(&TWO.replace("TLS", "true"));
+        let pos = |id: &str| {
+            p.steps
+                .iter()
+                .position(|s| s.id == id)
+                .unwrap_or_else(|| panic!("no step {id}"))
+        };
+        let Some(Op::GenerateCerts { dir, ca_dir: None, .. }) = p.step("certs:ca").map(|s| &s.op) else {
+            panic!("no CA step");
+        };
+        assert!(
+            dir.starts_with(&p.state_dir) && dir.ends_with("/skupper/certs"),
+            "{dir}"
+        );
+        for c in ["C0", "C1"] {
+            let s = p.step(&format!("certs:{c}")).unwrap();
+            let Op::GenerateCerts {
+                dir: d,
+                ip_sans,
+                ca_dir,
+                ..
+            } = &s.op
+            else {
+                panic!("certs:{c} is {:?}", s.op)
+            };
+            assert_eq!(ca_dir.as_deref(), Some(dir.as_str()));
+            assert!(d.ends_with(&format!("/skupper/certs/{c}")), "{d}");
+            assert_eq!(ip_sans.len(), 1);
+            assert!(s.after.contains(&"certs:ca".to_string()));
+            assert!(p
+                .step(&format!("router:{c}"))
+                .unwrap()
+                .after
+                .contains(&format!("certs:{c}")));
+            assert!(pos("certs:ca") < pos(&format!("certs:{c}")));
+            assert!(pos(&format!("certs:{c}")) < pos(&format!("router:{c}")));
+        }
+        let plain = plan(&TWO.replace("TLS", "false"));
+        assert!(!plain.steps.iter().any(|s| matches!(s.op, Op::GenerateCerts { .. })));
     }
 }

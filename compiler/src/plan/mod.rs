@@ -129,6 +129,18 @@ pub enum Op {
     Wait {
         probe: Probe,
     },
+    /// Generate a TLS key and certificate in `dir`: without `ca_dir`, a self-signed CA
+    /// (`ca.crt`, `ca.key`); with it, `tls.crt` and `tls.key` for `common_name` with IP
+    /// SANs `ip_sans`, signed by the CA in `ca_dir`, and a copy of its `ca.crt`.
+    /// Keys are written mode 0600.
+    GenerateCerts {
+        dir: String,
+        common_name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ip_sans: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_dir: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,6 +65,18 @@ fn describe(op: &Op) -> String {
         } => format!("[{worker_netns}] cni add {network} {pod_netns} (IP={ip})"),
         Op::NftLoad { netns, artifact, .. } => format!("[{netns}] nft -f {artifact}"),
         Op::Wait { probe: p } => format!("wait for {}", probe_text(p)),
+        Op::GenerateCerts {
+            dir,
+            common_name,
+            ip_sans,
+            ca_dir,
+        } => match ca_dir {
+            None => format!("generate CA '{common_name}' in {dir}"),
+            Some(ca) => format!(
+                "generate cert '{common_name}' (IP {}) in {dir}, signed by {ca}",
+                ip_sans.join(",")
+            ),
+        },
     }
 }
 

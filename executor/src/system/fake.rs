@@ -2,7 +2,7 @@
 //! told to fail some of them, to sleep in each (to observe concurrency), to report
 //! processes in namespaces, and what probes answer.
 
-use super::{CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
+use super::{CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
 use knetsim_compiler::plan::{Probe, VethEnd};
 use std::collections::HashMap;
 use std::fmt;
@@ -50,6 +50,7 @@ pub enum Call {
         contents: String,
     },
     RemovePath(PathBuf),
+    GenerateCerts(CertRequest),
     NftLoad {
         netns: String,
         path: PathBuf,
@@ -90,6 +91,7 @@ impl fmt::Display for Call {
             Call::MakeDir(p) => write!(f, "make-dir {}", p.display()),
             Call::WriteFile { path, .. } => write!(f, "write-file {}", path.display()),
             Call::RemovePath(p) => write!(f, "remove-path {}", p.display()),
+            Call::GenerateCerts(r) => write!(f, "generate-certs {} {}", r.dir, r.common_name),
             Call::NftLoad { netns, path } => write!(f, "nft-load {netns} {}", path.display()),
             Call::StartProcess(s) => write!(f, "start-process {} {}", s.netns, s.name),
             Call::Kill(pid) => write!(f, "kill {pid}"),
@@ -269,6 +271,16 @@ impl System for RecordingSystem {
             contents: String::from_utf8_lossy(contents).into_owned(),
         })?;
         Ok(Vec::new())
+    }
+
+    fn generate_certs(&self, req: &CertRequest) -> SysResult<Vec<PathBuf>> {
+        self.record(Call::GenerateCerts(req.clone()))?;
+        let names: &[&str] = if req.ca_dir.is_some() {
+            &["ca.crt", "tls.crt", "tls.key"]
+        } else {
+            &["ca.crt", "ca.key"]
+        };
+        Ok(names.iter().map(|n| Path::new(&req.dir).join(n)).collect())
     }
 
     fn remove_path(&self, path: &Path) -> SysResult<()> {

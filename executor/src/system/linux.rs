@@ -16,7 +16,7 @@
 //! in namespaces, the probes, starting processes, impairments and etcd puts.
 //! CNI ADD returns [`SysError::Unsupported`].
 
-use super::{CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
+use super::{certs, CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
 use knetsim_compiler::plan::{Probe, VethEnd};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -26,7 +26,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -504,6 +504,35 @@ impl System for LinuxSystem {
             _ => Vec::new(),
         };
         std::fs::write(path, contents).map_err(|e| SysError::io(format!("writing {}", path.display()), e))?;
+        Ok(created)
+    }
+
+    fn generate_certs(&self, req: &CertRequest) -> SysResult<Vec<PathBuf>> {
+        let read =
+            |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| SysError::io(format!("reading {}", p.display()), e));
+        let ca = match &req.ca_dir {
+            Some(d) => Some((read(Path::new(d).join("ca.crt"))?, read(Path::new(d).join("ca.key"))?)),
+            None => None,
+        };
+        let files = certs::generate(req, ca.as_ref().map(|(c, k)| (c.as_str(), k.as_str())))?;
+        let dir = Path::new(&req.dir);
+        let mut created = self.make_dir(dir)?;
+        for f in files {
+            let path = dir.join(f.name);
+            let mode = if f.secret { 0o600 } else { 0o644 };
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)
+                .map_err(|e| SysError::io(format!("writing {}", path.display()), e))?;
+            // A key file that existed with wider permissions is narrowed too.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .and_then(|()| file.write_all(f.contents.as_bytes()))
+                .map_err(|e| SysError::io(format!("writing {}", path.display()), e))?;
+            created.push(path);
+        }
         Ok(created)
     }
 

@@ -3,6 +3,7 @@
 //! it. [`linux::LinuxSystem`] is the real one, [`fake::RecordingSystem`] records
 //! calls for unit tests that run without root.
 
+pub mod certs;
 pub mod fake;
 pub mod impair;
 pub mod linux;
@@ -88,6 +89,16 @@ pub struct Impairment {
     pub loss: Option<f64>,
 }
 
+/// TLS material to generate in `dir` (see `Op::GenerateCerts`): a self-signed CA
+/// without `ca_dir`, else a certificate signed by the CA in `ca_dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRequest {
+    pub dir: String,
+    pub common_name: String,
+    pub ip_sans: Vec<String>,
+    pub ca_dir: Option<String>,
+}
+
 /// A CNI ADD as a kubelet would issue it, run from the worker's namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CniAddRequest {
@@ -127,6 +138,9 @@ pub trait System: Send + Sync {
     fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>>;
     /// Writes a file, creating missing parents; returns the directories it created.
     fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<Vec<PathBuf>>;
+    /// Generates the TLS files of `req` in `req.dir` (keys mode 0600); returns the
+    /// directories and files it created.
+    fn generate_certs(&self, req: &CertRequest) -> SysResult<Vec<PathBuf>>;
     /// Removes a file or a directory tree; a missing path is not an error.
     fn remove_path(&self, path: &Path) -> SysResult<()>;
     /// `nft -f path` inside `netns` (atomic).

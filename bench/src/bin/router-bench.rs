@@ -1,0 +1,713 @@
+//! router-bench: the built-in router against direct TCP, side by side, on 127.0.0.1 only.
+//!
+//! `cargo build --release --workspace && cargo run --release -p knetsim-bench --bin router-bench`
+//! See docs/performance.md ("Router").
+//!
+//! Two `knetsim router -c FILE` processes (the release `knetsim` binary next to this
+//! executable) are linked the way a Skupper site pair is:
+//!
+//! ```text
+//! client -> router a (tcpListener) -> AMQP inter-router link -> router b (tcpConnector) -> server
+//! ```
+//!
+//! and the servers (a sink that answers with the byte count it read, and a 64-byte echo)
+//! run in this process. Every case runs on the direct path and through the routers:
+//! single-stream and 4-stream throughput (time-bounded), 64-byte request/response latency
+//! on a kept connection and with a new connection per request, link time-to-ready from
+//! process spawn (fresh router pairs), and the routers' VmRSS / VmHWM idle and under the
+//! 4-stream load (read from /proc/PID/status; the routers are separate processes, so
+//! their figures are their own). Every wait is bounded; every router process is stopped
+//! (SIGTERM, then SIGKILL, by PID) when its guard drops. The program exits 0: it is a
+//! report, not a test (2 if the knetsim binary is missing or the routers never link).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long each throughput case sends.
+const SEND_FOR: Duration = Duration::from_secs(2);
+/// Round trips on a kept connection, and with a new connection per request.
+const KEPT_ROUND_TRIPS: usize = 20_000;
+const NEW_CONN_ROUND_TRIPS: usize = 2_000;
+/// Fresh router pairs started to time link readiness.
+const READY_TRIALS: usize = 5;
+const READY_LIMIT: Duration = Duration::from_secs(5);
+const MSG: usize = 64;
+
+fn main() {
+    let exe = match knetsim_binary() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("router-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let work = tempfile::tempdir().expect("temporary directory");
+    let sink = sink_server();
+    let echo = echo_server();
+    print_header(&exe);
+
+    // Link readiness on fresh pairs first (nothing else running).
+    let mut ready: Vec<Readiness> = Vec::new();
+    for trial in 0..READY_TRIALS {
+        let dir = work.path().join(format!("ready{trial}"));
+        match Pair::start(&exe, &dir, sink, echo) {
+            Ok(pair) => match pair.wait_ready() {
+                Ok(r) => ready.push(r),
+                Err(e) => fail(&pair, &e),
+            },
+            Err(e) => {
+                eprintln!("router-bench: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    // One pair for everything else; idle RSS before any traffic.
+    let pair = Pair::start(&exe, &work.path().join("main"), sink, echo).unwrap_or_else(|e| {
+        eprintln!("router-bench: {e}");
+        std::process::exit(2)
+    });
+    if let Err(e) = pair.wait_ready() {
+        fail(&pair, &e);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let idle = [pair.a.mem(), pair.b.mem()];
+
+    let direct_1 = throughput(sink.port(), 1);
+    let routed_1 = throughput(pair.sink_port, 1);
+    let direct_4 = throughput(sink.port(), 4);
+    let sampler = Sampler::start(&[pair.a.pid(), pair.b.pid()]);
+    let routed_4 = throughput(pair.sink_port, 4);
+    let load_peak = sampler.stop();
+    let after_load = [pair.a.mem(), pair.b.mem()];
+
+    let direct_kept = kept_latency(echo.port());
+    let routed_kept = kept_latency(pair.echo_port);
+    let direct_new = new_conn_latency(echo.port());
+    let routed_new = new_conn_latency(pair.echo_port);
+
+    let results = Results {
+        direct_1,
+        routed_1,
+        direct_4,
+        routed_4,
+        direct_kept,
+        routed_kept,
+        direct_new,
+        routed_new,
+        ready,
+        idle,
+        load_peak,
+        after_load,
+    };
+    results.print();
+    drop(pair);
+}
+
+fn fail(pair: &Pair, e: &str) -> ! {
+    eprintln!("router-bench: {e}");
+    for p in [&pair.a, &pair.b] {
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        eprintln!("--- last lines of {}:", p.log.display());
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    std::process::exit(2);
+}
+
+fn knetsim_binary() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let dir = me.parent().ok_or("current_exe has no directory")?;
+    let exe = dir.join("knetsim");
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "{} is missing; build it first: cargo build --release --workspace",
+            exe.display()
+        ))
+    }
+}
+
+fn print_header(exe: &Path) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "?".into());
+    let nproc = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!("router-bench: direct TCP vs client -> router a (tcpListener) -> AMQP link -> router b (tcpConnector) -> server");
+    println!(
+        "  127.0.0.1 only; routers: {} router -c FILE (separate processes)",
+        exe.display()
+    );
+    println!("  machine: nproc {nproc}, {cpu}");
+    println!();
+}
+
+// ---------------------------------------------------------------- servers
+
+/// Reads every connection to EOF, then answers with the byte count (u64 LE).
+fn sink_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut n = 0u64;
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => n += k as u64,
+                        Err(_) => return,
+                    }
+                }
+                let _ = c.write_all(&n.to_le_bytes());
+            });
+        }
+    });
+    addr
+}
+
+fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let _ = c.set_nodelay(true);
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if c.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+// ---------------------------------------------------------------- routers
+
+/// A port below the ephemeral range, free right now.
+fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 21000 + (std::process::id() % 400) * 20;
+    loop {
+        let p = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 8000) as u16;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A router process, stopped by PID when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(exe: &Path, dir: &Path, name: &str, config: &str) -> Result<Proc, String> {
+        let cfg = dir.join(format!("{name}.json"));
+        std::fs::write(&cfg, config).map_err(|e| format!("write {}: {e}", cfg.display()))?;
+        let log = dir.join(format!("{name}.log"));
+        let err = std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let child = Command::new(exe)
+            .arg("router")
+            .arg("-c")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("spawn {} router: {e}", exe.display()))?;
+        Ok(Proc { child, log })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn mem(&self) -> Mem {
+        Mem::of(self.pid())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(2) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Router a (tcpListeners, connector) and router b (inter-router listener, tcpConnectors).
+struct Pair {
+    a: Proc,
+    b: Proc,
+    spawned: Instant,
+    sink_port: u16,
+    echo_port: u16,
+    a_http: u16,
+    b_http: u16,
+}
+
+impl Pair {
+    fn start(exe: &Path, dir: &Path, sink: SocketAddr, echo: SocketAddr) -> Result<Pair, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let (link, a_http, b_http, sink_port, echo_port) =
+            (free_port(), free_port(), free_port(), free_port(), free_port());
+        let http = |port: u16| {
+            format!(
+                r#"["listener", {{"name": "@http", "host": "127.0.0.1", "port": {port}, "http": true, "healthz": true, "metrics": true}}]"#
+            )
+        };
+        let b_cfg = format!(
+            r#"[
+  ["router", {{"id": "b", "mode": "interior"}}],
+  ["listener", {{"name": "interior-listener", "role": "inter-router", "host": "127.0.0.1", "port": {link}}}],
+  {},
+  ["tcpConnector", {{"name": "sink", "host": "127.0.0.1", "port": "{}", "address": "sink"}}],
+  ["tcpConnector", {{"name": "echo", "host": "127.0.0.1", "port": "{}", "address": "echo"}}]
+]"#,
+            http(b_http),
+            sink.port(),
+            echo.port()
+        );
+        let a_cfg = format!(
+            r#"[
+  ["router", {{"id": "a", "mode": "interior"}}],
+  {},
+  ["connector", {{"name": "to-b", "role": "inter-router", "host": "127.0.0.1", "port": "{link}", "cost": 1}}],
+  ["tcpListener", {{"name": "sink", "host": "127.0.0.1", "port": "{sink_port}", "address": "sink"}}],
+  ["tcpListener", {{"name": "echo", "host": "127.0.0.1", "port": "{echo_port}", "address": "echo"}}]
+]"#,
+            http(a_http)
+        );
+        // Both spawned back to back, as a site pair coming up together.
+        let spawned = Instant::now();
+        let b = Proc::spawn(exe, dir, "b", &b_cfg)?;
+        let a = Proc::spawn(exe, dir, "a", &a_cfg)?;
+        Ok(Pair {
+            a,
+            b,
+            spawned,
+            sink_port,
+            echo_port,
+            a_http,
+            b_http,
+        })
+    }
+
+    /// Polls (every 1 ms) until each readiness signal has been seen; times from spawn.
+    fn wait_ready(&self) -> Result<Readiness, String> {
+        let mut r: [Option<Duration>; 4] = [None; 4];
+        while r.iter().any(Option::is_none) {
+            let t = self.spawned.elapsed();
+            if t > READY_LIMIT {
+                return Err(format!("routers not ready within {READY_LIMIT:?}: {r:?}"));
+            }
+            if r[0].is_none() && http_get(self.b_http, "/healthz").is_some_and(|s| s.starts_with("HTTP/1.1 200")) {
+                r[0] = Some(self.spawned.elapsed());
+            }
+            if r[1].is_none() && http_get(self.a_http, "/healthz").is_some_and(|s| s.starts_with("HTTP/1.1 200")) {
+                r[1] = Some(self.spawned.elapsed());
+            }
+            if r[2].is_none()
+                && http_get(self.a_http, "/metrics").is_some_and(|s| s.contains("skrouter_links{router=\"a\"} 1"))
+            {
+                r[2] = Some(self.spawned.elapsed());
+            }
+            if r[3].is_none() && TcpStream::connect(("127.0.0.1", self.sink_port)).is_ok() {
+                r[3] = Some(self.spawned.elapsed());
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let [b_health, a_health, link, accepts] = r.map(Option::unwrap);
+        Ok(Readiness {
+            b_health,
+            a_health,
+            link,
+            accepts,
+        })
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut s = String::new();
+    c.read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+#[derive(Clone, Copy)]
+struct Readiness {
+    b_health: Duration,
+    a_health: Duration,
+    link: Duration,
+    accepts: Duration,
+}
+
+/// VmRSS and VmHWM of a process, KiB.
+#[derive(Clone, Copy, Default)]
+struct Mem {
+    rss_kb: u64,
+    hwm_kb: u64,
+}
+
+impl Mem {
+    fn of(pid: u32) -> Mem {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Mem {
+            rss_kb: kb("VmRSS"),
+            hwm_kb: kb("VmHWM"),
+        }
+    }
+}
+
+/// Samples the VmRSS of some processes every 20 ms, keeping each one's peak.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Vec<u64>>,
+}
+
+impl Sampler {
+    fn start(pids: &[u32]) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, pids) = (stop.clone(), pids.to_vec());
+        let handle = thread::spawn(move || {
+            let mut peak = vec![0u64; pids.len()];
+            while !s.load(Ordering::SeqCst) {
+                for (p, pid) in peak.iter_mut().zip(&pids) {
+                    *p = (*p).max(Mem::of(*pid).rss_kb);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        Sampler { stop, handle }
+    }
+
+    fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------- measurements
+
+/// Bytes per second through `streams` concurrent connections sending for SEND_FOR each;
+/// the byte count is what the sink read (it answers after EOF), the time runs to its answer.
+fn throughput(port: u16, streams: usize) -> Result<f64, String> {
+    let barrier = Arc::new(Barrier::new(streams));
+    let handles: Vec<_> = (0..streams)
+        .map(|_| {
+            let b = barrier.clone();
+            thread::spawn(move || -> Result<(u64, Duration), String> {
+                let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+                c.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                let buf: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+                b.wait();
+                let t0 = Instant::now();
+                let mut sent = 0u64;
+                while t0.elapsed() < SEND_FOR {
+                    c.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+                    sent += buf.len() as u64;
+                }
+                c.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+                let mut got = [0u8; 8];
+                c.read_exact(&mut got).map_err(|e| format!("read count: {e}"))?;
+                let took = t0.elapsed();
+                let got = u64::from_le_bytes(got);
+                if got != sent {
+                    return Err(format!("sink read {got} of {sent} bytes"));
+                }
+                Ok((got, took))
+            })
+        })
+        .collect();
+    let mut bytes = 0;
+    let mut longest = Duration::ZERO;
+    for h in handles {
+        let (n, t) = h.join().map_err(|_| "stream thread panicked".to_string())??;
+        bytes += n;
+        longest = longest.max(t);
+    }
+    Ok(bytes as f64 / longest.as_secs_f64())
+}
+
+/// Sorted round-trip times (ns) of 64-byte requests on one kept connection.
+fn kept_latency(port: u16) -> Result<Vec<u64>, String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    c.set_nodelay(true).ok();
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let req = [7u8; MSG];
+    let mut resp = [0u8; MSG];
+    let mut rtt = Vec::with_capacity(KEPT_ROUND_TRIPS);
+    for i in 0..KEPT_ROUND_TRIPS + 500 {
+        let t0 = Instant::now();
+        c.write_all(&req).map_err(|e| format!("write: {e}"))?;
+        c.read_exact(&mut resp).map_err(|e| format!("read: {e}"))?;
+        if i >= 500 {
+            rtt.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    rtt.sort_unstable();
+    Ok(rtt)
+}
+
+/// Sorted times (ns) of connect + 64-byte request + response, a new connection each.
+fn new_conn_latency(port: u16) -> Result<Vec<u64>, String> {
+    let req = [7u8; MSG];
+    let mut resp = [0u8; MSG];
+    let mut rtt = Vec::with_capacity(NEW_CONN_ROUND_TRIPS);
+    for i in 0..NEW_CONN_ROUND_TRIPS + 50 {
+        let t0 = Instant::now();
+        let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+        c.set_nodelay(true).ok();
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        c.write_all(&req).map_err(|e| format!("write: {e}"))?;
+        c.read_exact(&mut resp).map_err(|e| format!("read: {e}"))?;
+        if i >= 50 {
+            rtt.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    rtt.sort_unstable();
+    Ok(rtt)
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+// ---------------------------------------------------------------- report
+
+struct Results {
+    direct_1: Result<f64, String>,
+    routed_1: Result<f64, String>,
+    direct_4: Result<f64, String>,
+    routed_4: Result<f64, String>,
+    direct_kept: Result<Vec<u64>, String>,
+    routed_kept: Result<Vec<u64>, String>,
+    direct_new: Result<Vec<u64>, String>,
+    routed_new: Result<Vec<u64>, String>,
+    ready: Vec<Readiness>,
+    idle: [Mem; 2],
+    load_peak: Vec<u64>,
+    after_load: [Mem; 2],
+}
+
+fn rate(r: &Result<f64, String>) -> String {
+    match r {
+        Ok(b) if *b >= 1e9 => format!("{:.2} GB/s", b / 1e9),
+        Ok(b) => format!("{:.0} MB/s", b / 1e6),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn us(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.0} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1} us", ns as f64 / 1e3)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1} MB", kb as f64 * 1024.0 / 1e6)
+}
+
+impl Results {
+    fn print(&self) {
+        let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+        println!(
+            "{:<44} {:>14} {:>14} {:>16}",
+            "measure", "direct", "via routers", "routed/direct"
+        );
+        for (what, d, r) in [
+            (
+                format!("throughput, 1 stream ({}s)", SEND_FOR.as_secs()),
+                &self.direct_1,
+                &self.routed_1,
+            ),
+            (
+                format!("throughput, 4 streams ({}s, sum)", SEND_FOR.as_secs()),
+                &self.direct_4,
+                &self.routed_4,
+            ),
+        ] {
+            let ratio = match (d, r) {
+                (Ok(d), Ok(r)) if *d > 0.0 => format!("{:.1}%", r / d * 100.0),
+                _ => "-".into(),
+            };
+            println!("{what:<44} {:>14} {:>14} {ratio:>16}", rate(d), rate(r));
+        }
+        println!("{:<44} {:>14} {:>14} {:>16}", "64 B request/response", "", "", "added");
+        for (what, d, r, n) in [
+            (
+                "kept connection",
+                &self.direct_kept,
+                &self.routed_kept,
+                KEPT_ROUND_TRIPS,
+            ),
+            (
+                "new connection per request",
+                &self.direct_new,
+                &self.routed_new,
+                NEW_CONN_ROUND_TRIPS,
+            ),
+        ] {
+            for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+                let label = format!("  {what}, {name} ({n} round trips)");
+                match (d, r) {
+                    (Ok(d), Ok(r)) => {
+                        let (d, r) = (pct(d, p), pct(r, p));
+                        let added = format!("+{}", us(r.saturating_sub(d)));
+                        println!("{label:<44} {:>14} {:>14} {added:>16}", us(d), us(r));
+                    }
+                    (d, r) => {
+                        let e = d.as_ref().err().or(r.as_ref().err()).cloned().unwrap_or_default();
+                        println!("{label:<44} error: {e}");
+                    }
+                }
+            }
+        }
+        println!();
+
+        println!(
+            "Link time-to-ready from spawning both router processes ({} fresh pairs)",
+            self.ready.len()
+        );
+        println!("{:<44} {:>14} {:>14} {:>14}", "signal", "min", "median", "worst");
+        type Get = fn(&Readiness) -> Duration;
+        let signals: [(&str, Get); 4] = [
+            ("router b /healthz answers", |r| r.b_health),
+            ("router a /healthz answers", |r| r.a_health),
+            ("link up in router a's /metrics", |r| r.link),
+            ("router a's tcpListener accepts", |r| r.accepts),
+        ];
+        let mut accepts_worst = Duration::MAX;
+        for (name, get) in signals {
+            let mut v: Vec<Duration> = self.ready.iter().map(get).collect();
+            v.sort();
+            if v.is_empty() {
+                continue;
+            }
+            let (lo, med, hi) = (v[0], v[v.len() / 2], v[v.len() - 1]);
+            if name.contains("tcpListener") {
+                accepts_worst = hi;
+            }
+            println!("  {name:<42} {:>14} {:>14} {:>14}", ms(lo), ms(med), ms(hi));
+        }
+        println!();
+
+        println!("Router memory (VmRSS / VmHWM)");
+        println!("{:<44} {:>14} {:>14}", "", "router a", "router b");
+        let pair = |m: &[Mem; 2], f: fn(&Mem) -> u64| (mb(f(&m[0])), mb(f(&m[1])));
+        let (a, b) = pair(&self.idle, |m| m.rss_kb);
+        println!("  {:<42} {a:>14} {b:>14}", "idle, link up: VmRSS");
+        let (a, b) = pair(&self.idle, |m| m.hwm_kb);
+        println!("  {:<42} {a:>14} {b:>14}", "idle, link up: VmHWM");
+        let peak = |i: usize| mb(self.load_peak.get(i).copied().unwrap_or(0));
+        println!(
+            "  {:<42} {:>14} {:>14}",
+            "4-stream load: peak VmRSS (20 ms samples)",
+            peak(0),
+            peak(1)
+        );
+        let (a, b) = pair(&self.after_load, |m| m.hwm_kb);
+        println!("  {:<42} {a:>14} {b:>14}", "after the load: VmHWM");
+        let (a, b) = pair(&self.after_load, |m| m.rss_kb);
+        println!("  {:<42} {a:>14} {b:>14}", "after the load: VmRSS");
+        println!();
+
+        println!("Targets");
+        match (&self.direct_1, &self.routed_1) {
+            (Ok(d), Ok(r)) => {
+                let share = r / d * 100.0;
+                println!(
+                    "  {:<54} {:>16}   {}",
+                    "single-stream throughput >= 30% of direct",
+                    format!("{share:.1}%"),
+                    verdict(share >= 30.0)
+                );
+            }
+            _ => println!("  single-stream throughput >= 30% of direct: not measured   MISS"),
+        }
+        match (&self.direct_kept, &self.routed_kept) {
+            (Ok(d), Ok(r)) => {
+                let added = pct(r, 0.5).saturating_sub(pct(d, 0.5));
+                println!(
+                    "  {:<54} {:>16}   {}",
+                    "added latency, kept connection, p50 < 100 us",
+                    us(added),
+                    verdict(added < 100_000)
+                );
+            }
+            _ => println!("  added latency, kept connection, p50 < 100 us: not measured   MISS"),
+        }
+        println!(
+            "  {:<54} {:>16}   {}",
+            "link ready (tcpListener accepts, worst) < 200 ms",
+            ms(accepts_worst),
+            verdict(accepts_worst < Duration::from_millis(200))
+        );
+        let idle = self.idle[0].rss_kb.max(self.idle[1].rss_kb);
+        println!(
+            "  {:<54} {:>16}   {}",
+            "idle RSS (VmRSS, larger router) < 10 MB",
+            mb(idle),
+            verdict(idle > 0 && idle * 1024 < 10_000_000)
+        );
+    }
+}
