@@ -221,6 +221,8 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
             remove_file(log, st)?;
         }
         Op::WriteFile { path, .. } | Op::NftLoad { path, .. } | Op::MakeDir { path } => remove_file(path, st)?,
+        // Certificates no router uses any more: the directory goes (keys included).
+        Op::GenerateCerts { dir, .. } => remove_file(dir, st)?,
         Op::EtcdPut {
             netns, endpoints, key, ..
         } => sys.etcd_delete(netns, endpoints, key)?,

@@ -26,9 +26,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Credit (in transfer frames) a stream direction starts with, and the batch it is re-granted in:
-/// 1 MiB in flight per direction with full frames.
-const WINDOW: u32 = 64;
-const GRANT: u32 = 16;
+/// 2 MiB in flight per direction with full frames.
+const WINDOW: u32 = 32;
+const GRANT: u32 = 8;
 /// The max-frame-size this router offers on a link (the peer's may be smaller), and the
 /// size of one read from a stream's TCP connection: bigger frames mean fewer syscalls,
 /// allocations and thread wake-ups per byte (router-bench: 16 KiB frames gave ~20% of

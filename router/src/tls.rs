@@ -20,6 +20,7 @@ use std::thread;
 use std::time::Duration;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_GRACE_MS: i32 = 1000;
 
 /// The TLS side of a listener or connector, loaded once at start.
 #[derive(Clone)]
@@ -222,11 +223,17 @@ fn pump(mut conn: Connection, mut tcp: TcpStream, mut local: UnixStream) {
                 revents: 0,
             },
         ];
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // Once the link is gone, the close_notify gets a moment to leave, not forever
+        // (a peer cut off by the underlay would otherwise hold this thread for good).
+        let timeout = if local_open { -1 } else { CLOSE_GRACE_MS };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if n < 0 {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
+            break;
+        }
+        if n == 0 {
             break;
         }
         if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {

@@ -11,6 +11,7 @@ mod pod;
 mod router;
 mod serve;
 mod status;
+mod status_routers;
 mod svc;
 mod up;
 

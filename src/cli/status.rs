@@ -363,6 +363,11 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
             })
         })
         .collect();
+    let router_procs: Vec<_> = st.processes.iter().filter(|p| netns_present(&p.netns)).collect();
+    let routers: Vec<Value> = par_map(&router_procs, |p| super::status_routers::router(p))
+        .into_iter()
+        .flatten()
+        .collect();
     let mut etcd = Vec::new();
     let mut flannel = Vec::new();
     let mut pods = Vec::new();
@@ -436,6 +441,7 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
         "flannel": flannel,
         "pods": pods,
         "services": services,
+        "routers": routers,
     })
 }
 
@@ -583,6 +589,11 @@ fn print_text(v: &Value) {
     if !rows.is_empty() {
         println!();
         print_table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
+    }
+    let rows = super::status_routers::rows(v["routers"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+    if !rows.is_empty() {
+        println!();
+        print_table(&["ROUTER", "LINK / ADDRESS", "COST", "STATE", "VIA"], &rows);
     }
 }
 

@@ -16,7 +16,12 @@
 //! on a kept connection and with a new connection per request, link time-to-ready from
 //! process spawn (fresh router pairs), and the routers' VmRSS / VmHWM idle and under the
 //! 4-stream load (read from /proc/PID/status; the routers are separate processes, so
-//! their figures are their own). Every wait is bounded; every router process is stopped
+//! their figures are their own). Direct and routed runs alternate (throughput: best of
+//! two each; latency: blocks of 500 round trips, or single requests, taking turns), so
+//! background load on the machine hits both paths alike. The context switches of every
+//! router thread (/proc/PID/task/*/status) are counted per routed round trip and per MiB
+//! routed, which is what the latency and throughput of a thread-per-direction router
+//! hinge on. Every wait is bounded; every router process is stopped
 //! (SIGTERM, then SIGKILL, by PID) when its guard drops. The program exits 0: it is a
 //! report, not a test (2 if the knetsim binary is missing or the routers never link).
 
@@ -30,7 +35,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long each throughput case sends.
-const SEND_FOR: Duration = Duration::from_secs(2);
+const SEND_FOR: Duration = Duration::from_millis(1500);
+const THROUGHPUT_RUNS: usize = 2;
 /// Round trips on a kept connection, and with a new connection per request.
 const KEPT_ROUND_TRIPS: usize = 20_000;
 const NEW_CONN_ROUND_TRIPS: usize = 2_000;
@@ -79,18 +85,34 @@ fn main() {
     thread::sleep(Duration::from_millis(300));
     let idle = [pair.a.mem(), pair.b.mem()];
 
-    let direct_1 = throughput(sink.port(), 1);
-    let routed_1 = throughput(pair.sink_port, 1);
-    let direct_4 = throughput(sink.port(), 4);
+    // Direct and routed runs alternate (best of THROUGHPUT_RUNS each), so background load
+    // on the machine hits both paths alike.
+    let (mut direct_1, mut routed_1) = (Err("not run".to_string()), Err("not run".to_string()));
+    let (mut direct_4, mut routed_4) = (Err("not run".to_string()), Err("not run".to_string()));
+    let mut stream_switches = 0.0f64;
     let sampler = Sampler::start(&[pair.a.pid(), pair.b.pid()]);
-    let routed_4 = throughput(pair.sink_port, 4);
+    for _ in 0..THROUGHPUT_RUNS {
+        direct_1 = best(direct_1, throughput(sink.port(), 1));
+        let before = ctxt_switches(pair.a.pid()) + ctxt_switches(pair.b.pid());
+        let t0 = Instant::now();
+        let r = throughput(pair.sink_port, 1);
+        let after = ctxt_switches(pair.a.pid()) + ctxt_switches(pair.b.pid());
+        if let Ok(bps) = &r {
+            let mib = bps * t0.elapsed().as_secs_f64() / (1 << 20) as f64;
+            stream_switches = (after.saturating_sub(before) as f64 / mib).max(stream_switches);
+        }
+        routed_1 = best(routed_1, r);
+        direct_4 = best(direct_4, throughput(sink.port(), 4));
+        routed_4 = best(routed_4, throughput(pair.sink_port, 4));
+    }
     let load_peak = sampler.stop();
     let after_load = [pair.a.mem(), pair.b.mem()];
 
-    let direct_kept = kept_latency(echo.port());
-    let routed_kept = kept_latency(pair.echo_port);
-    let direct_new = new_conn_latency(echo.port());
-    let routed_new = new_conn_latency(pair.echo_port);
+    let switches = || ctxt_switches(pair.a.pid()) + ctxt_switches(pair.b.pid());
+    let before = switches();
+    let (direct_kept, routed_kept) = kept_latency(echo.port(), pair.echo_port);
+    let kept_switches = switches().saturating_sub(before) as f64 / (KEPT_ROUND_TRIPS + 500) as f64;
+    let (direct_new, routed_new) = new_conn_latency(echo.port(), pair.echo_port);
 
     let results = Results {
         direct_1,
@@ -105,6 +127,8 @@ fn main() {
         idle,
         load_peak,
         after_load,
+        kept_switches,
+        stream_switches,
     };
     results.print();
     drop(pair);
@@ -407,6 +431,26 @@ impl Mem {
     }
 }
 
+/// Context switches (voluntary and not) of every thread of a process so far.
+fn ctxt_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in status.lines() {
+            if let Some(v) = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    n
+}
+
 /// Samples the VmRSS of some processes every 20 ms, keeping each one's peak.
 struct Sampler {
     stop: Arc<AtomicBool>,
@@ -478,44 +522,98 @@ fn throughput(port: u16, streams: usize) -> Result<f64, String> {
     Ok(bytes as f64 / longest.as_secs_f64())
 }
 
-/// Sorted round-trip times (ns) of 64-byte requests on one kept connection.
-fn kept_latency(port: u16) -> Result<Vec<u64>, String> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    c.set_nodelay(true).ok();
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let req = [7u8; MSG];
-    let mut resp = [0u8; MSG];
-    let mut rtt = Vec::with_capacity(KEPT_ROUND_TRIPS);
-    for i in 0..KEPT_ROUND_TRIPS + 500 {
-        let t0 = Instant::now();
-        c.write_all(&req).map_err(|e| format!("write: {e}"))?;
-        c.read_exact(&mut resp).map_err(|e| format!("read: {e}"))?;
-        if i >= 500 {
-            rtt.push(t0.elapsed().as_nanos() as u64);
-        }
+fn best(a: Result<f64, String>, b: Result<f64, String>) -> Result<f64, String> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(a.max(b)),
+        (Ok(x), Err(_)) | (Err(_), Ok(x)) => Ok(x),
+        (Err(_), Err(e)) => Err(e),
     }
-    rtt.sort_unstable();
-    Ok(rtt)
 }
 
-/// Sorted times (ns) of connect + 64-byte request + response, a new connection each.
-fn new_conn_latency(port: u16) -> Result<Vec<u64>, String> {
+type Rtts = Result<Vec<u64>, String>;
+
+fn round_trip(c: &mut TcpStream) -> Result<u64, String> {
     let req = [7u8; MSG];
     let mut resp = [0u8; MSG];
-    let mut rtt = Vec::with_capacity(NEW_CONN_ROUND_TRIPS);
-    for i in 0..NEW_CONN_ROUND_TRIPS + 50 {
-        let t0 = Instant::now();
-        let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-        c.set_nodelay(true).ok();
-        c.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        c.write_all(&req).map_err(|e| format!("write: {e}"))?;
-        c.read_exact(&mut resp).map_err(|e| format!("read: {e}"))?;
-        if i >= 50 {
-            rtt.push(t0.elapsed().as_nanos() as u64);
+    let t0 = Instant::now();
+    c.write_all(&req).map_err(|e| format!("write: {e}"))?;
+    c.read_exact(&mut resp).map_err(|e| format!("read: {e}"))?;
+    Ok(t0.elapsed().as_nanos() as u64)
+}
+
+fn open(port: u16) -> Result<TcpStream, String> {
+    let c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    c.set_nodelay(true).ok();
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    Ok(c)
+}
+
+/// Sorted round-trip times (ns) of 64-byte requests on one kept connection per path,
+/// direct and routed alternating in blocks of 500 (after 500 unrecorded warm-up ones).
+fn kept_latency(direct: u16, routed: u16) -> (Rtts, Rtts) {
+    let mut conns = [open(direct), open(routed)];
+    let mut out: [Rtts; 2] = [
+        Ok(Vec::with_capacity(KEPT_ROUND_TRIPS)),
+        Ok(Vec::with_capacity(KEPT_ROUND_TRIPS)),
+    ];
+    for (c, o) in conns.iter_mut().zip(out.iter_mut()) {
+        match c {
+            Ok(c) => {
+                for _ in 0..500 {
+                    if let Err(e) = round_trip(c) {
+                        *o = Err(e);
+                        break;
+                    }
+                }
+            }
+            Err(e) => *o = Err(e.clone()),
         }
     }
-    rtt.sort_unstable();
-    Ok(rtt)
+    for _ in 0..KEPT_ROUND_TRIPS / 500 {
+        for (c, o) in conns.iter_mut().zip(out.iter_mut()) {
+            let (Ok(c), Ok(v)) = (c, o.as_mut()) else { continue };
+            for _ in 0..500 {
+                match round_trip(c) {
+                    Ok(t) => v.push(t),
+                    Err(e) => {
+                        *o = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let [d, r] = out;
+    (d.map(sorted), r.map(sorted))
+}
+
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v
+}
+
+/// Sorted times (ns) of connect + 64-byte request + response, a new connection each,
+/// direct and routed alternating (after 50 unrecorded warm-up ones each).
+fn new_conn_latency(direct: u16, routed: u16) -> (Rtts, Rtts) {
+    let once = |port: u16| -> Result<u64, String> {
+        let t0 = Instant::now();
+        let mut c = open(port)?;
+        round_trip(&mut c)?;
+        Ok(t0.elapsed().as_nanos() as u64)
+    };
+    let mut out: [Rtts; 2] = [Ok(Vec::new()), Ok(Vec::new())];
+    for i in 0..NEW_CONN_ROUND_TRIPS + 50 {
+        for (port, o) in [direct, routed].into_iter().zip(out.iter_mut()) {
+            let Ok(v) = o.as_mut() else { continue };
+            match once(port) {
+                Ok(t) if i >= 50 => v.push(t),
+                Ok(_) => {}
+                Err(e) => *o = Err(e),
+            }
+        }
+    }
+    let [d, r] = out;
+    (d.map(sorted), r.map(sorted))
 }
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
@@ -541,6 +639,8 @@ struct Results {
     idle: [Mem; 2],
     load_peak: Vec<u64>,
     after_load: [Mem; 2],
+    kept_switches: f64,
+    stream_switches: f64,
 }
 
 fn rate(r: &Result<f64, String>) -> String {
@@ -571,17 +671,23 @@ impl Results {
     fn print(&self) {
         let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
         println!(
-            "{:<44} {:>14} {:>14} {:>16}",
+            "{:<52} {:>14} {:>14} {:>16}",
             "measure", "direct", "via routers", "routed/direct"
         );
         for (what, d, r) in [
             (
-                format!("throughput, 1 stream ({}s)", SEND_FOR.as_secs()),
+                format!(
+                    "throughput, 1 stream ({:.1} s, best of {THROUGHPUT_RUNS})",
+                    SEND_FOR.as_secs_f64()
+                ),
                 &self.direct_1,
                 &self.routed_1,
             ),
             (
-                format!("throughput, 4 streams ({}s, sum)", SEND_FOR.as_secs()),
+                format!(
+                    "throughput, 4 streams ({:.1} s, sum, best of {THROUGHPUT_RUNS})",
+                    SEND_FOR.as_secs_f64()
+                ),
                 &self.direct_4,
                 &self.routed_4,
             ),
@@ -590,9 +696,9 @@ impl Results {
                 (Ok(d), Ok(r)) if *d > 0.0 => format!("{:.1}%", r / d * 100.0),
                 _ => "-".into(),
             };
-            println!("{what:<44} {:>14} {:>14} {ratio:>16}", rate(d), rate(r));
+            println!("{what:<52} {:>14} {:>14} {ratio:>16}", rate(d), rate(r));
         }
-        println!("{:<44} {:>14} {:>14} {:>16}", "64 B request/response", "", "", "added");
+        println!("{:<52} {:>14} {:>14} {:>16}", "64 B request/response", "", "", "added");
         for (what, d, r, n) in [
             (
                 "kept connection",
@@ -613,22 +719,26 @@ impl Results {
                     (Ok(d), Ok(r)) => {
                         let (d, r) = (pct(d, p), pct(r, p));
                         let added = format!("+{}", us(r.saturating_sub(d)));
-                        println!("{label:<44} {:>14} {:>14} {added:>16}", us(d), us(r));
+                        println!("{label:<52} {:>14} {:>14} {added:>16}", us(d), us(r));
                     }
                     (d, r) => {
                         let e = d.as_ref().err().or(r.as_ref().err()).cloned().unwrap_or_default();
-                        println!("{label:<44} error: {e}");
+                        println!("{label:<52} error: {e}");
                     }
                 }
             }
         }
+        println!(
+            "  (context switches in the two routers: {:.1} per routed kept-connection round trip, {:.0} per MiB routed in 1 stream)",
+            self.kept_switches, self.stream_switches
+        );
         println!();
 
         println!(
             "Link time-to-ready from spawning both router processes ({} fresh pairs)",
             self.ready.len()
         );
-        println!("{:<44} {:>14} {:>14} {:>14}", "signal", "min", "median", "worst");
+        println!("{:<52} {:>14} {:>14} {:>14}", "signal", "min", "median", "worst");
         type Get = fn(&Readiness) -> Duration;
         let signals: [(&str, Get); 4] = [
             ("router b /healthz answers", |r| r.b_health),
@@ -647,28 +757,28 @@ impl Results {
             if name.contains("tcpListener") {
                 accepts_worst = hi;
             }
-            println!("  {name:<42} {:>14} {:>14} {:>14}", ms(lo), ms(med), ms(hi));
+            println!("  {name:<50} {:>14} {:>14} {:>14}", ms(lo), ms(med), ms(hi));
         }
         println!();
 
         println!("Router memory (VmRSS / VmHWM)");
-        println!("{:<44} {:>14} {:>14}", "", "router a", "router b");
+        println!("{:<52} {:>14} {:>14}", "", "router a", "router b");
         let pair = |m: &[Mem; 2], f: fn(&Mem) -> u64| (mb(f(&m[0])), mb(f(&m[1])));
         let (a, b) = pair(&self.idle, |m| m.rss_kb);
-        println!("  {:<42} {a:>14} {b:>14}", "idle, link up: VmRSS");
+        println!("  {:<50} {a:>14} {b:>14}", "idle, link up: VmRSS");
         let (a, b) = pair(&self.idle, |m| m.hwm_kb);
-        println!("  {:<42} {a:>14} {b:>14}", "idle, link up: VmHWM");
+        println!("  {:<50} {a:>14} {b:>14}", "idle, link up: VmHWM");
         let peak = |i: usize| mb(self.load_peak.get(i).copied().unwrap_or(0));
         println!(
-            "  {:<42} {:>14} {:>14}",
+            "  {:<50} {:>14} {:>14}",
             "4-stream load: peak VmRSS (20 ms samples)",
             peak(0),
             peak(1)
         );
         let (a, b) = pair(&self.after_load, |m| m.hwm_kb);
-        println!("  {:<42} {a:>14} {b:>14}", "after the load: VmHWM");
+        println!("  {:<50} {a:>14} {b:>14}", "after the load: VmHWM");
         let (a, b) = pair(&self.after_load, |m| m.rss_kb);
-        println!("  {:<42} {a:>14} {b:>14}", "after the load: VmRSS");
+        println!("  {:<50} {a:>14} {b:>14}", "after the load: VmRSS");
         println!();
 
         println!("Targets");
