@@ -113,6 +113,18 @@ fn update_bundle(old: &Bundle, new: &Bundle, dir: &Path) -> std::io::Result<()> 
 
 /// Moves the running emulation to `new_text` (named `origin` in diagnostics).
 /// Exit code 0 = changed (or nothing to change), 1 = refused or failed.
+/// `pod`/`svc` edits: load the running emulation, edit its stored topology text, and
+/// apply (or with `dry_run` print) the resulting change.
+pub fn edit_running(target: &Target, dry_run: bool, edit: impl FnOnce(&Running) -> Result<String, String>) -> i32 {
+    match Running::load(target).and_then(|r| edit(&r).map(|text| (r, text))) {
+        Ok((running, text)) => change_to(running, "topology.toml (edited)", text, dry_run),
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
 pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool) -> i32 {
     let t0 = Instant::now();
     // KNETSIM_TIMING=1: where a change spends its time, on stderr.

@@ -1,7 +1,7 @@
 //! `knetsim pod add|rm`: create or delete a pod of a running emulation (its
 //! namespace, CNI ADD/DEL, workload), by editing the stored topology.
 
-use super::change::{change_to, Running};
+use super::change::{edit_running, Running};
 use super::edit::{self, List};
 use super::Target;
 use knetsim_compiler::artifacts::paths::INVENTORY;
@@ -57,22 +57,9 @@ struct RmArgs {
 }
 
 pub fn pod(a: PodArgs) -> i32 {
-    let (dry_run, result) = match a.command {
-        PodCommand::Add(a) => (
-            a.dry_run,
-            Running::load(&a.target).and_then(|r| add(&r, &a).map(|t| (r, t))),
-        ),
-        PodCommand::Rm(a) => (
-            a.dry_run,
-            Running::load(&a.target).and_then(|r| rm(&r, &a).map(|t| (r, t))),
-        ),
-    };
-    match result {
-        Ok((running, text)) => change_to(running, "topology.toml (edited)", text, dry_run),
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
+    match a.command {
+        PodCommand::Add(a) => edit_running(&a.target, a.dry_run, |r| add(r, &a)),
+        PodCommand::Rm(a) => edit_running(&a.target, a.dry_run, |r| rm(r, &a)),
     }
 }
 

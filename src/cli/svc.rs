@@ -1,7 +1,7 @@
 //! `knetsim svc add|rm`: add or remove a service of a running emulation (the
 //! kube-proxy rules of its cluster's workers are reloaded), by editing the stored topology.
 
-use super::change::{change_to, Running};
+use super::change::{edit_running, Running};
 use super::edit::{self, List};
 use super::Target;
 use toml_edit::{Array, InlineTable, Value};
@@ -52,22 +52,9 @@ struct RmArgs {
 }
 
 pub fn svc(a: SvcArgs) -> i32 {
-    let (dry_run, result) = match a.command {
-        SvcCommand::Add(a) => (
-            a.dry_run,
-            Running::load(&a.target).and_then(|r| add(&r, &a).map(|t| (r, t))),
-        ),
-        SvcCommand::Rm(a) => (
-            a.dry_run,
-            Running::load(&a.target).and_then(|r| rm(&r, &a).map(|t| (r, t))),
-        ),
-    };
-    match result {
-        Ok((running, text)) => change_to(running, "topology.toml (edited)", text, dry_run),
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
+    match a.command {
+        SvcCommand::Add(a) => edit_running(&a.target, a.dry_run, |r| add(r, &a)),
+        SvcCommand::Rm(a) => edit_running(&a.target, a.dry_run, |r| rm(r, &a)),
     }
 }
 
