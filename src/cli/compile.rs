@@ -1,6 +1,6 @@
 //! compile, check, plan, diff, graph: the commands that need no root.
 
-use super::{load_source, report_diagnostics, Target};
+use super::{load_options_and_source, report_diagnostics, Target};
 use knetsim_compiler::{self as compiler, diff, graph, Bundle};
 use std::path::{Path, PathBuf};
 
@@ -68,8 +68,7 @@ enum GraphFormat {
 
 /// Compiles `path` (or the default topology) for `target`; reports problems and returns None on failure.
 fn compile_to_bundle(path: Option<&Path>, target: &Target) -> Option<Bundle> {
-    let opts = target.options().map_err(|e| eprintln!("error: {e}")).ok()?;
-    let source = load_source(path).map_err(|e| eprintln!("error: {e}")).ok()?;
+    let (opts, source) = load_options_and_source(target, path)?;
     compiler::compile(&source, &opts)
         .map_err(|d| report_diagnostics(&d))
         .ok()
@@ -92,19 +91,8 @@ pub fn compile(a: CompileArgs) -> i32 {
 }
 
 pub fn check(a: CheckArgs) -> i32 {
-    let opts = match a.target.options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let source = match load_source(a.topology.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
+        return 1;
     };
     match compiler::check(&source, &opts) {
         Ok(m) => {
@@ -175,19 +163,8 @@ pub fn diff(a: DiffArgs) -> i32 {
 }
 
 pub fn graph(a: GraphArgs) -> i32 {
-    let opts = match a.target.options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let source = match load_source(a.topology.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
+        return 1;
     };
     match compiler::check(&source, &opts) {
         Ok(m) => {

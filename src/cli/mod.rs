@@ -121,6 +121,13 @@ pub fn load_source(path: Option<&Path>) -> Result<Source, String> {
     }
 }
 
+/// The options for `target` and the topology at `path` (or the default); reports
+/// what is wrong on stderr and returns None.
+pub fn load_options_and_source(target: &Target, path: Option<&Path>) -> Option<(CompileOptions, Source)> {
+    let loaded = target.options().and_then(|opts| Ok((opts, load_source(path)?)));
+    loaded.map_err(|e| eprintln!("error: {e}")).ok()
+}
+
 pub fn report_diagnostics(d: &Diagnostics) {
     eprint!("{}", d.render());
 }

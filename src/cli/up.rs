@@ -2,7 +2,7 @@
 //! apply the plan with the real system, print a summary.
 
 use super::status::{display_name, name_flag, print_table, Inventory, BUNDLE_DIR};
-use super::{load_source, report_diagnostics, Target};
+use super::{load_options_and_source, report_diagnostics, Target};
 use clap::CommandFactory;
 use knetsim_compiler::artifacts::paths::{INVENTORY, PLAN};
 use knetsim_compiler::plan::{Component, Op, Plan};
@@ -274,19 +274,8 @@ fn print_summary(
 
 pub fn up(a: UpArgs) -> i32 {
     let t0 = Instant::now();
-    let opts = match a.target.options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let source = match load_source(a.topology.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
+        return 1;
     };
     let bundle: Bundle = match compiler::compile(&source, &opts) {
         Ok(b) => b,
