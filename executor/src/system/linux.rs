@@ -17,6 +17,7 @@
 //! CNI ADD returns [`SysError::Unsupported`].
 
 use super::{certs, CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
+use crate::cni::{CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
 use knetsim_compiler::plan::{Probe, VethEnd};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -42,6 +43,36 @@ pub struct LinuxSystem {
 impl LinuxSystem {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// One CNI operation for a pod, as cnitool with NETCONFPATH=conf_dir would run it, from
+    /// the worker's namespace; the result cache is the worker's `cni-cache` beside its
+    /// configuration, and the pinned IP goes in CNI_ARGS.
+    fn cni_call<T: Send>(
+        req: &CniAddRequest,
+        verb: &str,
+        preposition: &str,
+        op: impl FnOnce(&CniRuntime, &NetworkConf, &RuntimeConf) -> Result<T, crate::cni::Error> + Send,
+    ) -> SysResult<T> {
+        check_name("namespace name", &req.pod_netns)?;
+        let fail = |e: crate::cni::Error| {
+            let context = format!(
+                "CNI {verb} {} (IP={}) {preposition} network {} in {}",
+                req.pod_netns, req.ip, req.network, req.worker_netns
+            );
+            SysError::io(context, std::io::Error::other(e))
+        };
+        let conf_dir = Path::new(&req.conf_dir);
+        let net = NetworkConf::load(conf_dir, &req.network).map_err(fail)?;
+        let runtime = CniRuntime::new(
+            DEFAULT_PLUGIN_DIRS.iter().map(PathBuf::from).collect(),
+            conf_dir.join("cni-cache"),
+        );
+        let pod_netns = Self::netns_path(&req.pod_netns).display().to_string();
+        let rt = RuntimeConf::new(&req.container_id, pod_netns, &req.ifname)
+            .arg("IgnoreUnknown", "1")
+            .arg("IP", &req.ip);
+        in_netns(&req.worker_netns, || Ok(op(&runtime, &net, &rt)))?.map_err(fail)
     }
 
     pub fn netns_path(name: &str) -> PathBuf {
@@ -702,54 +733,14 @@ impl System for LinuxSystem {
     }
 
     fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>> {
-        use crate::cni::{ensure_added, CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
-        check_name("namespace name", &req.pod_netns)?;
-        let fail = |e: crate::cni::Error| {
-            let context = format!(
-                "CNI ADD of {} (IP={}) to network {} in {}",
-                req.pod_netns, req.ip, req.network, req.worker_netns
-            );
-            SysError::io(context, std::io::Error::other(e))
-        };
-        // As cnitool with NETCONFPATH=conf_dir, run from the worker's namespace; the
-        // result cache is the worker's `cni-cache` beside its configuration.
-        let conf_dir = Path::new(&req.conf_dir);
-        let net = NetworkConf::load(conf_dir, &req.network).map_err(fail)?;
-        let runtime = CniRuntime::new(
-            DEFAULT_PLUGIN_DIRS.iter().map(PathBuf::from).collect(),
-            conf_dir.join("cni-cache"),
-        );
-        let pod_netns = Self::netns_path(&req.pod_netns).display().to_string();
-        let rt = RuntimeConf::new(&req.container_id, pod_netns, &req.ifname)
-            .arg("IgnoreUnknown", "1")
-            .arg("IP", &req.ip);
-        let result = in_netns(&req.worker_netns, || {
-            Ok(ensure_added(&runtime, &net, &rt, Some(&req.ip)))
+        let result = Self::cni_call(req, "ADD of", "to", |runtime, net, rt| {
+            crate::cni::ensure_added(runtime, net, rt, Some(&req.ip))
         })?;
-        Ok(result.map_err(fail)?.addresses())
+        Ok(result.addresses())
     }
 
     fn cni_del(&self, req: &CniAddRequest) -> SysResult<()> {
-        use crate::cni::{CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
-        check_name("namespace name", &req.pod_netns)?;
-        let fail = |e: crate::cni::Error| {
-            let context = format!(
-                "CNI DEL of {} (IP={}) from network {} in {}",
-                req.pod_netns, req.ip, req.network, req.worker_netns
-            );
-            SysError::io(context, std::io::Error::other(e))
-        };
-        let conf_dir = Path::new(&req.conf_dir);
-        let net = NetworkConf::load(conf_dir, &req.network).map_err(fail)?;
-        let runtime = CniRuntime::new(
-            DEFAULT_PLUGIN_DIRS.iter().map(PathBuf::from).collect(),
-            conf_dir.join("cni-cache"),
-        );
-        let pod_netns = Self::netns_path(&req.pod_netns).display().to_string();
-        let rt = RuntimeConf::new(&req.container_id, pod_netns, &req.ifname)
-            .arg("IgnoreUnknown", "1")
-            .arg("IP", &req.ip);
-        in_netns(&req.worker_netns, || Ok(runtime.del(&net, &rt)))?.map_err(fail)
+        Self::cni_call(req, "DEL of", "from", |runtime, net, rt| runtime.del(net, rt))
     }
 
     fn etcd_delete(&self, netns: &str, endpoints: &[String], key: &str) -> SysResult<()> {
