@@ -126,3 +126,17 @@ fn bad_invocations_fail() {
     let out = knetsim(&["check", "tests/fixtures/does-not-exist.toml"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn completions_and_man_page_are_generated_from_the_cli() {
+    let bash = ok(&["completions", "bash"]);
+    assert!(bash.contains("_knetsim()"), "{bash}");
+    for sub in ["up", "down", "exec", "pod", "router"] {
+        assert!(bash.contains(sub), "bash completion lacks `{sub}`");
+    }
+    assert!(ok(&["completions", "zsh"]).contains("#compdef knetsim"));
+    assert!(ok(&["completions", "fish"]).contains("complete -c knetsim"));
+    let man = ok(&["man"]);
+    assert!(man.contains(".TH knetsim 1"), "{man}");
+    assert!(man.contains("SUBCOMMANDS") || man.contains("knetsim\\-up"), "{man}");
+}

@@ -3,6 +3,7 @@
 mod change;
 mod cni;
 mod compile;
+mod docs;
 mod down;
 mod edit;
 mod exec;
@@ -88,6 +89,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// The built-in skupper router (skrouterd's `-c FILE` JSON config), used when no skrouterd is on PATH.
     Router(router::RouterArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
 }
 
 pub fn run() -> i32 {
@@ -108,6 +113,8 @@ pub fn run() -> i32 {
         Command::Exec(a) => exec::exec(a),
         Command::Shell(a) => exec::shell(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man => docs::man(),
         Command::Router(a) => router::router(a),
         Command::Flanneld(a) => flanneld::flanneld(a),
     }
