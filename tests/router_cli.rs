@@ -34,12 +34,19 @@ impl Drop for Proc {
     }
 }
 
+/// Free loopback ports; calls within this process never hand out the same port twice
+/// (the tests run in parallel threads).
 fn ports(n: u16) -> Vec<u16> {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let base = 30000 + (std::process::id() % 400) as u16 * 20;
-    (base..base + 200)
-        .filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .take(n as usize)
-        .collect()
+    let mut out = Vec::new();
+    while out.len() < n as usize {
+        let p = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 4000;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn spawn_router(dir: &Path, name: &str, json: &str) -> Proc {

@@ -368,3 +368,45 @@ fn a_link_whose_tls_profile_does_not_load_is_refused_not_run_in_the_clear() {
     // Nothing was bound.
     assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+/// Small writes echoed back to a client that does not read for a while: the routers'
+/// link readers write small transfers straight to the stream's socket until it is full,
+/// then queue the rest; every byte must still arrive, in order.
+#[test]
+fn small_writes_to_a_client_that_reads_late_arrive_whole_and_in_order() {
+    let echo = server(None);
+    let a = router("a", 0, &[tcp_connector("echo", "echo", echo)]);
+    let svc_port = free_port();
+    let _b = router(
+        "b",
+        0,
+        &[connector("to-a", listen_port(&a), 1), tcp_listener("echo", svc_port)],
+    );
+    wait_accepting(svc_port, Duration::from_secs(5));
+    assert_eq!(echo_settled(svc_port, b"ready"), b"ready");
+
+    let data = pattern(7, 4_000_000);
+    let mut c = TcpStream::connect(("127.0.0.1", svc_port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let w = c.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = thread::spawn(move || {
+        let mut w = w;
+        for chunk in sent.chunks(1000) {
+            w.write_all(chunk).unwrap();
+        }
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    thread::sleep(Duration::from_millis(300));
+    let mut back = Vec::new();
+    let mut buf = [0u8; 700];
+    loop {
+        match c.read(&mut buf).unwrap() {
+            0 => break,
+            n => back.extend_from_slice(&buf[..n]),
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "echoed bytes reordered or corrupted");
+}
