@@ -4,7 +4,7 @@
 //! unless `CI` is set, where they fail instead.
 
 use knetsim_compiler::plan::{Op, Plan, Probe};
-use knetsim_compiler::{CompileOptions, Source};
+use knetsim_compiler::{Bundle, CompileOptions, Source};
 use knetsim_executor::engine::{apply_with, teardown, Event, Options};
 use knetsim_executor::state::{self, StateFile};
 use knetsim_executor::system::linux::{self, LinuxSystem};
@@ -134,24 +134,28 @@ fn underlay_only(mut plan: Plan) -> Plan {
     plan
 }
 
+/// Compiles `source` for emulation `name` with its state under a fresh temporary
+/// directory; returns the directory guard, the state dir, the bundle and its
+/// underlay-only plan.
+fn compile_underlay(source: &Source, name: &str) -> (tempfile::TempDir, PathBuf, Bundle, Plan) {
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    let opts = CompileOptions {
+        name: name.to_string(),
+        state_dir: state_dir.clone(),
+    };
+    let bundle = knetsim_compiler::compile(source, &opts).expect("topology compiles");
+    let plan = underlay_only(serde_json::from_str(bundle.get("plan.json").unwrap()).unwrap());
+    (tmp, state_dir, bundle, plan)
+}
+
 #[test]
 fn underlay_comes_up_pings_and_leaves_nothing() {
     if !root_or_skip("underlay_comes_up_pings_and_leaves_nothing") {
         return;
     }
     let name = format!("t{}", std::process::id());
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    let bundle = knetsim_compiler::compile(
-        &Source::new("tiny.toml", TINY),
-        &CompileOptions {
-            name: name.clone(),
-            state_dir: state_dir.clone(),
-        },
-    )
-    .expect("tiny topology compiles");
-    let plan: Plan = serde_json::from_str(bundle.get("plan.json").unwrap()).unwrap();
-    let plan = underlay_only(plan);
+    let (_tmp, state_dir, bundle, plan) = compile_underlay(&Source::new("tiny.toml", TINY), &name);
     assert!(plan.namespaces.iter().all(|n| n.starts_with(&format!("{name}-"))));
 
     let before = root_snapshot();
@@ -284,17 +288,7 @@ fn rollback_on_failure_leaves_nothing() {
         return;
     }
     let name = format!("t{}r", std::process::id());
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    let bundle = knetsim_compiler::compile(
-        &Source::new("tiny.toml", TINY),
-        &CompileOptions {
-            name: name.clone(),
-            state_dir: state_dir.clone(),
-        },
-    )
-    .unwrap();
-    let mut plan = underlay_only(serde_json::from_str(bundle.get("plan.json").unwrap()).unwrap());
+    let (_tmp, state_dir, bundle, mut plan) = compile_underlay(&Source::new("tiny.toml", TINY), &name);
     // A step that fails for real, after most of the underlay exists.
     let w1 = format!("{name}-C0w1");
     let after: Vec<String> = plan.steps.iter().map(|s| s.id.clone()).collect();
@@ -438,17 +432,7 @@ fn default_topology_underlay_timing() {
         return;
     }
     let name = format!("t{}d", std::process::id());
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    let bundle = knetsim_compiler::compile(
-        &Source::default_topology(),
-        &CompileOptions {
-            name: name.clone(),
-            state_dir: state_dir.clone(),
-        },
-    )
-    .unwrap();
-    let plan = underlay_only(serde_json::from_str(bundle.get("plan.json").unwrap()).unwrap());
+    let (_tmp, state_dir, bundle, plan) = compile_underlay(&Source::default_topology(), &name);
     let before = root_snapshot();
     let _cleanup = Cleanup {
         state_dir: state_dir.clone(),
