@@ -3,53 +3,17 @@
 //! tcpConnectors, withdrawal when a router stops and re-learning when it comes back.
 //! Loopback only; every wait is bounded; routers stop when dropped.
 
+mod common;
+
+use common::{echo_once, server, wait_accepting};
 use knetsim_router::{Config, Router};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A free port below the ephemeral range, so no port-0 bind or outgoing connection of a
-/// concurrent test takes it while a tcpListener is (deliberately) closed.
 fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20000 + (std::process::id() % 500) * 16;
-    loop {
-        let p = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 8000) as u16;
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// An echo server (or, with a `tag`, a server answering every connection with the tag).
-fn server(tag: Option<&'static str>) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            thread::spawn(move || {
-                if let Some(t) = tag {
-                    let _ = c.write_all(t.as_bytes());
-                    return;
-                }
-                let mut buf = [0u8; 32 * 1024];
-                loop {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if c.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
+    common::free_port_from(20000 + (std::process::id() % 500) * 16, 8000)
 }
 
 fn start(json: &str) -> Router {
@@ -95,18 +59,6 @@ fn listen_port(r: &Router) -> u16 {
     r.bound("interior-listener").unwrap().port()
 }
 
-/// Waits (bounded) until the port accepts a connection.
-fn wait_accepting(port: u16, within: Duration) -> Duration {
-    let t0 = Instant::now();
-    while t0.elapsed() < within {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return t0.elapsed();
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    panic!("port {port} not accepting within {within:?}");
-}
-
 fn wait_refusing(port: u16, within: Duration) {
     let t0 = Instant::now();
     while t0.elapsed() < within {
@@ -116,22 +68,6 @@ fn wait_refusing(port: u16, within: Duration) {
         thread::sleep(Duration::from_millis(20));
     }
     panic!("port {port} still accepting after {within:?}");
-}
-
-fn echo_once(port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let w = c.try_clone().unwrap();
-    let data = payload.to_vec();
-    let writer = thread::spawn(move || {
-        let mut w = w;
-        w.write_all(&data).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    back
 }
 
 /// Like `echo_once`, but tolerates the first stream after the address (re)appears

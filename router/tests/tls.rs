@@ -3,25 +3,24 @@
 //! links (and the tcpListener stays closed), the bytes on the wire are TLS records, and a
 //! profile whose file is missing is an error naming the sslProfile and the attribute.
 
+mod common;
+
+use common::{echo_once, wait_accepting};
 use knetsim_router::{Config, Router};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A free port below the ephemeral range (see loopback.rs), apart from loopback.rs's.
+/// Ports apart from loopback.rs's.
 fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 29000 + (std::process::id() % 300) * 8;
-    loop {
-        let p = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 3000) as u16;
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
+    common::free_port_from(29000 + (std::process::id() % 300) * 8, 3000)
+}
+
+fn echo_server() -> SocketAddr {
+    common::server(None)
 }
 
 struct Ca {
@@ -65,30 +64,6 @@ fn profile(dir: &Path) -> String {
     )
 }
 
-fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            thread::spawn(move || {
-                let mut buf = [0u8; 16 * 1024];
-                loop {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if c.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 fn start(entities: &[String]) -> std::io::Result<Router> {
     let cfg = Config::parse(&format!("[{}]", entities.join(",\n"))).unwrap();
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
@@ -120,32 +95,6 @@ fn router_b(dir: &Path, port: u16, svc_port: u16) -> Router {
         format!(r#"["tcpListener", {{"name": "echo", "host": "127.0.0.1", "port": "{svc_port}", "address": "echo"}}]"#),
     ])
     .unwrap()
-}
-
-fn wait_accepting(port: u16, within: Duration) {
-    let t0 = Instant::now();
-    while t0.elapsed() < within {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    panic!("port {port} not accepting within {within:?}");
-}
-
-fn echo_once(port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut w = c.try_clone().unwrap();
-    let data = payload.to_vec();
-    let writer = thread::spawn(move || {
-        w.write_all(&data).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    back
 }
 
 #[test]
