@@ -198,7 +198,12 @@ fn default_plan_runs_in_dependency_order() {
         .calls()
         .into_iter()
         .find_map(|c| match c {
-            Call::EtcdPut { key, value, .. } if key == "/coreos.com/network/subnets/11.10.0.0-20" => Some(value),
+            // Both clusters reserve the same subnet in their own etcd: pick cluster 0's.
+            Call::EtcdPut { netns, key, value }
+                if netns.starts_with("u1-C0") && key == "/coreos.com/network/subnets/11.10.0.0-20" =>
+            {
+                Some(value)
+            }
             _ => None,
         })
         .unwrap();
