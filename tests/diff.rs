@@ -104,7 +104,13 @@ fn extra_service_changes_the_cluster_rulesets() {
 fn ingress_port_changes_nginx_conf_and_the_readiness_probe() {
     check_fixture(
         "ingress-port",
-        &["clusters/C0/ingress/grp1/nginx.conf", "inventory.json", "plan.json"],
+        // The ingress checks still name port 8001, which is no longer the ingress.
+        &[
+            "checks.json",
+            "clusters/C0/ingress/grp1/nginx.conf",
+            "inventory.json",
+            "plan.json",
+        ],
     );
 }
 
@@ -113,6 +119,8 @@ fn subnet_len_renumbers_the_cluster_pods() {
     check_fixture(
         "subnet-len",
         &[
+            // The pod-to-pod pings' addresses move.
+            "checks.json",
             "clusters/C0/flannel-network-config.json",
             // tcpConnector to C0/c4, whose address moves.
             "clusters/C0/skupper/C0.json",
@@ -196,7 +204,12 @@ fn bundle_dir_and_topology_file_compare() {
     compile_to("tests/fixtures/ingress-port.toml", &other);
     assert_eq!(
         stat(b, other.to_str().unwrap()),
-        modified(&["clusters/C0/ingress/grp1/nginx.conf", "inventory.json", "plan.json"])
+        modified(&[
+            "checks.json",
+            "clusters/C0/ingress/grp1/nginx.conf",
+            "inventory.json",
+            "plan.json"
+        ])
     );
 
     // A directory that is not a bundle is an error, not "everything removed".

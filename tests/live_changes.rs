@@ -170,10 +170,15 @@ fn pods_and_services_change_on_a_running_emulation() {
     // The user's formatting and comment are kept in the stored topology.
     let stored = std::fs::read_to_string(format!("/tmp/knetsim-{name}/topology.toml")).unwrap();
     assert!(stored.starts_with("# a small cluster for live changes\n"), "{stored}");
-    assert!(stored.contains("  { name = \"c10\", worker = \"w1\" },\n]"), "{stored}");
+    // The address host-local handed out is pinned, so a recompile keeps it.
+    assert!(
+        stored.contains("  { name = \"c10\", worker = \"w1\", ip = \"11.10.0.3\" },\n]"),
+        "{stored}"
+    );
 
     // A new service over new pods answers on its VIP.
     ok(&["pod", "add", "C0/c11", "--worker", "w2", "--name", &name]);
+    let c11_ip = pod_ip(&status(&name), "C0/c11");
     ok(&[
         "svc",
         "add",
@@ -216,6 +221,13 @@ fn pods_and_services_change_on_a_running_emulation() {
     assert!(!out.status.success() && text(&out).contains("stale"), "{}", text(&out));
     ok(&["pod", "rm", "C0/c11", "--name", &name]);
     assert_eq!(pings(&name, "C0/c1", "100.64.0.50", 10), 10);
+
+    // Like host-local, the next pod on w2 does not get a just-freed address (c2's or
+    // c11's, still in neighbours' ARP caches with the old MAC): it answers at once.
+    ok(&["pod", "add", "C0/c12", "--worker", "w2", "--name", &name]);
+    let c12_ip = pod_ip(&status(&name), "C0/c12");
+    assert!(c12_ip != c11_ip && c12_ip != "11.10.16.2", "c12 got {c12_ip}");
+    assert_eq!(pings(&name, "C0/c1", &c12_ip, 1), 1);
 
     // svc rm: the VIP stops answering.
     ok(&["svc", "rm", "C0/new", "--name", &name]);

@@ -1,6 +1,7 @@
 //! Live acceptance tests of the default topology (the seed scenario: clusters C0 and
 //! C1, two etcd hosts and three workers each, pods, VIPs, the ingress demo), as root.
-//! The interconnect router is not built yet, so every `up` here skips it.
+//! `up` runs the topology's checks at the end and must pass them; test 8 brings up
+//! everything (routers included) and runs `knetsim test`.
 //!
 //! Each test brings up its own emulation named `d<pid><letter>` (so tests run in
 //! parallel and clash with nothing) and holds a drop guard that runs
@@ -66,24 +67,32 @@ struct Emulation {
     name: String,
     /// `<state>/bundle/inventory.json`, as `up` stored it.
     inventory: Value,
+    /// What `up` printed: the summary and the table of the topology's checks.
+    up_stdout: String,
     _down: Down,
 }
 
 impl Emulation {
-    /// `knetsim up --skip SKIP --name d<pid><tag>`, which must succeed.
+    /// `knetsim up --skip SKIP --name d<pid><tag>` (no `--skip` when SKIP is empty),
+    /// which must succeed, its checks included.
     fn up(tag: char, skip: &str) -> Emulation {
         let name = format!("d{}{tag}", std::process::id());
         assert!(name.len() <= 16, "{name} is too long");
         // The guard exists before `up` runs, so a half-done `up` is cleaned too.
         let down = Down(name.clone());
         let t = Instant::now();
-        let out = knetsim(&["up", "--skip", skip, "--name", &name]);
+        let mut args = vec!["up", "--name", &name];
+        if !skip.is_empty() {
+            args.extend(["--skip", skip]);
+        }
+        let out = knetsim(&args);
         assert!(out.status.success(), "knetsim up --name {name}: {}", text(&out));
         println!("{name}: up in {:.2} s", t.elapsed().as_secs_f64());
         let path = format!("/tmp/knetsim-{name}/bundle/{INVENTORY}");
         let inventory = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         Emulation {
             inventory: serde_json::from_str(&inventory).unwrap(),
+            up_stdout: stdout(&out),
             name,
             _down: down,
         }
@@ -615,6 +624,29 @@ fn vip_answers_and_connections_reach_both_backends() {
         return;
     }
     let e = Emulation::up('f', "interconnect,ingress");
+    // up's checks: the VIP ones ran and passed; those through the left-out ingress
+    // and routers are reported as skipped, not failed.
+    let row = |check: &str| {
+        e.up_stdout
+            .lines()
+            .find(|l| l.starts_with(check))
+            .unwrap_or_else(|| panic!("no row for `{check}` in:\n{}", e.up_stdout))
+            .to_string()
+    };
+    assert!(row("vip balances backends").contains(" pass "), "{}", e.up_stdout);
+    for skipped in [
+        "ingress on its worker",
+        "ingress from another host",
+        "service across clusters",
+    ] {
+        let r = row(skipped);
+        assert!(r.contains(" skipped ") && r.contains("component not running"), "{r}");
+    }
+    assert!(
+        e.up_stdout.contains("checks: 6 passed, 0 failed, 4 skipped"),
+        "{}",
+        e.up_stdout
+    );
     for c in ["C0", "C1"] {
         let out = e.ping(&format!("{c}/c1"), "100.64.10.1");
         assert!(out.contains("from 100.64.10.1"), "{c}/c1: {out}");
@@ -670,7 +702,28 @@ fn up_then_down_leaves_the_root_namespace_as_it_was() {
         return;
     }
     let before = RootSnapshot::take();
-    let e = Emulation::up('h', "interconnect");
+    // Everything, the interconnect routers included.
+    let e = Emulation::up('h', "");
+    // `knetsim test`: every check of the default topology passes, each with what it saw.
+    let out = knetsim(&["test", "--name", &e.name]);
+    let table = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(table.starts_with("CHECK"), "{table}");
+    let rows: Vec<&str> = table.lines().skip(1).filter(|l| !l.starts_with("checks:")).collect();
+    assert_eq!(rows.len(), 10, "{table}");
+    assert!(rows.iter().all(|r| r.contains(" pass ")), "{table}");
+    assert!(table.contains("checks: 10 passed, 0 failed\n"), "{table}");
+    for (check, detail) in [
+        ("vip answers ping", "5/5 replies, 0% loss"),
+        ("vip balances backends", "20 requests: S1-W2 x"),
+        ("ingress from another host", "1/1 bodies contain \"S1-W\""),
+        ("service across clusters", "1/1 bodies contain \"Directory listing\""),
+    ] {
+        let row = rows.iter().find(|r| r.starts_with(check)).unwrap();
+        assert!(row.contains(detail), "{row}");
+    }
+    // up ran the same checks.
+    assert!(e.up_stdout.contains("checks: 10 passed, 0 failed"), "{}", e.up_stdout);
     // Every namespace the emulation made carries its prefix.
     let status: Value = serde_json::from_str(&ok(&["status", "--name", &e.name, "--json"])).unwrap();
     let recorded: BTreeSet<String> = status["namespaces"]

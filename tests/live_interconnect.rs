@@ -101,6 +101,12 @@ impl Emulation {
         knetsim(&args)
     }
 
+    /// `knetsim status --json` of the emulation.
+    fn status(&self) -> Value {
+        let out = knetsim(&["status", "--name", &self.name, "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out)))
+    }
+
     /// The underlay IP of `cluster`'s router worker.
     fn router_ip(&self, cluster: &str) -> String {
         self.router(cluster)["ip"].as_str().expect("router ip").to_string()
@@ -381,6 +387,8 @@ fn cutting_and_restoring_the_underlay_between_clusters() {
     let url = format!("http://{}:1028", emu.router_ip("C1"));
     emu.wait_page("C1/c1", &url, Duration::from_secs(20), Duration::from_millis(200));
     let (netns, ifname) = emu.uplink("C0s0");
+    let st = emu.status();
+    assert_eq!(st["healthy"], true, "healthy before the cut: {:#}", st["problems"]);
 
     // Cut: C0's switch loses its uplink to the top switch.
     emu.set_link(&netns, &ifname, "down");
@@ -402,6 +410,14 @@ fn cutting_and_restoring_the_underlay_between_clusters() {
         !out.status.success(),
         "the service still answers with the underlay cut: {}",
         text(&out)
+    );
+    // `status` reports the emulation degraded, naming the router link that is down.
+    let st = emu.status();
+    let problems = st["problems"].to_string();
+    assert_eq!(st["healthy"], false, "healthy with the link down: {problems}");
+    assert!(
+        problems.contains("inter-router link") && problems.contains("is down"),
+        "{problems}"
     );
 
     // Restore, and measure the time from `link set up` to the first page (retry every 50 ms).
@@ -430,4 +446,13 @@ fn cutting_and_restoring_the_underlay_between_clusters() {
         "first page {took:?} after the restore (target 1 s): {last}\n{}",
         emu.router_logs()
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while emu.status()["healthy"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "not healthy 10 s after the restore: {:#}",
+            emu.status()["problems"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

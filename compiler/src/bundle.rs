@@ -19,6 +19,7 @@ pub enum ArtifactKind {
     NftRuleset,
     NginxConf,
     SkupperRouterConfig,
+    Checks,
     Plan,
 }
 

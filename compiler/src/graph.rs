@@ -1,9 +1,18 @@
 //! Pictures of a topology: Mermaid and Graphviz dot, drawn from the petgraph model.
+//! A [`Picture`] is plain data (boxes grouped by cluster, lines between them); it is
+//! built from the model alone (`knetsim graph`) or from the model with the facts read
+//! from a running emulation ([`LiveFacts`], `knetsim graph --live`), and [`render`]ed
+//! to text. Nothing here reads the system.
+
+mod live;
+mod render;
+
+pub use live::{LiveFacts, LiveLink, LiveRouter, LiveService};
+pub use render::render_picture;
 
 use crate::model::graph::{EdgeKind, NodeKind, TopologyGraph};
 use crate::model::Model;
 use petgraph::visit::EdgeRef;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -11,86 +20,144 @@ pub enum Format {
     Dot,
 }
 
-fn label(kind: &NodeKind, name: &str) -> String {
-    match kind {
-        NodeKind::Switch => format!("{name} (switch)"),
-        NodeKind::EtcdHost { ip } => format!("{name} etcd<br/>{ip}"),
-        NodeKind::Worker { ip, subnet } => format!("{name}<br/>{ip}<br/>pods {subnet}"),
-        NodeKind::Pod { ip } => format!("{name}<br/>{ip}"),
-        NodeKind::Service { vip } => format!("svc {name}<br/>{vip}"),
-        NodeKind::Ingress { port } => format!("ingress {name}<br/>:{port}"),
-        NodeKind::Router => name.to_string(),
-    }
+/// One box: its text lines, its cluster (None = outside every cluster), and whether
+/// it is drawn as broken (a live fact is missing or wrong).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub cluster: Option<String>,
+    pub lines: Vec<String>,
+    pub down: bool,
 }
 
-fn id(i: usize) -> String {
-    format!("n{i}")
+/// One line between boxes `a` and `b` (indexes into `Picture::nodes`). Underlay links are
+/// solid; placements and references dashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub a: usize,
+    pub b: usize,
+    pub label: String,
+    pub dashed: bool,
+    pub down: bool,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Picture {
+    /// Shown above the picture (live pictures say which emulation).
+    pub title: Option<String>,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+/// The compiled topology as text.
 pub fn render(model: &Model, format: Format) -> String {
-    let tg = TopologyGraph::from_model(model);
-    let g = &tg.graph;
-    let mut by_cluster: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
-    for n in g.node_indices() {
-        by_cluster.entry(g[n].cluster.clone()).or_default().push(n.index());
+    render_picture(&Picture::of_model(model, None), format)
+}
+
+fn static_lines(kind: &NodeKind, name: &str) -> Vec<String> {
+    match kind {
+        NodeKind::Switch => vec![format!("{name} (switch)")],
+        NodeKind::EtcdHost { ip } => vec![format!("{name} etcd"), ip.to_string()],
+        NodeKind::Worker { ip, subnet } => vec![name.to_string(), ip.to_string(), format!("pods {subnet}")],
+        NodeKind::Pod { ip } => vec![name.to_string(), ip.to_string()],
+        NodeKind::Service { vip } => vec![format!("svc {name}"), vip.to_string()],
+        NodeKind::Ingress { port } => vec![format!("ingress {name}"), format!(":{port}")],
+        NodeKind::Router => vec![name.to_string()],
     }
-    let mut out = String::new();
-    let is_dot = format == Format::Dot;
-    out.push_str(if is_dot {
-        "graph knetsim {\n  node [shape=box, fontsize=10];\n"
-    } else {
-        "flowchart TB\n"
-    });
-    for (cluster, nodes) in &by_cluster {
-        let indent = if cluster.is_some() { "    " } else { "  " };
-        if let Some(c) = cluster {
-            out.push_str(&if is_dot {
-                format!("  subgraph cluster_{c} {{\n    label=\"cluster {c}\";\n")
-            } else {
-                format!("  subgraph {c}[\"cluster {c}\"]\n")
-            });
-        }
-        for i in nodes {
-            let node = &g[petgraph::graph::NodeIndex::new(*i)];
-            let text = label(&node.kind, &node.name);
-            if is_dot {
-                out.push_str(&format!(
-                    "{indent}{} [label=\"{}\"];\n",
-                    id(*i),
-                    text.replace("<br/>", "\\n")
-                ));
-            } else {
-                out.push_str(&format!("{indent}{}[\"{}\"]\n", id(*i), text));
-            }
-        }
-        if cluster.is_some() {
-            out.push_str(if is_dot { "  }\n" } else { "  end\n" });
-        }
+}
+
+fn edge_label(kind: &EdgeKind) -> String {
+    match kind {
+        EdgeKind::Link => String::new(),
+        EdgeKind::Placement => "runs on".into(),
+        EdgeKind::Backend => "backend".into(),
+        EdgeKind::Route => "route".into(),
+        EdgeKind::Interconnect { cost } => format!("link cost {cost}"),
     }
-    for e in g.edge_references() {
-        let (a, b) = (id(e.source().index()), id(e.target().index()));
-        let text = match e.weight() {
-            EdgeKind::Link => String::new(),
-            EdgeKind::Placement => "runs on".into(),
-            EdgeKind::Backend => "backend".into(),
-            EdgeKind::Route => "route".into(),
-            EdgeKind::Interconnect { cost } => format!("link cost {cost}"),
+}
+
+impl Picture {
+    /// The model's graph; with `live`, pods, workers, services and router links show
+    /// what the running emulation has instead of what was planned.
+    pub fn of_model(model: &Model, live: Option<&LiveFacts>) -> Picture {
+        let tg = TopologyGraph::from_model(model);
+        let g = &tg.graph;
+        let nodes: Vec<Node> = g
+            .node_indices()
+            .map(|n| {
+                let node = &g[n];
+                let (lines, down) = match live {
+                    Some(f) => f.lines(node),
+                    None => (static_lines(&node.kind, &node.name), false),
+                };
+                Node {
+                    cluster: node.cluster.clone(),
+                    lines,
+                    down,
+                }
+            })
+            .collect();
+        let mut picture = Picture {
+            title: live.map(|f| f.title.clone()),
+            nodes,
+            edges: Vec::new(),
         };
-        if is_dot {
-            let style = if matches!(e.weight(), EdgeKind::Link) {
-                ""
-            } else {
-                ", style=dashed"
+        for e in g.edge_references() {
+            let (a, b) = (e.source().index(), e.target().index());
+            let mut edge = Edge {
+                a,
+                b,
+                label: edge_label(e.weight()),
+                dashed: *e.weight() != EdgeKind::Link,
+                down: false,
             };
-            out.push_str(&format!("  {a} -- {b} [label=\"{text}\"{style}];\n"));
-        } else if text.is_empty() {
-            out.push_str(&format!("  {a} --- {b}\n"));
-        } else {
-            out.push_str(&format!("  {a} -.-|{text}| {b}\n"));
+            if let Some(f) = live {
+                match e.weight() {
+                    // Live backends come from the ruleset below, not from the plan.
+                    EdgeKind::Backend => continue,
+                    EdgeKind::Interconnect { .. } => {
+                        f.interconnect(&g[e.source()].name, &g[e.target()].name, &mut edge)
+                    }
+                    _ => {}
+                }
+            }
+            picture.edges.push(edge);
         }
+        if let Some(f) = live {
+            f.add_backends(g, &mut picture);
+        }
+        picture
     }
-    if is_dot {
-        out.push_str("}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CompileOptions, Source};
+
+    fn model(text: &str) -> Model {
+        crate::check(&Source::new("t.toml", text), &CompileOptions::named("t")).expect("topology checks")
     }
-    out
+
+    const ONE: &str = "[[clusters]]\nname = \"C0\"\netcd = 1\nworkers = 1\n\
+                       pods = [{ name = \"c1\", worker = \"w1\" }]\n\
+                       services = [{ name = \"web\", vip = \"100.64.0.1\", pods = [\"c1\"] }]\n";
+
+    #[test]
+    fn the_model_picture_has_every_node_and_a_backend_edge() {
+        let p = Picture::of_model(&model(ONE), None);
+        let texts: Vec<String> = p.nodes.iter().map(|n| n.lines.join(" ")).collect();
+        assert!(texts.contains(&"svc web 100.64.0.1".to_string()), "{texts:?}");
+        let pod = texts.iter().position(|t| t.starts_with("C0/c1 ")).expect("pod node");
+        let svc = texts
+            .iter()
+            .position(|t| t.starts_with("svc web"))
+            .expect("service node");
+        assert!(p
+            .edges
+            .iter()
+            .any(|e| (e.a, e.b) == (svc, pod) && e.label == "backend" && e.dashed));
+        assert!(p.nodes.iter().all(|n| !n.down) && p.title.is_none());
+        // Switch-host underlay links are solid.
+        assert!(p.edges.iter().any(|e| !e.dashed && e.label.is_empty()));
+    }
 }

@@ -6,6 +6,7 @@
 use crate::engine::{record_effects, removable, run_op, Effect, Options, StepError};
 use crate::state::{State, StateFile};
 use crate::system::{CniAddRequest, Pid, SysError, System};
+use knetsim_compiler::plan::delta::process_outputs;
 use knetsim_compiler::plan::{Action, Op, Step};
 use knetsim_compiler::Bundle;
 use std::path::Path;
@@ -219,6 +220,10 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
         Op::StartProcess { name, netns, log, .. } => {
             stop(name, netns, sys, st)?;
             remove_file(log, st)?;
+            // Stopped for good: what it wrote goes too, so a new one starts afresh.
+            for path in process_outputs(&step.op) {
+                remove_file(path, st)?;
+            }
         }
         Op::WriteFile { path, .. } | Op::NftLoad { path, .. } | Op::MakeDir { path } => remove_file(path, st)?,
         // Certificates no router uses any more: the directory goes (keys included).
@@ -226,8 +231,14 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
         Op::EtcdPut {
             netns, endpoints, key, ..
         } => sys.etcd_delete(netns, endpoints, key)?,
-        // Links, addresses, routes, sysctls and shaping go with their namespace.
-        _ => {}
+        Op::CreateBridge { netns, name } => sys.delete_link(netns, name)?,
+        Op::CreateVeth { a, .. } => sys.delete_link(&a.netns, &a.ifname)?,
+        Op::AddAddress { netns, ifname, cidr } => sys.delete_address(netns, ifname, cidr)?,
+        Op::AddRoute { netns, dst, dev } => sys.delete_route(netns, dst, dev)?,
+        Op::Impair { netns, ifname, .. } => sys.clear_impairment(netns, ifname)?,
+        // A sysctl is only ever removed with its namespace (the delta refuses otherwise);
+        // a wait has nothing to undo.
+        Op::SetSysctl { .. } | Op::Wait { .. } => {}
     }
     st.applied.retain(|id| *id != step.id);
     Ok(())
@@ -264,6 +275,10 @@ fn perform(
     match action {
         Action::Add(step) => run(step, new, sys, opts, st, effects),
         Action::Remove(step) => reverse(step, sys, st),
+        Action::GoesWith { step, .. } => {
+            st.applied.retain(|id| *id != step.id);
+            Ok(())
+        }
         Action::Change {
             old: before,
             new: after,
@@ -448,5 +463,129 @@ mod tests {
         assert_eq!(now.namespaces, was.namespaces);
         assert_eq!(now.applied, was.applied);
         assert_eq!(now.processes, was.processes);
+    }
+
+    fn topology(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/../topologies/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// What a state says is there, PIDs aside.
+    fn contents(st: &State) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {
+        let mut namespaces = st.namespaces.clone();
+        let mut applied = st.applied.clone();
+        let mut processes: Vec<(String, String)> =
+            st.processes.iter().map(|p| (p.name.clone(), p.netns.clone())).collect();
+        namespaces.sort();
+        applied.sort();
+        processes.sort();
+        (namespaces, applied, processes)
+    }
+
+    /// A fresh "up" of `text` compiled for `dir`, its state kept elsewhere.
+    fn fresh(text: &str, dir: &Path) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {
+        let (plan, bundle) = compiled(text, dir);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut sf = StateFile::create(elsewhere.path(), "d").unwrap();
+        crate::engine::apply_with(
+            &plan,
+            &bundle,
+            &RecordingSystem::new(),
+            &fast(),
+            Some(&mut sf),
+            &mut |_| {},
+        )
+        .unwrap();
+        let st = contents(sf.state());
+        sf.destroy().unwrap();
+        st
+    }
+
+    #[test]
+    fn underlay_changes_rebuild_and_end_like_a_fresh_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        let default = topology("default");
+        let sys = RecordingSystem::new();
+        let (dp, db) = compiled(&default, &dir);
+        let mut sf = StateFile::create(&dir, "d").unwrap();
+        crate::engine::apply_with(&dp, &db, &sys, &fast(), Some(&mut sf), &mut |_| {}).unwrap();
+        let fresh_default = contents(sf.state());
+        for variant in ["single", "chain3"] {
+            let text = topology(variant);
+            let (vp, vb) = compiled(&text, &dir);
+            let before = sys.calls().len();
+            let actions = delta(&dp, &db, &vp, &vb).unwrap();
+            let done = apply_changes(&actions, &db, &vb, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
+            assert_eq!(
+                done.performed,
+                actions.iter().map(ToString::to_string).collect::<Vec<_>>()
+            );
+            let calls = sys.lines()[before..].to_vec();
+            // The etcd member C0e1 stays but its membership changes: it restarts on a fresh data dir.
+            let data_dir = format!("remove-path {}/C0e1.etcd", dir.display());
+            assert!(calls.contains(&data_dir), "{calls:#?}");
+            // C0w1 is renumbered: its veth is deleted (its peer is in the switches), its
+            // namespace re-created and its address set anew.
+            let at = |call: &str| {
+                calls
+                    .iter()
+                    .position(|c| c == call)
+                    .unwrap_or_else(|| panic!("no {call}: {calls:#?}"))
+            };
+            assert!(at("delete-link d-C0w1 eth0") < at("delete-netns d-C0w1"));
+            assert!(at("delete-netns d-C0w1") < at("create-netns d-C0w1"));
+            assert!(at("create-netns d-C0w1") < at("add-address d-C0w1 eth0 10.0.0.2/8"));
+            // The switches' namespace stays.
+            assert!(
+                !calls.iter().any(|c| c.contains("netns d-knetsim-switches")),
+                "{calls:#?}"
+            );
+            // The removed etcd host's veth is deleted explicitly: its peer is in the switches.
+            assert!(calls.contains(&"delete-link d-C0e2 eth0".to_string()), "{calls:#?}");
+            assert_eq!(contents(sf.state()), fresh(&text, &dir), "{variant}");
+            let back = delta(&vp, &vb, &dp, &db).unwrap();
+            apply_changes(&back, &vb, &db, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
+            assert_eq!(contents(sf.state()), fresh_default, "{variant} and back");
+        }
+    }
+
+    #[test]
+    fn a_rebuild_failing_half_way_rolls_back_to_the_running_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        let default = topology("default");
+        let sys = RecordingSystem::new();
+        let (dp, db) = compiled(&default, &dir);
+        let mut sf = StateFile::create(&dir, "d").unwrap();
+        crate::engine::apply_with(&dp, &db, &sys, &fast(), Some(&mut sf), &mut |_| {}).unwrap();
+        let running = contents(sf.state());
+        let (vp, vb) = compiled(&topology("chain3"), &dir);
+        let actions = delta(&dp, &db, &vp, &vb).unwrap();
+        let once = std::sync::atomic::AtomicBool::new(false);
+        sys.fail_when(move |c| {
+            c.to_string() == "start-process d-C1w1 flanneld C1w1"
+                && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        let before = sys.calls().len();
+        let err = apply_changes(&actions, &db, &vb, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap_err();
+        assert!(err.action.starts_with("add flanneld:C1w1"), "{err}");
+        assert!(err.undo_errors.is_empty(), "{err}");
+        assert!(err.undone > 10, "{err}");
+        assert_eq!(contents(sf.state()), running);
+        // The old underlay is back: C0w1's old veth and address, C1's second etcd member.
+        let undo = sys.lines()[before..].to_vec();
+        let at = undo
+            .iter()
+            .position(|c| c == "start-process d-C1w1 flanneld C1w1")
+            .unwrap();
+        let undo = &undo[at + 1..];
+        for call in [
+            "create-veth d-C0w1:eth0 d-knetsim-switches:C0s0-eth3",
+            "add-address d-C0w1 eth0 10.0.0.3/8",
+            "create-netns d-C1e2",
+            "start-process d-C1e2 etcd C1e2",
+        ] {
+            assert!(undo.contains(&call.to_string()), "no `{call}` in {undo:#?}");
+        }
     }
 }

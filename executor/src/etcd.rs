@@ -375,22 +375,18 @@ impl Watch {
             return Ok(Some(self.pending.remove(0)));
         }
         let deadline = Instant::now() + wait;
-        loop {
-            match self.stream.next_record(deadline)? {
-                Some(rec) => {
-                    let v = parse_json(&self.endpoint, &rec)?;
-                    let v = unwrap_result(&self.endpoint, v)?;
-                    return parse_watch_response(&self.endpoint, &v).map(Some);
-                }
-                None if self.stream.finished() => {
-                    return Err(Error::Io {
-                        endpoint: self.endpoint.clone(),
-                        source: io::Error::new(io::ErrorKind::UnexpectedEof, "watch stream closed"),
-                    })
-                }
-                None if Instant::now() >= deadline => return Ok(None),
-                None => {}
+        match self.stream.next_record(deadline)? {
+            Some(rec) => {
+                let v = parse_json(&self.endpoint, &rec)?;
+                let v = unwrap_result(&self.endpoint, v)?;
+                parse_watch_response(&self.endpoint, &v).map(Some)
             }
+            None if self.stream.finished() => Err(Error::Io {
+                endpoint: self.endpoint.clone(),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "watch stream closed"),
+            }),
+            // The deadline passed, or a signal interrupted the wait.
+            None => Ok(None),
         }
     }
 }
@@ -637,6 +633,8 @@ struct Stream {
     chunk_left: usize,
     /// The body is complete (or the connection closed).
     done: bool,
+    /// The last read was interrupted by a signal: the caller may want to stop.
+    interrupted: bool,
 }
 
 impl Stream {
@@ -666,6 +664,7 @@ impl Stream {
             body: Vec::new(),
             chunk_left: 0,
             done: false,
+            interrupted: false,
         };
         s.read_head(Instant::now() + IO_TIMEOUT)?;
         Ok(s)
@@ -712,7 +711,10 @@ impl Stream {
                 Ok(true)
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.interrupted = true;
+                Ok(false)
+            }
             Err(e) => Err(Error::Io {
                 endpoint: self.endpoint.clone(),
                 source: e,
@@ -841,6 +843,10 @@ impl Stream {
                 return Ok(None);
             }
             if !self.fill(deadline)? && !self.done && Instant::now() >= deadline {
+                return Ok(None);
+            }
+            // A signal (flanneld's SIGTERM) ends the wait early, so the caller sees it.
+            if std::mem::take(&mut self.interrupted) {
                 return Ok(None);
             }
         }

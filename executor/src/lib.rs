@@ -4,6 +4,7 @@
 //! - [`engine`]: dependency-ordered, concurrent application with rollback, and teardown.
 //! - [`state`]: the state file and lock of an emulation.
 //! - [`cni`]: the CNI runtime (libcni/cnitool equivalent) and the built-in `flannel` plugin.
+//! - [`checks`]: the topology's validation probes (`knetsim test`), run in the emulation's namespaces.
 //! - [`preflight`]: every program and plugin a plan needs, checked before `up` changes anything.
 //! - [`etcd`]: a small etcd v3 client (JSON gateway over HTTP/1.1).
 //! - [`flannel`]: the built-in flannel agent (`knetsim flanneld`): etcd subnet manager, vxlan backend.
@@ -15,6 +16,7 @@
 //! errors, [`StateFile::destroy`]. `down` is [`down`]: [`StateFile::open`],
 //! [`teardown`], then [`StateFile::destroy`] if nothing failed.
 
+pub mod checks;
 pub mod cni;
 pub mod delta;
 pub mod engine;

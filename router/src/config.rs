@@ -25,6 +25,8 @@ pub enum Role {
 pub struct RouterEntity {
     pub id: String,
     pub mode: Mode,
+    /// The distribution of addresses no `address` entity matches (skrouterd: balanced).
+    pub default_distribution: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +41,8 @@ pub struct Listener {
     pub healthz: bool,
     pub metrics: bool,
     pub max_frame_size: u32,
+    /// AMQP idle time-out of the link (0: none); skrouterd's default is 16 s.
+    pub idle_timeout_seconds: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +54,8 @@ pub struct Connector {
     pub cost: u32,
     pub ssl_profile: Option<String>,
     pub max_frame_size: u32,
+    /// AMQP idle time-out of the link (0: none); skrouterd's default is 16 s.
+    pub idle_timeout_seconds: u32,
 }
 
 /// A tcpListener or tcpConnector.
@@ -307,6 +313,7 @@ impl Config {
             router: RouterEntity {
                 id: String::new(),
                 mode: Mode::Interior,
+                default_distribution: "balanced".into(),
             },
             listeners: Vec::new(),
             connectors: Vec::new(),
@@ -340,9 +347,14 @@ impl Config {
                         Some(_) => return Err(e.bad("mode", "expected interior, edge or standalone")),
                     };
                     e.ranged("helloMaxAgeSeconds", 3, 1, 3600)?;
+                    let default_distribution = e.string("defaultDistribution")?.unwrap_or_else(|| "balanced".into());
+                    if !["multicast", "closest", "balanced"].contains(&default_distribution.as_str()) {
+                        return Err(e.bad("defaultDistribution", "expected multicast, closest or balanced"));
+                    }
                     router = Some(RouterEntity {
                         id: e.required_string("id")?,
                         mode,
+                        default_distribution,
                     });
                 }
                 "listener" => {
@@ -358,6 +370,7 @@ impl Config {
                         healthz: e.attrs.get("healthz").is_none() || e.boolean("healthz")?,
                         metrics: e.attrs.get("metrics").is_none() || e.boolean("metrics")?,
                         max_frame_size: e.ranged("maxFrameSize", 16384, 512, u32::MAX as i64)?,
+                        idle_timeout_seconds: e.ranged("idleTimeoutSeconds", 16, 0, 86_400)?,
                     });
                 }
                 "connector" => {
@@ -370,6 +383,7 @@ impl Config {
                         cost: e.ranged("cost", 1, 1, i32::MAX as i64)?,
                         ssl_profile: e.string("sslProfile")?,
                         max_frame_size: e.ranged("maxFrameSize", 16384, 512, u32::MAX as i64)?,
+                        idle_timeout_seconds: e.ranged("idleTimeoutSeconds", 16, 0, 86_400)?,
                     });
                 }
                 "tcpListener" | "tcpConnector" => {
@@ -486,7 +500,8 @@ mod tests {
             c.router,
             RouterEntity {
                 id: "c1".into(),
-                mode: Mode::Interior
+                mode: Mode::Interior,
+                default_distribution: "balanced".into()
             }
         );
         assert_eq!(c.listeners[0].role, Role::InterRouter);
@@ -516,6 +531,32 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn frame_size_and_idle_time_out_default_to_skrouterds_and_are_checked() {
+        let c = Config::parse(
+            r#"[["router", {"id": "r"}],
+                ["listener", {"name": "l", "role": "inter-router", "port": 1}],
+                ["connector", {"name": "k", "role": "inter-router", "host": "h", "port": 2,
+                               "maxFrameSize": 65536, "idleTimeoutSeconds": 2}]]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.listeners[0].max_frame_size, c.listeners[0].idle_timeout_seconds),
+            (16384, 16)
+        );
+        assert_eq!(
+            (c.connectors[0].max_frame_size, c.connectors[0].idle_timeout_seconds),
+            (65536, 2)
+        );
+        let e =
+            error_of(r#"[["router", {"id": "r"}], ["listener", {"name": "l", "port": 1, "idleTimeoutSeconds": -1}]]"#);
+        assert!(e.contains("listener 'l'") && e.contains("'idleTimeoutSeconds'"), "{e}");
+        let e = error_of(
+            r#"[["router", {"id": "r"}], ["connector", {"name": "k", "host": "h", "port": 1, "maxFrameSize": 100}]]"#,
+        );
+        assert!(e.contains("connector 'k'") && e.contains("'maxFrameSize'"), "{e}");
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! consuming credit (counted in frames, granted additively by `flow`), and ends its
 //! direction with `detach` (closed; with an error to abort the whole stream).
 //! Handle 0 on each side is the control link "_topo" that carries router advertisements.
+//! Frames honour the peer's max-frame-size (the listener's or connector's `maxFrameSize`,
+//! skrouterd's 16 KiB by default); each side sends an empty frame at least every half of
+//! the peer's idle time-out (`idleTimeoutSeconds`, 16 s by default) and drops a link
+//! silent for its own.
 
 use crate::amqp::{self, Frame, Performative, Value};
-use crate::config::{Config, Listener, Role, TcpEndpoint};
-use crate::routing::{Choice, Lsa, Table};
+use crate::config::{Config, Connector, Listener, Role, TcpEndpoint};
+use crate::routing::{Choice, Distribution, Lsa, Table};
 use crate::tls::{LinkSock, Tls};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -25,24 +29,42 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Credit (in transfer frames) a stream direction starts with, and the batch it is re-granted in:
-/// 2 MiB in flight per direction with full frames.
-const WINDOW: u32 = 32;
-const GRANT: u32 = 8;
-/// The max-frame-size this router offers on a link (the peer's may be smaller), and the
-/// size of one read from a stream's TCP connection: bigger frames mean fewer syscalls,
-/// allocations and thread wake-ups per byte (router-bench: 16 KiB frames gave ~20% of
-/// direct single-stream throughput).
-const FRAME_SIZE: u32 = 64 * 1024;
-/// The largest data frame a link's reader writes straight to a stream's socket.
-const DIRECT_MAX: usize = 16 * 1024;
+/// Bytes in flight per stream direction: the credit (in frames of the link's
+/// max-frame-size) a receiver grants up front; it re-grants a quarter at a time.
+const WINDOW_BYTES: usize = 2 << 20;
+/// Bytes a stream's pump reads from its TCP connection per system call; the read is
+/// scattered straight into the slots of as many transfer frames as it needs (the
+/// max-frame-size is skrouterd's 16 KiB by default), which go out in one write.
+const READ_CHUNK: usize = 64 * 1024;
+/// The most data a link's reader writes straight to a stream's socket per batch of
+/// frames (more goes through the stream's pump thread, so the reader goes on reading).
+const DIRECT_MAX: usize = 256 * 1024;
+/// The largest transfer frame sent, whatever larger size a peer accepts: a stream's
+/// pump holds a buffer of frame slots of this size.
+const SEND_FRAME_MAX: u32 = 64 * 1024;
 const CONTROL_ADDRESS: &str = "_topo";
-const HEARTBEAT: Duration = Duration::from_millis(1000);
+/// The largest router advertisement accepted (it may span many frames).
+const CONTROL_MAX: usize = 16 << 20;
+/// Empty frames go out at least this often (and at half the peer's idle time-out): they
+/// keep the peer's idle timer from firing and give TCP something to acknowledge, so that
+/// `LINK_USER_TIMEOUT` notices a dead path on an idle link too.
+const HEARTBEAT_MAX: Duration = Duration::from_millis(250);
+/// TCP_USER_TIMEOUT of inter-router connections, at least: data unacknowledged this long
+/// means the path is dead, and the kernel fails the socket (the fast path; AMQP's idle
+/// time-out, 16 s by default as in skrouterd, covers a peer that is up but silent). On
+/// a short path that takes four losses in a row of one segment (sent at 0, 0.2, 0.6 and
+/// 1.4 s), so lossy underlay links rarely drop a live link.
+const LINK_USER_TIMEOUT_MS: u32 = 1500;
+/// ... and at least this many retransmission time-outs of the connection as measured at
+/// its handshake, so that a long (delayed) path gets as many retransmissions.
+const LINK_USER_TIMEOUT_RTOS: u32 = 6;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// A dial started while the path is down must not outlast the kernel's first SYN
 /// retransmit (1 s), or a restored path is only noticed after that plus the backoff.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long the handshake may take when the link has no idle time-out.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const COST_PROPERTY: &str = "knetsim.inter-router-cost";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -64,6 +86,92 @@ fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("cannot resolve {h}")))
 }
 
+/// What a link's listener or connector sets for the link.
+#[derive(Clone, Copy)]
+struct LinkParams {
+    cost: u32,
+    max_frame_size: u32,
+    idle_timeout_seconds: u32,
+}
+
+/// The TCP_USER_TIMEOUT of a link whose connection has this retransmission time-out.
+fn link_user_timeout_ms(rto_us: u32) -> u32 {
+    LINK_USER_TIMEOUT_MS.max(rto_us / 1000 * LINK_USER_TIMEOUT_RTOS)
+}
+
+/// Inter-router connections (just connected or accepted): no Nagle delay (small frames
+/// carry interactive traffic), and a dead path fails the socket after
+/// `LINK_USER_TIMEOUT_MS` (or `LINK_USER_TIMEOUT_RTOS` retransmission time-outs, if
+/// longer) of unacknowledged data.
+fn tune_link_socket(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    // SAFETY: a valid socket; tcp_info is plain data, and the kernel writes at most `len`.
+    let rto_us = unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        if r == 0 {
+            info.tcpi_rto
+        } else {
+            0
+        }
+    };
+    let ms: libc::c_uint = link_user_timeout_ms(rto_us);
+    // SAFETY: a valid socket and a c_uint option value of the size passed.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Writes the `ranges` of `buf` to a socket in as few system calls as it takes, never
+/// blocking; the number of bytes written.
+fn send_nonblocking(s: &TcpStream, buf: &[u8], ranges: &[std::ops::Range<usize>]) -> usize {
+    let total: usize = ranges.iter().map(|r| r.len()).sum();
+    let mut sent = 0;
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(ranges.len());
+    while sent < total {
+        iov.clear();
+        let mut skip = sent;
+        for r in ranges {
+            let n = skip.min(r.len());
+            skip -= n;
+            if r.start + n < r.end {
+                iov.push(libc::iovec {
+                    iov_base: buf[r.start + n..].as_ptr() as *mut libc::c_void,
+                    iov_len: r.len() - n,
+                });
+            }
+        }
+        // SAFETY: a zeroed msghdr is valid; the iovecs point into `buf`, alive meanwhile.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len().min(1024) as _;
+            libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if n > 0 {
+            sent += n as usize;
+        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            break;
+        }
+    }
+    sent
+}
+
 /// Counters of one service address at this router's TCP edges.
 #[derive(Default)]
 pub struct AddrStats {
@@ -75,7 +183,8 @@ pub struct AddrStats {
 
 /// What a stream end receives from its peer.
 enum In {
-    Data(Vec<u8>),
+    /// Bytes, and how many transfer frames (of credit) they came in.
+    Data(Vec<u8>, u32),
     End,
     Abort,
 }
@@ -98,16 +207,17 @@ impl Credit {
         self.cv.notify_all();
     }
 
-    /// Takes one frame of credit, waiting for it; false once closed.
-    fn take(&self) -> bool {
+    /// Takes up to `want` frames of credit, waiting for at least one; 0 once closed.
+    fn take_up_to(&self, want: u32) -> u32 {
         let mut g = lock(&self.m);
         loop {
             if g.1 {
-                return false;
+                return 0;
             }
             if g.0 > 0 {
-                g.0 -= 1;
-                return true;
+                let n = g.0.min(want);
+                g.0 -= n;
+                return n;
             }
             g = self
                 .cv
@@ -129,7 +239,8 @@ struct StreamEnd {
     peer_detached: AtomicBool,
     /// The stream's TCP socket when its data from the link goes to one: the link's reader
     /// writes there itself, never blocking, while no data waits in the channel. This
-    /// spares a thread wake-up per frame (router-bench: ~2 context switches per round trip).
+    /// spares a thread wake-up and a copy per batch of frames (router-bench: ~2 context
+    /// switches per round trip).
     direct: Mutex<Option<(TcpStream, Arc<AddrStats>)>>,
     /// Data items in the channel not yet written by the stream's pump: while any are, the
     /// reader queues too, so bytes never overtake each other.
@@ -139,68 +250,53 @@ struct StreamEnd {
 }
 
 impl StreamEnd {
-    /// Counts one frame consumed; true when the peer is due more credit.
-    fn consume(&self) -> bool {
-        let prev = self
-            .consumed
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                Some(if c + 1 >= GRANT { 0 } else { c + 1 })
-            })
-            .unwrap_or(0);
-        prev + 1 >= GRANT
-    }
-
-    fn grant(&self, link: &Link) {
-        let _ = link.send(Performative::Flow {
-            handle: Some(self.my_handle),
-            delivery_count: 0,
-            link_credit: GRANT,
-        });
-    }
-
-    /// Data from the link (called by the link's reader only): written straight to the
-    /// stream's socket when nothing is queued and the socket takes it without blocking;
-    /// otherwise (what is left of it) queued for the stream's pump.
-    fn deliver_data(&self, link: &Link, data: Vec<u8>) {
-        let mut off = 0;
-        // Bulk frames are left to the pump, so that the reader goes on reading meanwhile.
-        if data.len() <= DIRECT_MAX && self.pending.load(Ordering::SeqCst) == 0 {
-            if let Some((s, stats)) = lock(&self.direct).as_ref() {
-                while off < data.len() {
-                    let rest = &data[off..];
-                    // SAFETY: a valid open socket and a live buffer of rest.len() bytes.
-                    let n = unsafe {
-                        libc::send(
-                            s.as_raw_fd(),
-                            rest.as_ptr().cast(),
-                            rest.len(),
-                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                        )
-                    };
-                    if n > 0 {
-                        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        off += n as usize;
-                    } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    } else {
-                        break;
-                    }
-                }
-                if off == data.len() {
-                    if self.consume() {
-                        self.grant(link);
-                    }
-                    return;
-                }
+    /// Counts `frames` consumed; re-grants the peer that much credit once a quarter of
+    /// the link's window is due.
+    fn consume(&self, link: &Link, frames: u32) {
+        let due = self.consumed.fetch_add(frames, Ordering::SeqCst) + frames;
+        if due >= (link.window / 4).max(1) {
+            let n = self.consumed.swap(0, Ordering::SeqCst);
+            if n > 0 {
+                let _ = link.send(Performative::Flow {
+                    handle: Some(self.my_handle),
+                    delivery_count: 0,
+                    link_credit: n,
+                });
             }
         }
-        let data = if off == 0 { data } else { data[off..].to_vec() };
+    }
+
+    /// The data of consecutive transfer frames from the link (`ranges` of `buf`; called
+    /// by the link's reader only): written straight to the stream's socket when nothing
+    /// is queued and the socket takes it without blocking (no copy, and no wake-up of the
+    /// stream's pump); otherwise what is left of it is queued for the pump, in one piece.
+    fn deliver_frames(&self, link: &Link, buf: &[u8], ranges: &[std::ops::Range<usize>]) {
+        let total: usize = ranges.iter().map(|r| r.len()).sum();
+        let frames = ranges.len() as u32;
+        let mut sent = 0;
+        if total <= DIRECT_MAX && self.pending.load(Ordering::SeqCst) == 0 {
+            if let Some((s, stats)) = lock(&self.direct).as_ref() {
+                sent = send_nonblocking(s, buf, ranges);
+                stats.bytes_out.fetch_add(sent as u64, Ordering::Relaxed);
+            }
+        }
+        if sent == total {
+            self.consume(link, frames);
+            return;
+        }
+        let mut rest = Vec::with_capacity(total - sent);
+        let mut skip = sent;
+        for r in ranges {
+            let n = skip.min(r.len());
+            skip -= n;
+            rest.extend_from_slice(&buf[r.start + n..r.end]);
+        }
         self.pending.fetch_add(1, Ordering::SeqCst);
-        self.deliver(In::Data(data));
+        self.deliver(In::Data(rest, frames));
     }
 
     fn deliver(&self, m: In) {
-        let last = !matches!(m, In::Data(_));
+        let last = !matches!(m, In::Data(..));
         let mut g = lock(&self.in_tx);
         if let Some(tx) = g.as_ref() {
             let _ = tx.send(m);
@@ -233,7 +329,12 @@ pub(crate) struct Link {
     next_handle: AtomicU32,
     next_delivery: AtomicU32,
     streams: Mutex<Streams>,
+    /// Stream data per transfer frame: the peer's max-frame-size less the head.
     max_payload: usize,
+    /// Credit, in frames, this router grants a stream direction up front.
+    window: u32,
+    /// How long the writer lets the link go silent before it sends an empty frame.
+    heartbeat: Duration,
     streams_total: AtomicU64,
 }
 
@@ -253,42 +354,77 @@ impl Link {
         })
     }
 
-    /// A stream's data frame, sent by its pump thread: written at once when the link is
-    /// idle (no queued frame, no other writer), which spares a wake-up of the writer
-    /// thread per frame (router-bench: ~130 us added per 64-byte round trip through two
-    /// routers with every frame queued); queued otherwise. Only pump threads call this,
-    /// never a link's reader, so a reader never blocks on a full socket.
-    fn send_data_frame(&self, f: Frame) -> io::Result<()> {
+    /// Whole frames of stream data, written by a pump thread itself when nothing is
+    /// queued for the writer thread (which spares it a wake-up per write; router-bench:
+    /// ~130 us added per 64-byte round trip through two routers with every frame queued),
+    /// queued otherwise, so frames never overtake each other. Only pump threads call
+    /// this, never a link's reader, so a reader never blocks on a full socket.
+    fn send_data(&self, bytes: &[u8]) -> io::Result<()> {
         if self.dead.load(Ordering::Relaxed) {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "link down"));
         }
-        if let Ok(mut out) = self.out.try_lock() {
-            if self.queued.load(Ordering::SeqCst) == 0 {
-                return out.write_all(&f.encode()).inspect_err(|_| {
-                    self.dead.store(true, Ordering::SeqCst);
-                    let _ = out.shutdown(Shutdown::Both);
-                });
-            }
+        let mut out = lock(&self.out);
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            return out.write_all(bytes).inspect_err(|_| {
+                self.dead.store(true, Ordering::SeqCst);
+                let _ = out.shutdown(Shutdown::Both);
+            });
         }
-        self.send_frame(f)
+        drop(out);
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(bytes.to_vec()).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            io::Error::new(io::ErrorKind::BrokenPipe, "link down")
+        })
     }
 
+    /// Sends `n` bytes of a stream laid out in `buf` as frame slots (`TRANSFER_HEAD`
+    /// bytes of room for the head, then up to `max_payload` bytes of data, each) as one
+    /// transfer per slot, taking a frame of credit per transfer and writing as many
+    /// frames per system call as there is credit for. False if the stream or link ended.
+    fn send_slots(&self, end: &StreamEnd, buf: &mut [u8], n: usize) -> bool {
+        let (p, per) = (self.max_payload, amqp::TRANSFER_HEAD + self.max_payload);
+        let frames = n.div_ceil(p);
+        let mut i = 0;
+        while i < frames {
+            let got = end.credit.take_up_to((frames - i) as u32) as usize;
+            if got == 0 {
+                return false;
+            }
+            for j in i..i + got {
+                let id = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+                amqp::write_transfer_head(&mut buf[j * per..], end.my_handle, id, p.min(n - j * p));
+            }
+            let last = i + got - 1;
+            let stop = last * per + amqp::TRANSFER_HEAD + p.min(n - last * p);
+            if self.send_data(&buf[i * per..stop]).is_err() {
+                return false;
+            }
+            i += got;
+        }
+        true
+    }
+
+    /// A router advertisement on the control link (handle 0), through the writer thread:
+    /// one message, in as many frames as the peer's max-frame-size takes.
     fn send_message(&self, handle: u32, data: &[u8]) -> io::Result<()> {
         let delivery_id = self.next_delivery.fetch_add(1, Ordering::Relaxed);
-        let mut f = Frame::new(
-            0,
-            Performative::Transfer {
-                handle,
-                delivery_id,
-                settled: true,
-            },
-        );
-        f.payload = amqp::data_section(data);
-        if handle == 0 {
-            self.send_frame(f)
-        } else {
-            self.send_data_frame(f)
+        let body = amqp::data_section(data);
+        let mut chunks = body.chunks(self.max_payload).peekable();
+        while let Some(chunk) = chunks.next() {
+            let mut f = Frame::new(
+                0,
+                Performative::Transfer {
+                    handle,
+                    delivery_id,
+                    settled: true,
+                    more: chunks.peek().is_some(),
+                },
+            );
+            f.payload = chunk.to_vec();
+            self.send_frame(f)?;
         }
+        Ok(())
     }
 
     fn new_end(&self, name: String, my_handle: u32, peer_handle: u32) -> (Arc<StreamEnd>, Receiver<In>) {
@@ -326,7 +462,7 @@ impl Link {
         self.send(Performative::Flow {
             handle: Some(handle),
             delivery_count: 0,
-            link_credit: WINDOW,
+            link_credit: self.window,
         })?;
         Ok((end, rx))
     }
@@ -345,7 +481,7 @@ impl Link {
             None => self.send(Performative::Flow {
                 handle: Some(end.my_handle),
                 delivery_count: 0,
-                link_credit: WINDOW,
+                link_credit: self.window,
             }),
             Some(e) => {
                 self.detach(end, Some(e));
@@ -495,7 +631,7 @@ impl Router {
             }
             let i = inner.clone();
             let tls = connector_tls.remove(&c.name);
-            thread::spawn(move || i.connector(c.name, c.host, c.port, c.cost, tls));
+            thread::spawn(move || i.connector(c, tls));
         }
         for t in inner.cfg.tcp_listeners.clone() {
             let i = inner.clone();
@@ -559,6 +695,19 @@ impl Drop for Router {
     }
 }
 
+/// A stream's destination, counted open in the routing table while this lives.
+struct Picked {
+    inner: Arc<Inner>,
+    address: String,
+    choice: Choice,
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        lock(&self.inner.state).table.closed(&self.address, &self.choice);
+    }
+}
+
 /// One direction of a stream: where bytes come from.
 enum Source {
     Tcp(TcpStream, Arc<AddrStats>),
@@ -581,7 +730,7 @@ impl Source {
     fn next(&mut self) -> Got {
         match self {
             Source::Tcp(s, stats) => {
-                thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; FRAME_SIZE as usize]));
+                thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK]));
                 // One reused buffer per thread: a small read allocates only what it got.
                 let got = BUF.with(|b| {
                     let mut b = b.borrow_mut();
@@ -598,10 +747,8 @@ impl Source {
                 }
             }
             Source::Link(link, end, rx) => match rx.recv() {
-                Ok(In::Data(d)) => {
-                    if end.consume() {
-                        end.grant(link);
-                    }
+                Ok(In::Data(d, frames)) => {
+                    end.consume(link, frames);
                     Got::Data(d)
                 }
                 Ok(In::End) => {
@@ -644,12 +791,14 @@ impl Sink {
                 s.write_all(data).is_ok()
             }
             Sink::Link(link, end) => {
-                for chunk in data.chunks(link.max_payload) {
-                    if !end.credit.take() || link.send_message(end.my_handle, chunk).is_err() {
-                        return false;
-                    }
+                // Data from another link (a router in the middle): copied into frame slots.
+                let p = link.max_payload;
+                let mut buf = Vec::with_capacity(data.len() + data.len().div_ceil(p) * amqp::TRANSFER_HEAD);
+                for chunk in data.chunks(p) {
+                    buf.extend_from_slice(&[0; amqp::TRANSFER_HEAD]);
+                    buf.extend_from_slice(chunk);
                 }
-                true
+                link.send_slots(end, &mut buf, data.len())
             }
         }
     }
@@ -673,7 +822,53 @@ impl Sink {
     }
 }
 
+/// Why a stream direction stopped.
+enum Ended {
+    Eof,
+    ReadFailed,
+    /// The link, or the stream's far end, went away.
+    SendFailed,
+}
+
+/// Reads a stream's TCP connection straight into the data slots of transfer frames
+/// (one `readv` per up to `READ_CHUNK` bytes) and sends them on the link: no copy in
+/// user space, one write per read.
+fn tcp_to_link(s: &mut TcpStream, stats: &AddrStats, link: &Link, end: &StreamEnd) -> Ended {
+    let (p, per) = (link.max_payload, amqp::TRANSFER_HEAD + link.max_payload);
+    let slots = READ_CHUNK.div_ceil(p).max(1);
+    let mut buf = vec![0u8; slots * per];
+    loop {
+        let n = {
+            let mut iov: Vec<io::IoSliceMut> = buf
+                .chunks_mut(per)
+                .map(|slot| io::IoSliceMut::new(&mut slot[amqp::TRANSFER_HEAD..]))
+                .collect();
+            match s.read_vectored(&mut iov) {
+                Ok(0) => return Ended::Eof,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Ended::ReadFailed,
+            }
+        };
+        stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        if !link.send_slots(end, &mut buf, n) {
+            return Ended::SendFailed;
+        }
+    }
+}
+
 fn pump(mut src: Source, mut dst: Sink) {
+    if let (Source::Tcp(s, stats), Sink::Link(link, end)) = (&mut src, &dst) {
+        match tcp_to_link(s, stats, link, end) {
+            Ended::Eof => dst.finish(),
+            Ended::ReadFailed => dst.abort(),
+            Ended::SendFailed => {
+                src.abort();
+                dst.abort();
+            }
+        }
+        return;
+    }
     loop {
         match src.next() {
             Got::Data(d) => {
@@ -787,13 +982,19 @@ impl Inner {
             match sock.accept() {
                 Ok((s, from)) => {
                     let i = self.clone();
-                    let (name, cost, tls) = (l.name.clone(), l.cost, tls.clone());
+                    let (name, tls) = (l.name.clone(), tls.clone());
+                    let params = LinkParams {
+                        cost: l.cost,
+                        max_frame_size: l.max_frame_size,
+                        idle_timeout_seconds: l.idle_timeout_seconds,
+                    };
                     thread::spawn(move || {
+                        tune_link_socket(&s);
                         let s = match &tls {
                             Some(t) => t.wrap(s, ""),
                             None => Ok(LinkSock::Tcp(s)),
                         };
-                        let r = s.and_then(|s| i.clone().run_link(s, &format!("{name} from {from}"), cost, false));
+                        let r = s.and_then(|s| i.clone().run_link(s, &format!("{name} from {from}"), params, false));
                         if let Err(e) = r {
                             i.log(&format!("link from {from}: {e}"));
                         }
@@ -805,23 +1006,29 @@ impl Inner {
         }
     }
 
-    fn connector(self: Arc<Self>, name: String, host: String, port: u16, cost: u32, tls: Option<Tls>) {
+    fn connector(self: Arc<Self>, c: Connector, tls: Option<Tls>) {
+        let (name, host, port) = (&c.name, &c.host, c.port);
+        let params = LinkParams {
+            cost: c.cost,
+            max_frame_size: c.max_frame_size,
+            idle_timeout_seconds: c.idle_timeout_seconds,
+        };
         let mut backoff = BACKOFF_MIN;
         let mut last_err = String::new();
         while !self.stopped() {
-            let attempt = resolve(&host, port)
+            let attempt = resolve(host, port)
                 .and_then(|a| TcpStream::connect_timeout(&a, DIAL_TIMEOUT))
                 .and_then(|s| {
-                    s.set_nodelay(true)?;
+                    tune_link_socket(&s);
                     match &tls {
-                        Some(t) => t.wrap(s, &host),
+                        Some(t) => t.wrap(s, host),
                         None => Ok(LinkSock::Tcp(s)),
                     }
                 });
             let result = match attempt {
                 Ok(s) => {
                     backoff = BACKOFF_MIN;
-                    self.clone().run_link(s, &format!("connector {name}"), cost, true)
+                    self.clone().run_link(s, &format!("connector {name}"), params, true)
                 }
                 Err(e) => Err(e),
             };
@@ -843,12 +1050,18 @@ impl Inner {
     }
 
     /// Handshakes a new inter-router connection and serves it until it drops.
-    fn run_link(self: Arc<Self>, mut sock: LinkSock, label: &str, my_cost: u32, initiator: bool) -> io::Result<()> {
-        let dead_after = Duration::from_secs(3);
-        if let LinkSock::Tcp(s) = &sock {
-            s.set_nodelay(true)?;
-        }
-        sock.set_read_timeout(Some(dead_after))?;
+    fn run_link(
+        self: Arc<Self>,
+        mut sock: LinkSock,
+        label: &str,
+        params: LinkParams,
+        initiator: bool,
+    ) -> io::Result<()> {
+        let my_cost = params.cost;
+        let my_max = params.max_frame_size.clamp(512, amqp::MAX_FRAME);
+        // AMQP idle time-out: a peer silent this long is gone (0: never).
+        let idle = Duration::from_secs(params.idle_timeout_seconds as u64);
+        sock.set_read_timeout(Some(if idle.is_zero() { HANDSHAKE_TIMEOUT } else { idle }))?;
         let mut hello = amqp::PROTOCOL_HEADER.to_vec();
         let props = vec![(Value::Symbol(COST_PROPERTY.into()), Value::Uint(my_cost))];
         hello.extend(
@@ -856,8 +1069,8 @@ impl Inner {
                 0,
                 Performative::Open {
                     container_id: self.id.clone(),
-                    max_frame_size: FRAME_SIZE,
-                    idle_time_out_ms: dead_after.as_millis() as u32,
+                    max_frame_size: my_max,
+                    idle_time_out_ms: idle.as_millis() as u32,
                     properties: props,
                 },
             )
@@ -871,9 +1084,8 @@ impl Inner {
         };
         hello.extend(Frame::new(0, begin).encode());
         sock.write_all(&hello)?;
-        let mut reader = io::BufReader::with_capacity(64 * 1024, sock.try_clone()?);
-        let mut header = [0u8; 8];
-        reader.read_exact(&mut header)?;
+        let mut reader = amqp::FrameReader::new(sock.try_clone()?, my_max);
+        let header = reader.read_raw(8)?;
         if header != amqp::PROTOCOL_HEADER {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -881,19 +1093,25 @@ impl Inner {
             ));
         }
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("expected {what}"));
-        let (peer, peer_cost, peer_max) = match amqp::read_frame(&mut reader)?.and_then(|f| f.body) {
+        let mut next_body = || -> io::Result<Option<Performative>> {
+            let Some(r) = reader.next_frame()? else { return Ok(None) };
+            Frame::decode(&reader.buf()[r])
+                .map(|f| f.body)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        };
+        let (peer, peer_cost, peer_max, peer_idle) = match next_body()? {
             Some(Performative::Open {
                 container_id,
                 properties,
                 max_frame_size,
-                ..
+                idle_time_out_ms,
             }) => {
                 let cost = properties
                     .iter()
                     .find(|(k, _)| k.as_str() == Some(COST_PROPERTY))
                     .and_then(|(_, v)| v.as_u64())
                     .unwrap_or(1) as u32;
-                (container_id, cost, max_frame_size)
+                (container_id, cost, max_frame_size, idle_time_out_ms)
             }
             _ => return Err(bad("open")),
         };
@@ -903,10 +1121,17 @@ impl Inner {
                 "peer has this router's own id",
             ));
         }
-        match amqp::read_frame(&mut reader)?.and_then(|f| f.body) {
+        match next_body()? {
             Some(Performative::Begin { .. }) => {}
             _ => return Err(bad("begin")),
         }
+        sock.set_read_timeout(if idle.is_zero() { None } else { Some(idle) })?;
+        // The peer wants a frame at least every half of its idle time-out.
+        let heartbeat = match peer_idle {
+            0 => HEARTBEAT_MAX,
+            ms => HEARTBEAT_MAX.min(Duration::from_millis(ms as u64 / 2)),
+        };
+        let max_payload = peer_max.clamp(512, SEND_FRAME_MAX) as usize - amqp::TRANSFER_HEAD;
         let (tx, rx) = mpsc::channel();
         let link = Arc::new(Link {
             id: self.next_link.fetch_add(1, Ordering::Relaxed),
@@ -921,7 +1146,9 @@ impl Inner {
             next_handle: AtomicU32::new(1),
             next_delivery: AtomicU32::new(0),
             streams: Mutex::new(Streams::default()),
-            max_payload: (peer_max.clamp(512, 1 << 20) as usize).min(FRAME_SIZE as usize) - 64,
+            max_payload,
+            window: (WINDOW_BYTES / my_max as usize).clamp(16, 4096) as u32,
+            heartbeat,
             streams_total: AtomicU64::new(0),
         });
         let wlink = link.clone();
@@ -946,7 +1173,13 @@ impl Inner {
         }
         self.log(&format!("link up to router '{peer}' (cost {}) via {label}", link.cost));
         self.readvertise();
-        let result = self.read_link(&link, &mut reader);
+        let result = self.read_link(&link, &mut reader).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                e.kind(),
+                format!("idle time-out: no frame from the peer for {}s", idle.as_secs()),
+            ),
+            _ => e,
+        });
         link.dead.store(true, Ordering::SeqCst);
         let _ = sock.shutdown(Shutdown::Both);
         lock(&self.state).links.remove(&link.id);
@@ -976,14 +1209,50 @@ impl Inner {
         Ok(())
     }
 
-    fn read_link(self: &Arc<Self>, link: &Arc<Link>, reader: &mut impl Read) -> io::Result<()> {
+    /// Serves the frames the peer sends until the link closes. Each read of the link
+    /// socket may bring many frames; consecutive data frames of one stream are handed to
+    /// it as one batch (one write to its socket), which any other frame flushes first.
+    fn read_link(self: &Arc<Self>, link: &Arc<Link>, reader: &mut amqp::FrameReader<LinkSock>) -> io::Result<()> {
+        let mut batch: Option<(Arc<StreamEnd>, Vec<std::ops::Range<usize>>)> = None;
+        // An advertisement arriving in several frames, until its last.
+        let mut control = Vec::new();
+        let flush = |batch: &mut Option<(Arc<StreamEnd>, Vec<std::ops::Range<usize>>)>, buf: &[u8]| {
+            if let Some((end, ranges)) = batch.take() {
+                end.deliver_frames(link, buf, &ranges);
+            }
+        };
         loop {
-            let Some(frame) = amqp::read_frame(reader)? else {
-                return Ok(());
+            let range = match reader.buffered_frame()? {
+                Some(r) => r,
+                None => {
+                    flush(&mut batch, reader.buf());
+                    if !reader.fill()? {
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
             if self.stopped() {
                 return Ok(());
             }
+            if let Some((handle, data)) = amqp::transfer_data(&reader.buf()[range.clone()]) {
+                if handle != 0 {
+                    let data = range.start + data.start..range.start + data.end;
+                    match &mut batch {
+                        Some((end, ranges)) if end.peer_handle.load(Ordering::Relaxed) == handle => ranges.push(data),
+                        _ => {
+                            flush(&mut batch, reader.buf());
+                            if let Some(end) = lock(&link.streams).by_peer.get(&handle).cloned() {
+                                batch = Some((end, vec![data]));
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
+            flush(&mut batch, reader.buf());
+            let frame = Frame::decode(&reader.buf()[range])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             let Some(body) = frame.body else { continue };
             match body {
                 Performative::Attach {
@@ -1025,8 +1294,18 @@ impl Inner {
                         end.credit.add(link_credit);
                     }
                 }
-                Performative::Transfer { handle: 0, .. } => {
-                    let data = amqp::message_data(&frame.payload)
+                Performative::Transfer { handle: 0, more, .. } => {
+                    control.extend_from_slice(&frame.payload);
+                    if control.len() > CONTROL_MAX {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "router advertisement too large",
+                        ));
+                    }
+                    if more {
+                        continue;
+                    }
+                    let data = amqp::message_data(&std::mem::take(&mut control))
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                     match serde_json::from_slice::<Lsa>(&data) {
                         Ok(lsa) => self.on_lsa(link.id, lsa),
@@ -1034,11 +1313,13 @@ impl Inner {
                     }
                 }
                 Performative::Transfer { handle, .. } => {
+                    // Data in another layout than transfer_data's (several sections).
                     let data = amqp::message_data(&frame.payload)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                     let end = lock(&link.streams).by_peer.get(&handle).cloned();
                     if let Some(end) = end {
-                        end.deliver_data(link, data);
+                        let whole = std::iter::once(0..data.len()).collect::<Vec<_>>();
+                        end.deliver_frames(link, &data, &whole);
                     }
                 }
                 Performative::Detach { handle, error, .. } => {
@@ -1080,9 +1361,18 @@ impl Inner {
             .collect()
     }
 
-    fn choose(&self, address: &str) -> Option<Choice> {
+    /// The destination of a new stream for `address`, counted open (for balanced
+    /// distribution) until the returned guard drops.
+    fn choose(self: &Arc<Self>, address: &str) -> Option<Picked> {
         let n = self.local_connectors(address).len();
-        lock(&self.state).table.choose(address, n)
+        let default = Distribution::parse(&self.cfg.router.default_distribution).unwrap_or_default();
+        let dist = Distribution::of(&self.cfg.addresses, default, address);
+        let choice = lock(&self.state).table.choose(address, n, dist)?;
+        Some(Picked {
+            inner: self.clone(),
+            address: address.to_string(),
+            choice,
+        })
     }
 
     fn connect_local(&self, address: &str, i: usize) -> io::Result<TcpStream> {
@@ -1098,8 +1388,9 @@ impl Inner {
         let refuse = |why: String| {
             let _ = link.answer_stream(&end, &address, Some(why));
         };
-        match self.choose(&address) {
-            Some(Choice::Local(i)) => match self.connect_local(&address, i) {
+        let picked = self.choose(&address);
+        match picked.as_ref().map(|p| &p.choice) {
+            Some(Choice::Local(i)) => match self.connect_local(&address, *i) {
                 Ok(s) => {
                     let Ok(s2) = s.try_clone() else {
                         return refuse("socket error".into());
@@ -1120,7 +1411,7 @@ impl Inner {
                 }
             },
             Some(Choice::Remote { next_hop, .. }) => {
-                let Some(out) = self.link_to(&next_hop).filter(|l| l.id != link.id) else {
+                let Some(out) = self.link_to(next_hop).filter(|l| l.id != link.id) else {
                     return refuse(format!("no route to '{address}'"));
                 };
                 let Ok((end2, rx2)) = out.open_stream(&self.id, &address) else {
@@ -1148,8 +1439,9 @@ impl Inner {
         let _ = client.set_nodelay(true);
         let stats = self.stats(&address);
         let Ok(c2) = client.try_clone() else { return };
-        match self.choose(&address) {
-            Some(Choice::Local(i)) => match self.connect_local(&address, i) {
+        let picked = self.choose(&address);
+        match picked.as_ref().map(|p| &p.choice) {
+            Some(Choice::Local(i)) => match self.connect_local(&address, *i) {
                 Ok(s) => {
                     let Ok(s2) = s.try_clone() else { return };
                     splice(
@@ -1162,7 +1454,7 @@ impl Inner {
             },
             Some(Choice::Remote { next_hop, .. }) => {
                 let opened = self
-                    .link_to(&next_hop)
+                    .link_to(next_hop)
                     .map(|l| (l.clone(), l.open_stream(&self.id, &address)));
                 let Some((link, Ok((end, rx)))) = opened else {
                     self.log(&format!("no link to '{next_hop}' for '{address}'"));
@@ -1413,7 +1705,7 @@ fn writer(rx: Receiver<Vec<u8>>, link: Arc<Link>) {
     loop {
         buf.clear();
         let mut frames = 0;
-        match rx.recv_timeout(HEARTBEAT) {
+        match rx.recv_timeout(link.heartbeat) {
             Ok(b) => {
                 buf.extend(b);
                 frames += 1;
@@ -1442,5 +1734,34 @@ fn writer(rx: Receiver<Vec<u8>>, link: Arc<Link>) {
             let _ = out.shutdown(Shutdown::Both);
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_longer_path_gets_a_longer_tcp_user_timeout() {
+        // Loopback or a LAN: the kernel's 200 ms minimum RTO.
+        assert_eq!(link_user_timeout_ms(203_333), 1500);
+        assert_eq!(link_user_timeout_ms(0), 1500);
+        // A 400 ms round trip (netem delay): RTO ~1.2 s.
+        assert_eq!(link_user_timeout_ms(1_200_000), 7200);
+    }
+
+    #[test]
+    fn nonblocking_send_writes_every_range_in_order() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tx = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut rx, _) = l.accept().unwrap();
+        let buf: Vec<u8> = (0..100u8).collect();
+        let sent = send_nonblocking(&tx, &buf, &[10..20, 50..51, 90..100]);
+        assert_eq!(sent, 21);
+        drop(tx);
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).unwrap();
+        let want: Vec<u8> = (10..20).chain(50..51).chain(90..100).collect();
+        assert_eq!(got, want);
     }
 }

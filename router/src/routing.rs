@@ -1,7 +1,9 @@
 //! The routing table: a link-state database of router advertisements (who each router is
 //! linked to at what cost, and which service addresses it can reach locally), shortest
-//! paths by Dijkstra, and the choice of a destination for a new stream.
+//! paths by Dijkstra, and the choice of a destination for a new stream by the address's
+//! distribution.
 
+use crate::config::AddressEntity;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -28,6 +30,85 @@ pub enum Choice {
     Remote { dest: String, next_hop: String, cost: u64 },
 }
 
+/// How new streams for an address spread over the routers and tcpConnectors serving it
+/// (the `address` entity's `distribution`; skrouterd's default is balanced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Distribution {
+    /// To the destination with the fewest streams open from this router plus path cost
+    /// (as skrouterd's balanced forwarder weighs outstanding deliveries against cost):
+    /// the nearest while idle, spilling over to farther ones under load.
+    #[default]
+    Balanced,
+    /// Only to the nearest destinations, round-robin among equally near ones.
+    Closest,
+    /// A TCP stream has a single destination: treated as closest.
+    Multicast,
+}
+
+impl Distribution {
+    pub fn parse(s: &str) -> Option<Distribution> {
+        match s {
+            "balanced" => Some(Distribution::Balanced),
+            "closest" => Some(Distribution::Closest),
+            "multicast" => Some(Distribution::Multicast),
+            _ => None,
+        }
+    }
+
+    /// The distribution of `address` under the `address` entities: the most specific
+    /// (longest) prefix or pattern matching it, `default` if none does.
+    pub fn of(entities: &[AddressEntity], default: Distribution, address: &str) -> Distribution {
+        entities
+            .iter()
+            .filter_map(|e| {
+                let (spec, hit) = match (&e.prefix, &e.pattern) {
+                    (Some(p), _) => (p, prefix_matches(p, address)),
+                    (None, Some(p)) => (p, pattern_matches(p, address)),
+                    (None, None) => return None,
+                };
+                hit.then(|| (spec.len(), Distribution::parse(&e.distribution).unwrap_or_default()))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, d)| d)
+            .unwrap_or(default)
+    }
+}
+
+fn tokens(s: &str) -> Vec<&str> {
+    s.split(['.', '/']).collect()
+}
+
+/// skrouterd's prefix: whole leading tokens (separated by '.' or '/'), so "mc" matches
+/// "mc", "mc.a" and "mc/a" but not "mcast".
+fn prefix_matches(prefix: &str, address: &str) -> bool {
+    let (p, a) = (tokens(prefix), tokens(address));
+    p.len() <= a.len() && p.iter().zip(&a).all(|(x, y)| x == y)
+}
+
+/// skrouterd's pattern: tokens, where '*' is exactly one token and '#' zero or more.
+fn pattern_matches(pattern: &str, address: &str) -> bool {
+    fn m(p: &[&str], a: &[&str]) -> bool {
+        match p.split_first() {
+            None => a.is_empty(),
+            Some((&"#", rest)) => (0..=a.len()).any(|i| m(rest, &a[i..])),
+            Some((t, rest)) => a
+                .split_first()
+                .is_some_and(|(x, ar)| (*t == "*" || t == x) && m(rest, ar)),
+        }
+    }
+    m(&tokens(pattern), &tokens(address))
+}
+
+/// The destination a stream is counted against: a local tcpConnector or a router,
+/// whichever path leads there.
+fn open_key(address: &str, c: &Choice) -> (String, String) {
+    let dest = match c {
+        Choice::Local(i) => format!("local connector {i}"),
+        Choice::Remote { dest, .. } => format!("router {dest}"),
+    };
+    (address.to_string(), dest)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub cost: u64,
@@ -40,6 +121,8 @@ pub struct Table {
     lsdb: HashMap<String, Lsa>,
     routes: HashMap<String, Route>,
     rr: HashMap<String, usize>,
+    /// Streams open from this router per (address, destination), for balanced.
+    open: HashMap<(String, String), usize>,
 }
 
 impl Table {
@@ -152,29 +235,57 @@ impl Table {
             .collect()
     }
 
-    /// Picks the destination of a new stream: the cheapest routers serving the address,
-    /// round-robin among equal-cost ones; on this router, round-robin over its
-    /// `local_connectors` tcpConnectors for the address.
-    pub fn choose(&mut self, address: &str, local_connectors: usize) -> Option<Choice> {
-        let dests = self.destinations(address);
-        let best = dests.first()?.0;
-        let tied: Vec<&String> = dests.iter().filter(|(c, _)| *c == best).map(|(_, id)| id).collect();
+    /// Picks the destination of a new stream for `address` by its distribution, among
+    /// the reachable routers serving it and this router's `local_connectors`
+    /// tcpConnectors for it (several connectors or equal choices take turns). Counts the
+    /// stream open until [`Table::closed`].
+    pub fn choose(&mut self, address: &str, local_connectors: usize, dist: Distribution) -> Option<Choice> {
+        // (cost, destination) for every tcpConnector reachable.
+        let mut cands: Vec<(u64, Choice)> = Vec::new();
+        for (cost, id) in self.destinations(address) {
+            if id == self.me {
+                cands.extend((0..local_connectors).map(|i| (0, Choice::Local(i))));
+            } else if let Some(r) = self.routes.get(&id) {
+                let c = Choice::Remote {
+                    dest: id.clone(),
+                    next_hop: r.next_hop.clone(),
+                    cost,
+                };
+                cands.push((cost, c));
+            }
+        }
+        // The weight to minimise, and among equal weights the cheaper first.
+        let weight = |cost: u64, c: &Choice| -> (u64, u64) {
+            match dist {
+                Distribution::Balanced => {
+                    let open = self.open.get(&open_key(address, c)).copied().unwrap_or(0);
+                    (open as u64 + cost, cost)
+                }
+                Distribution::Closest | Distribution::Multicast => (cost, cost),
+            }
+        };
+        let best = cands.iter().map(|(cost, c)| weight(*cost, c)).min()?;
+        let tied: Vec<&Choice> = cands
+            .iter()
+            .filter(|(cost, c)| weight(*cost, c) == best)
+            .map(|(_, c)| c)
+            .collect();
         let n = self.rr.entry(address.to_string()).or_insert(0);
         let pick = tied[*n % tied.len()].clone();
-        let slot = *n / tied.len();
         *n = n.wrapping_add(1);
-        if pick == self.me {
-            if local_connectors == 0 {
-                return None;
+        *self.open.entry(open_key(address, &pick)).or_insert(0) += 1;
+        Some(pick)
+    }
+
+    /// A stream `choose` sent to `choice` has ended.
+    pub fn closed(&mut self, address: &str, choice: &Choice) {
+        let key = open_key(address, choice);
+        if let Some(n) = self.open.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&key);
             }
-            return Some(Choice::Local(slot % local_connectors));
         }
-        let r = self.routes.get(&pick)?;
-        Some(Choice::Remote {
-            dest: pick.clone(),
-            next_hop: r.next_hop.clone(),
-            cost: r.cost,
-        })
     }
 }
 
@@ -212,14 +323,14 @@ mod tests {
         );
         assert!(t.reachable("svc"));
         assert_eq!(
-            t.choose("svc", 0),
+            t.choose("svc", 0, Distribution::Closest),
             Some(Choice::Remote {
                 dest: "c0".into(),
                 next_hop: "c1".into(),
                 cost: 2
             })
         );
-        assert_eq!(t.choose("other", 0), None);
+        assert_eq!(t.choose("other", 0, Distribution::Balanced), None);
     }
 
     #[test]
@@ -286,7 +397,7 @@ mod tests {
     fn local_connectors_share_streams_round_robin() {
         let mut t = Table::new("a");
         t.update(lsa("a", 1, &[], &["svc"]));
-        let picks: Vec<_> = (0..6).map(|_| t.choose("svc", 3)).collect();
+        let picks: Vec<_> = (0..6).map(|_| t.choose("svc", 3, Distribution::Closest)).collect();
         let expect: Vec<_> = [0, 1, 2, 0, 1, 2].iter().map(|i| Some(Choice::Local(*i))).collect();
         assert_eq!(picks, expect);
     }
@@ -297,9 +408,9 @@ mod tests {
         t.update(lsa("a", 1, &[("b", 1), ("c", 1)], &["svc"]));
         t.update(lsa("b", 1, &[("a", 1)], &["svc", "x"]));
         t.update(lsa("c", 1, &[("a", 1)], &["x"]));
-        assert_eq!(t.choose("svc", 1), Some(Choice::Local(0)));
+        assert_eq!(t.choose("svc", 1, Distribution::Closest), Some(Choice::Local(0)));
         let dests: Vec<String> = (0..4)
-            .map(|_| match t.choose("x", 0) {
+            .map(|_| match t.choose("x", 0, Distribution::Closest) {
                 Some(Choice::Remote { dest, .. }) => dest,
                 other => panic!("{other:?}"),
             })
@@ -336,5 +447,99 @@ mod tests {
         );
         assert!(t.reachable("far"));
         assert!(!t.reachable("island"));
+    }
+
+    fn dest(c: Option<Choice>) -> String {
+        match c {
+            Some(Choice::Local(i)) => format!("local{i}"),
+            Some(Choice::Remote { dest, .. }) => dest,
+            None => "none".into(),
+        }
+    }
+
+    /// a serves svc itself (one tcpConnector); b (cost 1) and c (cost 3) serve it too.
+    fn three_servers() -> Table {
+        let mut t = Table::new("a");
+        t.update(lsa("a", 1, &[("b", 1), ("c", 3)], &["svc"]));
+        t.update(lsa("b", 1, &[("a", 1)], &["svc"]));
+        t.update(lsa("c", 1, &[("a", 3)], &["svc"]));
+        t
+    }
+
+    #[test]
+    fn closest_keeps_every_stream_on_the_nearest_destination() {
+        let mut t = three_servers();
+        let picks: Vec<String> = (0..5)
+            .map(|_| dest(t.choose("svc", 1, Distribution::Closest)))
+            .collect();
+        assert_eq!(picks, ["local0"; 5]);
+        // Multicast has no meaning for a TCP stream: closest.
+        assert_eq!(dest(t.choose("svc", 1, Distribution::Multicast)), "local0");
+    }
+
+    #[test]
+    fn balanced_spills_open_streams_over_by_load_plus_cost_and_returns_when_they_close() {
+        let mut t = three_servers();
+        let mut open = Vec::new();
+        let picks: Vec<String> = (0..7)
+            .map(|_| {
+                let c = t.choose("svc", 1, Distribution::Balanced);
+                open.push(c.clone().unwrap());
+                dest(c)
+            })
+            .collect();
+        // Weights (open streams + cost): local 0, b 1, c 3; ties go to the cheaper.
+        assert_eq!(picks, ["local0", "local0", "b", "local0", "b", "local0", "b"]);
+        // With the streams closed, the nearest takes new streams again.
+        for c in &open {
+            t.closed("svc", c);
+        }
+        assert_eq!(dest(t.choose("svc", 1, Distribution::Balanced)), "local0");
+        // An idle destination of equal weight and cost takes turns.
+        let mut t = Table::new("a");
+        t.update(lsa("a", 1, &[], &["svc"]));
+        let picks: Vec<String> = (0..4)
+            .map(|_| {
+                let c = t.choose("svc", 2, Distribution::Balanced);
+                t.closed("svc", c.as_ref().unwrap());
+                dest(c)
+            })
+            .collect();
+        assert_eq!(picks, ["local0", "local1", "local0", "local1"]);
+    }
+
+    #[test]
+    fn address_entities_set_the_distribution_by_prefix_or_pattern() {
+        let e = |prefix: Option<&str>, pattern: Option<&str>, d: &str| AddressEntity {
+            prefix: prefix.map(String::from),
+            pattern: pattern.map(String::from),
+            distribution: d.into(),
+        };
+        let entities = vec![
+            e(Some("mc"), None, "multicast"),
+            e(Some("web"), None, "closest"),
+            e(Some("web/eu"), None, "balanced"),
+            e(None, Some("db.*.primary"), "closest"),
+            e(None, Some("logs.#"), "multicast"),
+        ];
+        let of = |a: &str| Distribution::of(&entities, Distribution::Balanced, a);
+        assert_eq!(of("mc"), Distribution::Multicast);
+        assert_eq!(of("mc.news"), Distribution::Multicast);
+        assert_eq!(of("mcast"), Distribution::Balanced, "prefixes match whole tokens");
+        assert_eq!(of("web:8080"), Distribution::Balanced, "'web:8080' is one token");
+        assert_eq!(of("web/us"), Distribution::Closest);
+        assert_eq!(of("web/eu/1"), Distribution::Balanced, "the longest prefix wins");
+        assert_eq!(of("db.x.primary"), Distribution::Closest);
+        assert_eq!(of("db.x.y.primary"), Distribution::Balanced);
+        assert_eq!(of("logs"), Distribution::Multicast);
+        assert_eq!(of("logs.a.b"), Distribution::Multicast);
+        assert_eq!(
+            Distribution::of(&[], Distribution::Balanced, "svc"),
+            Distribution::Balanced
+        );
+        assert_eq!(
+            Distribution::of(&entities, Distribution::Closest, "svc"),
+            Distribution::Closest
+        );
     }
 }

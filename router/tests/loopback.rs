@@ -1,6 +1,6 @@
 //! Routers linked in-process on 127.0.0.1: echo through two and three routers, several
 //! concurrent streams over the one link, /healthz and /metrics, round-robin over
-//! tcpConnectors, withdrawal when a router stops and re-learning when it comes back.
+//! tcpConnectors, closest and balanced distribution, withdrawal when a router stops and re-learning when it comes back.
 //! Loopback only; every wait is bounded; routers stop when dropped.
 
 mod common;
@@ -166,6 +166,53 @@ fn echo_through_two_routers_with_concurrent_streams_over_one_link() {
 }
 
 #[test]
+fn bulk_streams_cross_three_routers_intact_with_small_and_mixed_frame_sizes() {
+    // c serves echo; a -> b -> c, where b forwards between two links (data re-framed to
+    // the next link's frame size): b's listener takes 512-byte frames, c's 64 KiB ones.
+    let echo = server(None);
+    let c_port = free_port();
+    let c = start(&format!(
+        r#"[["router", {{"id": "c"}}],
+            ["listener", {{"name": "interior-listener", "role": "inter-router", "host": "127.0.0.1", "port": {c_port}, "maxFrameSize": 65536}}],
+            {}]"#,
+        tcp_connector("echo", "echo", echo)
+    ));
+    let b_port = free_port();
+    let _b = start(&format!(
+        r#"[["router", {{"id": "b"}}],
+            ["listener", {{"name": "interior-listener", "role": "inter-router", "host": "127.0.0.1", "port": {b_port}, "maxFrameSize": 512}}],
+            ["connector", {{"name": "to-c", "role": "inter-router", "host": "127.0.0.1", "port": "{c_port}", "maxFrameSize": 4096}}]]"#
+    ));
+    let svc_port = free_port();
+    // Enough addresses that a's advertisement spans several of b's 512-byte frames.
+    let mut a_entities = vec![connector("to-b", b_port, 1), tcp_listener("echo", svc_port)];
+    a_entities.extend((0..30).map(|i| tcp_connector(&format!("pad{i}"), &format!("padding-address-{i}"), echo)));
+    let _a = router("a", 0, &a_entities);
+    wait_accepting(svc_port, Duration::from_secs(5));
+    let t0 = Instant::now();
+    while !c.snapshot().addresses.contains(&"padding-address-29".to_string()) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "c never learned a's addresses");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            thread::spawn(move || {
+                let data = pattern(i + 20, 200_000 + i * 777);
+                let back = echo_once(svc_port, &data);
+                assert_eq!(back.len(), data.len(), "stream {i}");
+                assert!(back == data, "stream {i} corrupted");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(c
+        .metrics()
+        .contains("skrouter_streams_total{router=\"c\",address=\"echo\"}"));
+}
+
+#[test]
 fn tcp_listener_accepts_only_while_the_address_is_reachable_and_relearns_a_restart() {
     let echo = server(None);
     let a_port = free_port();
@@ -221,6 +268,147 @@ fn several_tcp_connectors_share_new_streams_round_robin() {
     for w in got.windows(2) {
         assert_ne!(w[0], w[1], "alternates: {got:?}");
     }
+}
+
+#[test]
+fn heartbeats_keep_a_quiet_link_up_and_a_silent_peer_is_dropped_after_the_idle_time_out() {
+    use knetsim_router::amqp::{self, Frame, Performative};
+    let r = start(
+        r#"[["router", {"id": "r", "mode": "interior"}],
+            ["listener", {"name": "interior-listener", "role": "inter-router", "host": "127.0.0.1", "port": 0, "idleTimeoutSeconds": 1}]]"#,
+    );
+    // A hand-made peer: it asks for a frame at least every 200 ms (idle time-out 400 ms).
+    let mut peer = TcpStream::connect(r.bound("interior-listener").unwrap()).unwrap();
+    let mut hello = amqp::PROTOCOL_HEADER.to_vec();
+    let open = Performative::Open {
+        container_id: "fake".into(),
+        max_frame_size: 16384,
+        idle_time_out_ms: 400,
+        properties: vec![],
+    };
+    let begin = Performative::Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window: 100,
+        outgoing_window: 100,
+    };
+    hello.extend(Frame::new(0, open).encode());
+    hello.extend(Frame::new(0, begin).encode());
+    peer.write_all(&hello).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut header = [0u8; 8];
+    let mut reader = peer.try_clone().unwrap();
+    reader.read_exact(&mut header).unwrap();
+    assert_eq!(header, amqp::PROTOCOL_HEADER);
+    match amqp::read_frame(&mut reader).unwrap().and_then(|f| f.body) {
+        Some(Performative::Open { idle_time_out_ms, .. }) => assert_eq!(idle_time_out_ms, 1000),
+        other => panic!("expected open, got {other:?}"),
+    }
+    // Count the router's empty frames while the peer sends its own every 300 ms (under
+    // the router's 1 s): the link stays up throughout.
+    let heartbeats = thread::spawn(move || {
+        let (mut empty, t0) = (0, Instant::now());
+        let mut closed_after = None;
+        loop {
+            match amqp::read_frame(&mut reader) {
+                Ok(Some(f)) if f.body.is_none() && t0.elapsed() < Duration::from_millis(2000) => empty += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    closed_after = closed_after.or(Some(t0.elapsed()));
+                    break;
+                }
+            }
+        }
+        (empty, closed_after)
+    });
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(2000) {
+        peer.write_all(&Frame::heartbeat().encode()).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            r.snapshot().links.len(),
+            1,
+            "link dropped although the peer sent heartbeats"
+        );
+    }
+    // Now the peer falls silent (its socket stays open): dropped after ~1 s.
+    let silent = Instant::now();
+    while !r.snapshot().links.is_empty() {
+        assert!(silent.elapsed() < Duration::from_secs(4), "silent peer still linked");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took = silent.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "dropped after {took:?}, before its idle time-out"
+    );
+    let (empty, closed) = heartbeats.join().unwrap();
+    assert!(
+        empty >= 6,
+        "{empty} empty frames in 2 s; the peer asked for one every 200 ms"
+    );
+    assert!(closed.is_some(), "the router never closed the connection");
+}
+
+/// Opens `n` streams to `port` one after another, keeping each open, and returns the
+/// tag each was answered with.
+fn tags_of_open_streams(port: u16, n: usize) -> (Vec<String>, Vec<TcpStream>) {
+    let mut held = Vec::new();
+    let tags = (0..n)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut tag = [0u8; 4];
+            c.read_exact(&mut tag).unwrap();
+            held.push(c);
+            String::from_utf8_lossy(&tag).into_owned()
+        })
+        .collect();
+    (tags, held)
+}
+
+/// Router a serves "svc" itself and through b (cost 1), with the given distribution.
+fn near_and_far(distribution: &str) -> (Router, Router, u16) {
+    let b = router("b", 0, &[tcp_connector("far", "svc", server(Some("far_")))]);
+    let svc_port = free_port();
+    let a = router(
+        "a",
+        0,
+        &[
+            connector("to-b", listen_port(&b), 1),
+            tcp_connector("near", "svc", server(Some("near"))),
+            tcp_listener("svc", svc_port),
+            format!(r#"["address", {{"prefix": "svc", "distribution": "{distribution}"}}]"#),
+        ],
+    );
+    let t0 = Instant::now();
+    while a.snapshot().links.is_empty() || b.snapshot().links.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "a and b never linked");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Both advertisements exchanged (they go out with the link).
+    thread::sleep(Duration::from_millis(100));
+    (a, b, svc_port)
+}
+
+#[test]
+fn closest_distribution_keeps_open_streams_on_the_local_connector() {
+    let (_a, _b, port) = near_and_far("closest");
+    let (tags, _held) = tags_of_open_streams(port, 4);
+    assert_eq!(tags, ["near"; 4]);
+}
+
+#[test]
+fn balanced_distribution_spills_open_streams_over_to_the_farther_router() {
+    let (_a, _b, port) = near_and_far("balanced");
+    let (tags, held) = tags_of_open_streams(port, 4);
+    // Weights are open streams + cost: near 0, near 1 (cheaper on a tie), far 1, near 2.
+    assert_eq!(tags, ["near", "near", "far_", "near"]);
+    drop(held);
+    // Once they have closed, new streams go to the nearest again.
+    thread::sleep(Duration::from_millis(200));
+    let (tags, _held) = tags_of_open_streams(port, 1);
+    assert_eq!(tags, ["near"]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! compile, check, plan, diff, graph: the commands that need no root.
+//! compile, check, plan, diff: the commands that need no root (`graph` is in graph.rs).
 
 use super::{load_options_and_source, report_diagnostics, Target};
-use knetsim_compiler::{self as compiler, diff, graph, Bundle};
+use knetsim_compiler::{self as compiler, diff, Bundle};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -48,22 +48,6 @@ pub struct DiffArgs {
     context: usize,
     #[command(flatten)]
     target: Target,
-}
-
-#[derive(clap::Args)]
-pub struct GraphArgs {
-    /// Topology file (default: the embedded seed topology).
-    topology: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
-    format: GraphFormat,
-    #[command(flatten)]
-    target: Target,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy)]
-enum GraphFormat {
-    Mermaid,
-    Dot,
 }
 
 /// Compiles `path` (or the default topology) for `target`; reports problems and returns None on failure.
@@ -160,24 +144,4 @@ pub fn diff(a: DiffArgs) -> i32 {
         print!("{}", diff::unified(&left, &right, a.context));
     }
     1
-}
-
-pub fn graph(a: GraphArgs) -> i32 {
-    let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
-        return 1;
-    };
-    match compiler::check(&source, &opts) {
-        Ok(m) => {
-            let format = match a.format {
-                GraphFormat::Mermaid => graph::Format::Mermaid,
-                GraphFormat::Dot => graph::Format::Dot,
-            };
-            print!("{}", graph::render(&m, format));
-            0
-        }
-        Err(d) => {
-            report_diagnostics(&d);
-            1
-        }
-    }
 }

@@ -52,7 +52,7 @@ fn resolve(target: &Target, node: &str) -> Result<(String, String), String> {
     }
 }
 
-fn run_in(netns: &str, node: &str, program: &str, args: &[String], env: &[(&str, String)]) -> i32 {
+pub(super) fn run_in(netns: &str, node: &str, program: &str, args: &[String], env: &[(&str, String)]) -> i32 {
     let fd = match open_netns(netns) {
         Ok(fd) => fd,
         Err(e) => {

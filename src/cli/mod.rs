@@ -6,14 +6,21 @@ mod compile;
 mod docs;
 mod down;
 mod edit;
+mod edit_checks;
 mod exec;
 mod flanneld;
+mod graph;
+mod graph_live;
+mod graph_nft;
+mod host_local;
 mod pod;
+mod prompt;
 mod router;
 mod serve;
 mod status;
 mod status_routers;
 mod svc;
+mod test;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -35,16 +42,26 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct Target {
     /// Emulation name; prefixes namespaces and moves state to /tmp/knetsim-NAME (default: the seed's plain names).
-    #[arg(long, default_value = "")]
-    name: String,
+    /// Without --name, KNETSIM_NAME sets it for every command of a session (docs/tutorial.md runs that way).
+    #[arg(long)]
+    name: Option<String>,
     /// State directory (default: /tmp/knetsim, or /tmp/knetsim-NAME).
     #[arg(long)]
     state_dir: Option<PathBuf>,
 }
 
 impl Target {
+    /// The emulation's name: --name, else KNETSIM_NAME (read here rather than by clap, so
+    /// that `down --all` is not refused as if --name had been given), else the plain one.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| std::env::var("KNETSIM_NAME").ok())
+            .unwrap_or_default()
+    }
+
     pub fn options(&self) -> Result<CompileOptions, String> {
-        let mut opts = CompileOptions::named(&self.name);
+        let mut opts = CompileOptions::named(&self.name());
         if let Some(dir) = &self.state_dir {
             opts.state_dir = dir.clone();
         }
@@ -63,8 +80,8 @@ enum Command {
     Plan(compile::PlanArgs),
     /// Compare the artifacts of two topologies or bundles (exit 0 same, 1 different, 2 error).
     Diff(compile::DiffArgs),
-    /// Draw a topology as Mermaid or Graphviz dot.
-    Graph(compile::GraphArgs),
+    /// Draw a topology, or the running emulation with `--live`, as Mermaid, Graphviz dot or SVG.
+    Graph(graph::GraphArgs),
     /// Run a CNI ADD / DEL / CHECK of a network namespace like cnitool (NETCONFPATH, CNI_PATH, CNI_ARGS).
     Cni(cni::Args),
     /// Bring an emulation up (needs root): compile, check dependencies, apply, print a summary.
@@ -83,6 +100,10 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Open an interactive shell inside a host's or pod's network namespace.
     Shell(exec::ShellArgs),
+    /// Run the topology's [[checks]] in the running emulation; print a pass/fail table (exit 1 if one fails).
+    Test(test::TestArgs),
+    /// A Mininet-style `knetsim>` prompt over a running emulation (`C0w1 ip -br a`, `pingall`, `help`).
+    Cli(prompt::CliArgs),
     /// The built-in flannel agent (flanneld's flags: -iface, -etcd-endpoints, -etcd-prefix, -subnet-file).
     Flanneld(flanneld::Args),
     /// A tiny HTTP server answering every request with a text (the seed's utils/ss.py), for pod workloads.
@@ -96,13 +117,28 @@ enum Command {
 }
 
 pub fn run() -> i32 {
-    let cli = Cli::parse();
-    match cli.command {
+    dispatch(Cli::parse().command)
+}
+
+/// Runs a knetsim command line in this process (the prompt's `pod`, `svc`, `status`,
+/// `down`); a usage error is printed and returns 2 (0 for `--help`).
+pub fn run_argv(argv: Vec<String>) -> i32 {
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => dispatch(cli.command),
+        Err(e) => {
+            let _ = e.print();
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(command: Command) -> i32 {
+    match command {
         Command::Compile(a) => compile::compile(a),
         Command::Check(a) => compile::check(a),
         Command::Plan(a) => compile::plan(a),
         Command::Diff(a) => compile::diff(a),
-        Command::Graph(a) => compile::graph(a),
+        Command::Graph(a) => graph::graph(a),
         Command::Cni(a) => cni::cni(a),
         Command::Up(a) => up::up(a),
         Command::Pod(a) => pod::pod(a),
@@ -112,6 +148,8 @@ pub fn run() -> i32 {
         Command::Status(a) => status::status(a),
         Command::Exec(a) => exec::exec(a),
         Command::Shell(a) => exec::shell(a),
+        Command::Test(a) => test::test(a),
+        Command::Cli(a) => prompt::cli(a),
         Command::Serve(a) => serve::serve(a),
         Command::Completions(a) => docs::completions(a),
         Command::Man => docs::man(),

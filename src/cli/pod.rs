@@ -3,8 +3,9 @@
 
 use super::change::{edit_running, Running};
 use super::edit::{self, List};
+use super::host_local;
 use super::Target;
-use knetsim_compiler::artifacts::paths::INVENTORY;
+use knetsim_compiler::artifacts::paths::{self, INVENTORY};
 use toml_edit::{InlineTable, Value};
 
 #[derive(clap::Args)]
@@ -91,8 +92,36 @@ fn add(running: &Running, a: &AddArgs) -> Result<String, String> {
         }
         t.insert("ports", Value::Array(ports));
     }
+    if let Some(ip) = host_local_next(running, cluster, &a.worker) {
+        t.insert("ip", ip.to_string().into());
+    }
     pods.push(t);
     Ok(doc.to_string())
+}
+
+/// The address the real host-local would give the next pod on `worker` (see
+/// `host_local`); None before the worker ever reserved one, when the compiler's
+/// first free address is host-local's answer too.
+fn host_local_next(running: &Running, cluster: &str, worker: &str) -> Option<std::net::Ipv4Addr> {
+    let inv: serde_json::Value = serde_json::from_str(running.bundle.get(INVENTORY)?).ok()?;
+    let c = inv["clusters"].as_array()?.iter().find(|c| c["name"] == cluster)?;
+    let w = c["workers"].as_array()?.iter().find(|w| w["host"]["local"] == worker)?;
+    let global = w["host"]["name"].as_str()?;
+    let (network, prefix) = w["subnet"].as_str()?.split_once('/')?;
+    let conf = running.bundle.get(&paths::cni_config_of(cluster, global))?;
+    let last = std::fs::read_to_string(host_local::last_reserved_path(conf)?).ok()?;
+    let used = c["pods"]
+        .as_array()?
+        .iter()
+        .filter(|p| p["worker"] == global)
+        .filter_map(|p| p["ip"].as_str()?.parse().ok())
+        .collect();
+    host_local::next_after(
+        network.parse().ok()?,
+        prefix.parse().ok()?,
+        last.trim().parse().ok()?,
+        &used,
+    )
 }
 
 /// Addresses of the running pods of a cluster: name -> (global worker, ip).
@@ -144,5 +173,7 @@ fn rm(running: &Running, a: &RmArgs) -> Result<String, String> {
     }
     pods.remove(i);
     edit::drop_endpoint(c, name);
+    let dropped = super::edit_checks::drop_checks_naming(&mut doc, cluster, name);
+    super::edit_checks::report_dropped(&dropped, &a.pod);
     Ok(doc.to_string())
 }

@@ -424,12 +424,39 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
         && processes.iter().all(|p| p["alive"] == true)
         && etcd.iter().all(|e| e["healthy"] == true)
         && flannel.iter().all(|f| f["present"] == true)
-        && pods.iter().all(|p| p["ready"] == true);
+        && pods.iter().all(|p| p["ready"] == true)
+        && routers.iter().all(|r| r["healthy"] == true);
+    // Why the emulation is degraded (routers say why themselves).
+    let mut problems: Vec<String> = Vec::new();
+    if !st.complete {
+        problems.push(format!("`up` has not completed (phase {phase})"));
+    }
+    let named = |list: &[Value], key: &str, ok: &str, what: &str| -> Vec<String> {
+        list.iter()
+            .filter(|v| v[ok] != true)
+            .map(|v| format!("{what} {}", v[key].as_str().unwrap_or("?")))
+            .collect()
+    };
+    problems.extend(named(&namespaces, "name", "present", "namespace missing:"));
+    problems.extend(named(&processes, "name", "alive", "process dead:"));
+    problems.extend(named(&etcd, "host", "healthy", "etcd unhealthy:"));
+    problems.extend(named(&flannel, "worker", "present", "no flannel subnet.env on"));
+    problems.extend(named(&pods, "name", "ready", "pod not ready:"));
+    for r in &routers {
+        problems.extend(
+            r["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(String::from)),
+        );
+    }
     json!({
         "name": st.name,
         "state_dir": st.state_dir,
         "phase": phase,
         "healthy": healthy,
+        "problems": problems,
         "complete": st.complete,
         "owner_pid": st.owner_pid,
         "owner_alive": owner_alive,
@@ -462,6 +489,9 @@ fn print_text(v: &Value) {
         if v["healthy"] == true { "healthy" } else { "degraded" },
         v["state_dir"].as_str().unwrap_or("?")
     );
+    for p in v["problems"].as_array().into_iter().flatten() {
+        println!("  problem: {}", p.as_str().unwrap_or(""));
+    }
     if v["phase"] == "Incomplete" {
         println!(
             "  the `up` that started it (pid {}) is gone before finishing: run `knetsim down{}`",

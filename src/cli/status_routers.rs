@@ -1,7 +1,9 @@
 //! The routers part of `knetsim status`: for each router process, its `/metrics`
 //! fetched from inside its worker's namespace, read back into its links (peer, cost,
 //! up/down) and the addresses it serves; a configured connector with no link up is
-//! shown down.
+//! shown down. A router is healthy when its `/healthz` answers 200, its metrics are
+//! readable and every inter-router link its connectors should hold is up; otherwise its
+//! `problems` say why (and `knetsim status` reports the emulation degraded).
 
 use knetsim_executor::state::ProcessRecord;
 use knetsim_executor::system::linux;
@@ -65,7 +67,8 @@ pub fn from_metrics(metrics: &str, cfg: Option<&Config>) -> (Vec<Value>, Vec<Val
     (links, addresses)
 }
 
-fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Option<String> {
+/// The status code and body of a GET, or None if the request failed.
+fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let path = path.to_string();
     linux::in_netns(netns, move || {
         let io = |e: std::io::Error| knetsim_executor::system::SysError::io(format!("GET {addr}{path}"), e);
@@ -77,7 +80,30 @@ fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Option<String> {
         Ok(text)
     })
     .ok()
-    .and_then(|t| t.split_once("\r\n\r\n").map(|(_, body)| body.to_string()))
+    .and_then(|t| {
+        let code = t.split_whitespace().nth(1)?.parse().ok()?;
+        t.split_once("\r\n\r\n").map(|(_, body)| (code, body.to_string()))
+    })
+}
+
+/// Why a router is unhealthy: its /healthz (None when it has no healthz listener), its
+/// metrics (None when unreadable) and its links; empty when healthy.
+pub fn problems(id: &str, healthz: Option<Result<(), String>>, metrics_ok: bool, links: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(Err(why)) = healthz {
+        out.push(format!("router {id}: /healthz {why}"));
+    }
+    if !metrics_ok {
+        out.push(format!("router {id}: /metrics unreachable"));
+    }
+    for l in links.iter().filter(|l| l["up"] != true) {
+        out.push(format!(
+            "router {id}: inter-router link to {} ({}) is down",
+            l["peer"].as_str().unwrap_or("?"),
+            l["via"].as_str().unwrap_or("?")
+        ));
+    }
+    out
 }
 
 /// The router status of a recorded process, or None if it is no router.
@@ -87,9 +113,10 @@ pub fn router(p: &ProcessRecord) -> Option<Value> {
     }
     let conf = p.argv.iter().skip_while(|a| *a != "-c").nth(1)?;
     let cfg = std::fs::read_to_string(conf).ok().and_then(|t| Config::parse(&t).ok());
-    let http = cfg
+    let http_listener = cfg
         .as_ref()
-        .and_then(|c| c.listeners.iter().find(|l| l.http && l.metrics))
+        .and_then(|c| c.listeners.iter().find(|l| l.http && l.metrics));
+    let http = http_listener
         .map(|l| {
             let host = if l.host.is_empty() || l.host == "0.0.0.0" {
                 "127.0.0.1"
@@ -99,14 +126,36 @@ pub fn router(p: &ProcessRecord) -> Option<Value> {
             format!("{host}:{}", l.port)
         })
         .unwrap_or_else(|| "127.0.0.1:9090".into());
-    let metrics = http.parse().ok().and_then(|a| http_get(&p.netns, a, "/metrics"));
+    let addr: Option<SocketAddr> = http.parse().ok();
+    let metrics = addr
+        .and_then(|a| http_get(&p.netns, a, "/metrics"))
+        .filter(|(code, _)| *code == 200)
+        .map(|(_, body)| body);
+    let healthz =
+        http_listener
+            .filter(|l| l.healthz)
+            .map(|_| match addr.and_then(|a| http_get(&p.netns, a, "/healthz")) {
+                Some((200, _)) => Ok(()),
+                Some((code, _)) => Err(format!("answered {code}")),
+                None => Err(format!("at {http} did not answer")),
+            });
     let (links, addresses) = from_metrics(metrics.as_deref().unwrap_or(""), cfg.as_ref());
+    let id = cfg.as_ref().map(|c| c.router.id.clone());
+    let problems = problems(
+        id.as_deref().unwrap_or(&p.name),
+        healthz.clone(),
+        metrics.is_some(),
+        &links,
+    );
     Some(json!({
         "name": p.name,
-        "id": cfg.as_ref().map(|c| c.router.id.clone()),
+        "id": id,
         "netns": p.netns,
         "metrics": format!("http://{http}/metrics"),
         "reachable": metrics.is_some(),
+        "healthz": healthz.map(|h| h.is_ok()),
+        "healthy": problems.is_empty(),
+        "problems": problems,
         "links": links,
         "addresses": addresses,
     }))
@@ -182,5 +231,27 @@ mod tests {
         assert_eq!(addrs[1]["reachable"], false);
         let r = json!({"id": "c1", "reachable": true, "links": links, "addresses": addrs});
         assert_eq!(rows(&[r]).len(), 4);
+    }
+
+    #[test]
+    fn a_failing_healthz_or_a_down_link_makes_a_router_unhealthy_with_reasons() {
+        let up = json!({"peer": "c0", "via": "connector link-c0", "cost": 1, "up": true});
+        let down = json!({"peer": "10.0.0.9:55671", "via": "connector link-c2", "cost": 5, "up": false});
+        assert!(problems("c1", Some(Ok(())), true, std::slice::from_ref(&up)).is_empty());
+        assert!(
+            problems("c1", None, true, &[]).is_empty(),
+            "no healthz listener: not checked"
+        );
+        let p = problems("c1", Some(Err("answered 503".into())), true, &[up.clone(), down]);
+        assert_eq!(
+            p,
+            [
+                "router c1: /healthz answered 503",
+                "router c1: inter-router link to 10.0.0.9:55671 (connector link-c2) is down"
+            ]
+        );
+        let p = problems("c1", Some(Err("at 127.0.0.1:9090 did not answer".into())), false, &[]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[1].contains("/metrics unreachable"));
     }
 }

@@ -92,5 +92,7 @@ fn rm(running: &Running, a: &RmArgs) -> Result<String, String> {
         .position(name)
         .ok_or_else(|| format!("no service {cluster}/{name}"))?;
     services.remove(i);
+    let dropped = super::edit_checks::drop_checks_naming(&mut doc, cluster, name);
+    super::edit_checks::report_dropped(&dropped, &a.service);
     Ok(doc.to_string())
 }

@@ -4,7 +4,7 @@
 use super::status::{display_name, name_flag, print_table, Inventory, BUNDLE_DIR};
 use super::{load_options_and_source, report_diagnostics, Target};
 use clap::CommandFactory;
-use knetsim_compiler::artifacts::paths::{INVENTORY, PLAN};
+use knetsim_compiler::artifacts::paths::{CHECKS, INVENTORY, PLAN};
 use knetsim_compiler::plan::{Component, Op, Plan};
 use knetsim_compiler::{self as compiler, Bundle};
 use knetsim_executor::engine::{apply_with, ApplyError, Event, Options};
@@ -31,6 +31,12 @@ pub struct UpArgs {
     /// Leave components out: ingress, interconnect, workloads (comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<Component>,
+    /// Then open the `knetsim>` prompt (as Mininet does); leaving it tears the emulation down.
+    #[arg(long)]
+    cli: bool,
+    /// Do not run the topology's [[checks]] once it is up.
+    #[arg(long)]
+    no_checks: bool,
 }
 
 /// Whether this process runs as root (effective uid 0).
@@ -272,6 +278,28 @@ fn print_summary(
     println!("     knetsim status{flag}    |  knetsim down{flag}");
 }
 
+/// Runs the bundle's checks after `up` and prints their table: 0 when none failed.
+fn checks_exit_code(text: &str, skip: &[Component], name: &str) -> i32 {
+    let checks = match super::test::parse_checks(text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    println!();
+    let skipped: Vec<String> = skip.iter().map(|c| c.name().to_string()).collect();
+    if super::test::run_and_print(&checks, &skipped, &super::test::RunOptions::default()) {
+        return 0;
+    }
+    eprintln!(
+        "error: some checks failed; {} stays up: look with `knetsim exec{flag} NODE -- ...`, rerun with `knetsim test{flag}`",
+        display_name(name),
+        flag = name_flag(name)
+    );
+    1
+}
+
 pub fn up(a: UpArgs) -> i32 {
     let t0 = Instant::now();
     let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
@@ -370,7 +398,16 @@ pub fn up(a: UpArgs) -> i32 {
                 ),
                 Err(e) => eprintln!("warning: {e}"),
             }
-            0
+            // A failing check is reported in the exit code; the emulation stays up to be looked at.
+            let checks_code = match bundle.get(CHECKS) {
+                Some(text) if !a.no_checks => checks_exit_code(text, &a.skip, &name),
+                _ => 0,
+            };
+            if a.cli {
+                drop(sf); // the prompt's `pod` / `svc` lock the state themselves
+                return super::prompt::after_up(&a.target).max(checks_code);
+            }
+            checks_code
         }
         Err(ApplyError::InvalidPlan(e)) => {
             eprintln!("error: invalid plan: {e}");

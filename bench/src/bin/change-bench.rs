@@ -8,7 +8,9 @@
 //! the default's pods on the other workers (one `apply`) and times the same again.
 //! Two figures per change: the whole `knetsim` command (process start, compile,
 //! delta, apply, storing the new topology), and the part the command reports
-//! ("changed in X ms"). It always tears the emulation down. Without root it says
+//! ("changed in X ms"). Then, on a second emulation of the full default topology, it
+//! times `apply` of topologies/chain3.toml (an underlay change: every host renumbered)
+//! and back. It always tears the emulations down. Without root it says
 //! `SKIP` and exits 0: it is a report, not a test.
 
 use std::path::PathBuf;
@@ -176,4 +178,27 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     measure(&name, runs, "with 10x pods (111 pods, 100 on other workers)");
+    drop(_down);
+    measure_underlay(runs);
+}
+
+/// An underlay change: the full default topology (ingress and interconnect included)
+/// moved to chain3 (every host renumbered, C1 loses a worker and an etcd member,
+/// C2 appears) and back, on an emulation of its own.
+fn measure_underlay(runs: usize) {
+    let topologies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+    let (default, chain3) = (topologies.join("default.toml"), topologies.join("chain3.toml"));
+    let (default, chain3) = (default.to_str().expect("utf-8"), chain3.to_str().expect("utf-8"));
+    let name = format!("cb{}u", std::process::id());
+    let _down = Down(name.clone());
+    run(&["up", default, "--name", &name]);
+    let mut there = Figures::new();
+    let mut back = Figures::new();
+    for _ in 0..runs {
+        there.push(run(&["apply", chain3, "--name", &name]));
+        back.push(run(&["apply", default, "--name", &name]));
+    }
+    println!("underlay change (full default topology, {runs} runs):");
+    println!("  {}", there.line("apply default -> chain3"));
+    println!("  {}", back.line("apply chain3 -> default"));
 }

@@ -1,6 +1,7 @@
 //! Renders every artifact of a model into a bundle. One file per artifact kind;
 //! text formats come from `templates/` (minijinja), JSON from typed structs.
 
+pub mod checks;
 pub mod cni;
 pub mod etcd;
 pub mod flannel;
@@ -84,6 +85,16 @@ pub fn render_bundle(model: &Model) -> Bundle {
             Some(&r.cluster),
             Some(&r.worker),
             skupper::config_json(&naming, r),
+        );
+    }
+    // Only topologies with checks carry the file, so other bundles stay as they were.
+    if !model.checks.is_empty() {
+        b.insert(
+            paths::CHECKS,
+            ArtifactKind::Checks,
+            None,
+            None,
+            checks::json(&model.checks),
         );
     }
     let plan = crate::plan::build(model, &b);

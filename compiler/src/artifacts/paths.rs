@@ -4,6 +4,7 @@ use crate::model::{Cluster, Host, Ingress, Naming, Router, Worker};
 
 pub const INVENTORY: &str = "inventory.json";
 pub const PLAN: &str = "plan.json";
+pub const CHECKS: &str = "checks.json";
 
 pub fn flannel_network_config(c: &Cluster) -> String {
     format!("clusters/{}/flannel-network-config.json", c.name)
@@ -14,7 +15,12 @@ pub fn etcd_member(c: &Cluster, m: &Host) -> String {
 }
 
 pub fn cni_config(c: &Cluster, w: &Worker) -> String {
-    format!("clusters/{}/workers/{}/flannel_conf.json", c.name, w.host.name)
+    cni_config_of(&c.name, &w.host.name)
+}
+
+/// A worker's CNI configuration, by cluster and worker name (for readers of a stored bundle).
+pub fn cni_config_of(cluster: &str, worker: &str) -> String {
+    format!("clusters/{cluster}/workers/{worker}/flannel_conf.json")
 }
 
 pub fn subnet_reservation(c: &Cluster, w: &Worker) -> String {

@@ -5,6 +5,7 @@
 
 use super::allocate::{self, VipAllocator};
 use super::checks::{overlaps, PortTable, Report, Unique};
+use super::validate;
 use super::*;
 use crate::diagnostics::{closest, Diagnostics};
 use crate::topology::{self as spec, FlannelDefaults, NameList, PortSpec, RouterBaseListener, Source, Spanned};
@@ -222,14 +223,23 @@ impl<'a> Builder<'a> {
             Some(ic) => self.interconnect(ic, &declared),
             None => Vec::new(),
         };
-        Model {
+        let mut model = Model {
             name: self.naming_name(),
             state_dir: self.naming.state_dir().to_string(),
             switch_netns: sw_ns,
             underlay,
             clusters: declared.into_iter().map(|d| d.cluster).collect(),
             routers,
-        }
+            checks: Vec::new(),
+        };
+        model.checks = validate::resolve(
+            &topo.checks,
+            &model,
+            &self.unusable_clusters,
+            &mut self.report,
+            self.text,
+        );
+        model
     }
 
     fn naming_name(&self) -> String {
@@ -1270,6 +1280,7 @@ impl<'a> Builder<'a> {
         };
         let mut links = Vec::new();
         let mut link_pairs = Unique::new("interconnect link");
+        let mut listener_tls: HashMap<&str, (bool, String)> = HashMap::new();
         for l in &ic.links {
             let (from, to) = (find(&l.from), find(&l.to));
             for (end, found) in [(&l.from, from.is_some()), (&l.to, to.is_some())] {
@@ -1301,6 +1312,30 @@ impl<'a> Builder<'a> {
                     "costs start at 1",
                 );
                 continue;
+            }
+            // One inter-router listener per router: it requires TLS or it does not.
+            match listener_tls.get(to.name.as_str()) {
+                Some(&(tls, ref first)) if tls != l.tls => {
+                    let (this, other) = if l.tls {
+                        ("TLS", "plain-text")
+                    } else {
+                        ("plain-text", "TLS")
+                    };
+                    self.report.error(
+                        l.to.span(),
+                        format!(
+                            "a {this} link into `{}`, whose router already takes a {other} link (from `{first}`)",
+                            to.name
+                        ),
+                        "TLS and plain text mixed",
+                        "a router has one inter-router listener, which requires TLS or not: give every link into it the same `tls`",
+                    );
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    listener_tls.insert(to.name.as_str(), (l.tls, from.name.clone()));
+                }
             }
             mark(from);
             mark(to);

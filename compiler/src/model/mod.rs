@@ -7,9 +7,11 @@ mod build;
 mod checks;
 pub mod graph;
 mod names;
+pub mod validate;
 
 pub use build::build;
 pub use names::Naming;
+pub use validate::{BodyMatch, Check, CheckProbe, Expectation};
 
 use ipnetwork::Ipv4Network;
 use serde::Serialize;
@@ -25,6 +27,9 @@ pub struct Model {
     pub underlay: Underlay,
     pub clusters: Vec<Cluster>,
     pub routers: Vec<Router>,
+    /// The topology's `[[checks]]`, resolved; written as `checks.json`, not in the inventory.
+    #[serde(skip)]
+    pub checks: Vec<Check>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -23,7 +23,7 @@ pub fn to_text(plan: &Plan) -> String {
     out
 }
 
-fn describe(op: &Op) -> String {
+pub(super) fn describe(op: &Op) -> String {
     match op {
         Op::CreateNetns { netns } => format!("ip netns add {netns}"),
         Op::CreateBridge { netns, name } => format!("[{netns}] bridge {name}"),

@@ -14,6 +14,9 @@ pub struct TopologySpec {
     /// Spanned so an empty `clusters = []` can be pointed at.
     pub clusters: Option<Spanned<Vec<ClusterSpec>>>,
     pub interconnect: Option<InterconnectSpec>,
+    /// Validation probes run by `knetsim test` (and at the end of `knetsim up`).
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,5 +257,58 @@ impl<'de> Deserialize<'de> for NameList {
             }
         }
         deserializer.deserialize_any(NameListVisitor)
+    }
+}
+
+/// One `[[checks]]` entry: a probe run from a host or pod, like netlab's `validate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    pub name: Spanned<String>,
+    /// A host (`C0w1`, `C0e1`) or a pod (`C0/c1`).
+    pub from: Spanned<String>,
+    /// An address, a host (`C1w1`), a pod (`C0/c2`) or a service (`C0/vip`).
+    pub ping: Option<Spanned<String>>,
+    /// `http://HOST[:PORT][/PATH]`; HOST as for `ping`, with `NAME.CLUSTER` for pods and services.
+    pub http: Option<Spanned<String>>,
+    /// "success" (default) or "failure".
+    pub expect: Option<Spanned<String>>,
+    /// Text every response contains, or a list of texts each seen over `tries` requests.
+    pub body: Option<Spanned<BodySpec>>,
+    /// Echo requests of a ping probe.
+    pub count: Option<Spanned<u32>>,
+    /// Requests of an http probe (each a new connection).
+    pub tries: Option<Spanned<u32>>,
+    /// Seconds one reply or response may take.
+    pub timeout: Option<Spanned<u32>>,
+}
+
+/// `"S1-W"` or `["S1-W2", "S1-W3"]`.
+#[derive(Debug, Clone)]
+pub enum BodySpec {
+    Every(String),
+    Each(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for BodySpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = BodySpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a text (e.g. \"S1-W\") or a list of texts (e.g. [\"S1-W2\", \"S1-W3\"])")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BodySpec, E> {
+                Ok(BodySpec::Every(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BodySpec, A::Error> {
+                let mut texts = Vec::new();
+                while let Some(t) = seq.next_element::<String>()? {
+                    texts.push(t);
+                }
+                Ok(BodySpec::Each(texts))
+            }
+        }
+        deserializer.deserialize_any(BodyVisitor)
     }
 }

@@ -74,6 +74,24 @@ pub enum Call {
         key: String,
     },
     Reload(u32),
+    DeleteLink {
+        netns: String,
+        ifname: String,
+    },
+    DeleteAddress {
+        netns: String,
+        ifname: String,
+        cidr: String,
+    },
+    DeleteRoute {
+        netns: String,
+        dst: String,
+        dev: String,
+    },
+    ClearImpairment {
+        netns: String,
+        ifname: String,
+    },
 }
 
 impl fmt::Display for Call {
@@ -108,6 +126,10 @@ impl fmt::Display for Call {
             Call::CniDel(r) => write!(f, "cni-del {} {}", r.pod_netns, r.ip),
             Call::EtcdDelete { netns, key } => write!(f, "etcd-delete {netns} {key}"),
             Call::Reload(pid) => write!(f, "reload {pid}"),
+            Call::DeleteLink { netns, ifname } => write!(f, "delete-link {netns} {ifname}"),
+            Call::DeleteAddress { netns, ifname, cidr } => write!(f, "delete-address {netns} {ifname} {cidr}"),
+            Call::DeleteRoute { netns, dst, dev } => write!(f, "delete-route {netns} {dst} {dev}"),
+            Call::ClearImpairment { netns, ifname } => write!(f, "clear-impairment {netns} {ifname}"),
         }
     }
 }
@@ -353,5 +375,35 @@ impl System for RecordingSystem {
 
     fn reload(&self, pid: Pid) -> SysResult<()> {
         self.record(Call::Reload(pid.pid))
+    }
+
+    fn delete_link(&self, netns: &str, ifname: &str) -> SysResult<()> {
+        self.record(Call::DeleteLink {
+            netns: netns.into(),
+            ifname: ifname.into(),
+        })
+    }
+
+    fn delete_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
+        self.record(Call::DeleteAddress {
+            netns: netns.into(),
+            ifname: ifname.into(),
+            cidr: cidr.into(),
+        })
+    }
+
+    fn delete_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
+        self.record(Call::DeleteRoute {
+            netns: netns.into(),
+            dst: dst.into(),
+            dev: dev.into(),
+        })
+    }
+
+    fn clear_impairment(&self, netns: &str, ifname: &str) -> SysResult<()> {
+        self.record(Call::ClearImpairment {
+            netns: netns.into(),
+            ifname: ifname.into(),
+        })
     }
 }

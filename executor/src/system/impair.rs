@@ -170,6 +170,33 @@ pub fn apply(netns: &str, ifname: &str, imp: &Impairment, run: Runner) -> SysRes
     Ok(warnings)
 }
 
+/// Undoes [`apply`]: the root qdisc (tbf and netem under it) and the loss chain in
+/// either family go. What is not there is not an error.
+pub fn clear(netns: &str, ifname: &str, run: Runner) -> SysResult<()> {
+    if ifname.is_empty() || !ifname.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
+        return Err(invalid("interface name", ifname));
+    }
+    match run(&["tc", "-n", netns, "qdisc", "del", "dev", ifname, "root"], None) {
+        Ok(_) => {}
+        // The default qdisc (handle 0) cannot be deleted: nothing was shaped.
+        Err(SysError::Command { stderr, .. })
+            if stderr.contains("handle of zero") || stderr.contains("No such file") => {}
+        Err(e) => return Err(e),
+    }
+    let chain = chain_name(ifname);
+    for family in ["netdev", "ip"] {
+        let nft = [
+            "ip", "netns", "exec", netns, "nft", "delete", "chain", family, TABLE, &chain,
+        ];
+        match run(&nft, None) {
+            Ok(_) => {}
+            Err(SysError::Command { stderr, .. }) if stderr.contains("No such file") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,6 +162,15 @@ fn run(argv: &[&str], stdin: Option<&str>) -> SysResult<String> {
     }
 }
 
+/// A command's result with the failures that mean "already gone" turned into success.
+fn tolerate(result: SysResult<String>, gone: impl Fn(&str) -> bool) -> SysResult<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(SysError::Command { stderr, .. }) if gone(&stderr) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `ip -n NETNS -batch -` with the given commands, one per line: one exec for several changes.
 fn ip_batch(netns: &str, commands: &[String]) -> SysResult<()> {
     let mut input = commands.join("\n");
@@ -492,7 +501,13 @@ impl System for LinuxSystem {
 
     fn add_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
         check_name("namespace name", netns)?;
-        run(&["ip", "-n", netns, "addr", "replace", cidr, "dev", ifname], None).map(drop)
+        run(&["ip", "-n", netns, "addr", "replace", cidr, "dev", ifname], None)?;
+        // Announced as a booting host would; only speeds up the neighbours' learning of
+        // a re-created host's new MAC, so a failure is not the step's.
+        if let Some(ip) = cidr.split('/').next().and_then(|a| a.parse().ok()) {
+            let _ = in_netns(netns, || super::garp::announce(ifname, ip));
+        }
+        Ok(())
     }
 
     fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
@@ -756,6 +771,36 @@ impl System for LinuxSystem {
                 )
             })
         })
+    }
+
+    fn delete_link(&self, netns: &str, ifname: &str) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        check_name("interface name", ifname)?;
+        let gone = |stderr: &str| stderr.contains("Cannot find device") || stderr.contains("does not exist");
+        tolerate(run(&["ip", "-n", netns, "link", "del", ifname], None), gone)
+    }
+
+    fn delete_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        check_name("interface name", ifname)?;
+        let gone =
+            |stderr: &str| stderr.contains("Cannot assign requested address") || stderr.contains("Cannot find device");
+        tolerate(
+            run(&["ip", "-n", netns, "addr", "del", cidr, "dev", ifname], None),
+            gone,
+        )
+    }
+
+    fn delete_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        check_name("interface name", dev)?;
+        let gone = |stderr: &str| stderr.contains("No such process") || stderr.contains("Cannot find device");
+        tolerate(run(&["ip", "-n", netns, "route", "del", dst, "dev", dev], None), gone)
+    }
+
+    fn clear_impairment(&self, netns: &str, ifname: &str) -> SysResult<()> {
+        check_name("namespace name", netns)?;
+        super::impair::clear(netns, ifname, &|argv, stdin| run(argv, stdin))
     }
 
     fn reload(&self, p: Pid) -> SysResult<()> {

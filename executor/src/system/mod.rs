@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod fake;
+pub mod garp;
 pub mod impair;
 pub mod linux;
 pub mod process;
@@ -172,6 +173,21 @@ pub trait System: Send + Sync {
     /// Deletes `key` from etcd at `endpoints`, from inside `netns`.
     fn etcd_delete(&self, _netns: &str, _endpoints: &[String], _key: &str) -> SysResult<()> {
         Err(SysError::Unsupported { op: "etcd-delete" })
+    }
+    /// Deletes a link (a bridge, or a veth together with its peer) inside `netns`.
+    fn delete_link(&self, _netns: &str, _ifname: &str) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "delete-link" })
+    }
+    fn delete_address(&self, _netns: &str, _ifname: &str, _cidr: &str) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "delete-address" })
+    }
+    fn delete_route(&self, _netns: &str, _dst: &str, _dev: &str) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "delete-route" })
+    }
+    /// Undoes [`System::impair`]: the interface's qdiscs and loss rule go; an
+    /// interface without them is not an error.
+    fn clear_impairment(&self, _netns: &str, _ifname: &str) -> SysResult<()> {
+        Err(SysError::Unsupported { op: "clear-impairment" })
     }
     /// Asks a running process to reload its configuration (SIGHUP, as `nginx -s reload`).
     /// A process that is gone (or whose PID was recycled) is an error.
