@@ -19,7 +19,27 @@
 //!   dots count, so `10.0.0...` rather than `10.0.0....`). So the expected
 //!   lines appear in order, contiguous unless `...` separates them, and an output that
 //!   goes on after the last expected line needs a closing `...` (an empty expectation
-//!   means no output).
+//!   means no output);
+//! - a prompt session is a command such as `$ knetsim cli` whose expected output holds
+//!   typed lines: a line starting with `knetsim> ` (the prompt) or with
+//!   `tear the emulation down? [y/N] ` (its question on `exit`) is typed. The text after
+//!   the prompt or question, of each typed line in order, is the command's stdin (other
+//!   commands get an empty stdin). The prompt, reading a pipe, echoes each line it reads
+//!   after the prompt or question, so a typed line is also an expected output line and
+//!   the lines between two typed lines are the output of the first. Typed lines hold no
+//!   `...`. For example:
+//!
+//!   ```text
+//!   $ knetsim cli
+//!   *** knetsim prompt for emulation ...
+//!   knetsim> C0w1 ping -c 1 C0w2
+//!   ...
+//!   1 packets transmitted, 1 received, 0% packet loss, time ...
+//!   ...
+//!   knetsim> exit
+//!   tear the emulation down? [y/N] n
+//!   emulation ... stays up ...
+//!   ```
 //!
 //! The doc itself runs `knetsim up` first and `knetsim down` last; the test's guards
 //! tear the emulation and the mini-demo's namespaces down if it stops half-way.
@@ -27,6 +47,7 @@
 mod common;
 
 use common::{cni_plugins_installed, nix_is_root, on_path, skip, Down, RootSnapshot};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -39,6 +60,12 @@ const OWNED: &[(&str, &str)] = &[("STATE", "/tmp/knetsim"), ("DEMO", "demo")];
 
 /// Fewer commands than this means the doc lost its content (or the parser broke).
 const MIN_COMMANDS: usize = 80;
+
+/// Fewer lines typed into prompt sessions than this, likewise.
+const MIN_TYPED: usize = 15;
+
+/// What starts a typed line of a prompt session: the prompt, and its question on `exit`.
+const TYPED: &[&str] = &["knetsim> ", "tear the emulation down? [y/N] "];
 
 /// Programs the tutorial's commands use, besides what `knetsim up` checks itself.
 const PROGRAMS: &[&str] = &[
@@ -53,6 +80,17 @@ struct Step {
     line: usize,
     command: String,
     expected: Vec<String>,
+}
+
+impl Step {
+    /// The lines typed into a prompt session, without prompt (none for other commands).
+    fn typed(&self) -> Vec<&str> {
+        self.expected
+            .iter()
+            .filter_map(|l| TYPED.iter().find_map(|p| l.strip_prefix(p)))
+            .inspect(|t| assert!(!t.contains("..."), "{DOC}:{}: a typed line holds `...`", self.line))
+            .collect()
+    }
 }
 
 /// The steps of every ```console block of `doc`, in order.
@@ -191,6 +229,13 @@ fn parser_and_matcher_follow_the_rules() {
     assert_eq!(steps[0].expected, ["a b", "..."]);
     assert_eq!(steps[1].line, 7);
     assert!(steps[1].expected.is_empty());
+    assert!(steps[0].typed().is_empty());
+
+    let session = "```console\n$ knetsim cli\n*** banner\nknetsim> nodes\navailable nodes are:\n\
+                   knetsim> exit\ntear the emulation down? [y/N] n\nstays up\n```\n";
+    let steps = parse(session);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0].typed(), ["nodes", "exit", "n"]);
 
     let lines = |s: &str| s.lines().map(String::from).collect::<Vec<_>>();
     assert!(output_matches(&lines("a\n...\nd"), &lines("a\nb\nc\nd")));
@@ -236,24 +281,32 @@ fn tutorial_runs_as_written() {
     let _demo = DemoNetns(format!("{name}demo"));
 
     let started = Instant::now();
-    let mut ran = 0;
+    let (mut ran, mut typed_lines) = (0, 0);
     for (n, step) in steps.iter().enumerate() {
         if step.command.starts_with("export ") {
             export(step, &mut env);
             continue;
         }
+        let typed = step.typed();
         let t = Instant::now();
-        let out = Command::new("timeout")
+        let mut child = Command::new("timeout")
             .args(["-k", "5", "120", "bash", "-c"])
             .arg(format!("exec 2>&1\n{}", step.command))
             .current_dir(root)
             .env("PATH", &path)
             .env("KNETSIM_NAME", &name)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
             .expect("run bash");
+        // All at once (far below a pipe's capacity), then end of input. A command that
+        // ends without reading it fails on its exit status or output below.
+        let input: String = typed.iter().map(|l| format!("{l}\n")).collect();
+        let _ = child.stdin.take().expect("stdin").write_all(input.as_bytes());
+        let out = child.wait_with_output().expect("wait for bash");
         ran += 1;
+        typed_lines += typed.len();
         let output = String::from_utf8_lossy(&out.stdout);
         println!(
             "step {} ({DOC}:{}, {:.2} s): $ {}",
@@ -285,12 +338,16 @@ fn tutorial_runs_as_written() {
         );
     }
     println!(
-        "{DOC}: {ran} commands ran as written in {:.1} s",
+        "{DOC}: {ran} commands ({typed_lines} lines typed into prompts) ran as written in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert!(
         ran >= MIN_COMMANDS,
         "only {ran} commands in {DOC} (expected at least {MIN_COMMANDS})"
+    );
+    assert!(
+        typed_lines >= MIN_TYPED,
+        "only {typed_lines} lines typed into prompts in {DOC} (expected at least {MIN_TYPED})"
     );
     assert!(
         !Path::new(&format!("/tmp/knetsim-{name}")).exists(),
