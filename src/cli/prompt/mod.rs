@@ -1,7 +1,8 @@
 //! `knetsim cli` and `knetsim up --cli`: a Mininet-style `knetsim>` prompt over a
 //! running emulation, with line editing, history (`~/.knetsim_history`) and tab
-//! completion of commands and node names. `commands` parses (pure), `complete`
-//! completes (pure), `view` formats (pure), `run` acts.
+//! completion of commands and node names; lines piped in run as a script, each
+//! echoed after the prompt. `commands` parses (pure), `complete` completes (pure),
+//! `view` formats (pure), `run` acts.
 
 mod commands;
 mod complete;
