@@ -17,20 +17,7 @@ use std::time::{Duration, Instant};
 const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/single.toml");
 const PROMPT: &str = "knetsim> ";
 
-fn ready(test: &str) -> bool {
-    if !nix_is_root() {
-        return skip(test, "needs root");
-    }
-    for p in ["ip", "nft", "etcd", "ping"] {
-        if !on_path(p) {
-            return skip(test, &format!("`{p}` is not installed"));
-        }
-    }
-    if !cni_plugins_installed() {
-        return skip(test, "the CNI plugins (containernetworking-plugins) are not installed");
-    }
-    true
-}
+const PROGRAMS: &[&str] = &["ip", "nft", "etcd", "ping"];
 
 type Pty = expectrl::session::OsSession;
 
@@ -117,7 +104,7 @@ fn pids_in(netns: &str) -> Vec<String> {
 #[test]
 fn the_prompt_runs_the_decks_first_chapter() {
     let test = "the_prompt_runs_the_decks_first_chapter";
-    if !ready(test) {
+    if !live_ready(test, PROGRAMS) {
         return;
     }
     let name = format!("t{}cp", std::process::id());
@@ -230,7 +217,7 @@ fn the_prompt_runs_the_decks_first_chapter() {
 #[test]
 fn up_cli_opens_the_prompt_and_tears_down_on_exit() {
     let test = "up_cli_opens_the_prompt_and_tears_down_on_exit";
-    if !ready(test) {
+    if !live_ready(test, PROGRAMS) {
         return;
     }
     let name = format!("t{}cu", std::process::id());

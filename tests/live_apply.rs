@@ -13,29 +13,11 @@
 
 mod common;
 
-use common::{
-    assert_nothing_left, cni_plugins_installed, knetsim, nix_is_root, ok, on_path, skip, stdout_of, text, Down,
-};
+use common::{assert_nothing_left, knetsim, live_ready, ok, pod_ip, stdout_of, text, Down};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const PROGRAMS: &[&str] = &["ip", "tc", "nft", "etcd", "nginx", "python3", "ping", "curl"];
-
-fn ready(test: &str) -> bool {
-    if !nix_is_root() {
-        return skip(test, "needs root");
-    }
-    if let Some(p) = PROGRAMS.iter().find(|p| !on_path(p)) {
-        return skip(test, &format!("`{p}` is not installed"));
-    }
-    if !cni_plugins_installed() {
-        return skip(
-            test,
-            "the CNI plugins bridge, host-local and loopback are not installed",
-        );
-    }
-    true
-}
 
 fn topology(name: &str) -> String {
     format!("{}/topologies/{name}.toml", env!("CARGO_MANIFEST_DIR"))
@@ -243,18 +225,6 @@ impl Snapshot {
     }
 }
 
-fn pod_ip(st: &Value, pod: &str) -> String {
-    st["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == pod)
-        .unwrap_or_else(|| panic!("{pod} not in {st:#}"))["ip"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// `from` (a pod or host) pings `to_pod`'s address (three tries, one answer is enough).
 fn assert_pings(name: &str, from: &str, to_pod: &str) {
     let ip = pod_ip(&status(name), to_pod);
@@ -302,7 +272,7 @@ fn apply(name: &str, topology: &str) -> Duration {
 /// Default -> `variant` -> default on one emulation, each state compared with a fresh
 /// `up` of the same topology; `pings` are (from, to pod) pairs across workers in the variant.
 fn round_trip(test: &str, letter: char, variant_file: &str, pings: &[(&str, &str)]) {
-    if !ready(test) {
+    if !live_ready(test, PROGRAMS) {
         return;
     }
     let name = format!("a{}{letter}", std::process::id());

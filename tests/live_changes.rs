@@ -4,86 +4,13 @@
 //! print `SKIP: reason`, unless `CI` is set, where they fail instead. Every probe
 //! runs inside the emulation's namespaces through `knetsim exec`.
 
+mod common;
+
+use common::{knetsim, live_ready, ok, pod_ip, text, Down};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn knetsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_knetsim"))
-        .args(args)
-        .output()
-        .expect("run knetsim")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = knetsim(args);
-    assert!(out.status.success(), "knetsim {}: {}", args.join(" "), text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn skip(test: &str, reason: &str) -> bool {
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {reason}, and CI is set");
-    }
-    println!("SKIP: {test}: {reason}");
-    false
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn ready(test: &str) -> bool {
-    if !is_root() {
-        return skip(test, "needs root");
-    }
-    for p in ["ip", "nft", "etcd", "ping"] {
-        if !on_path(p) {
-            return skip(test, &format!("`{p}` is not installed"));
-        }
-    }
-    let plugins = ["bridge", "host-local", "loopback"]
-        .iter()
-        .all(|p| Path::new("/usr/lib/cni").join(p).exists() || Path::new("/opt/cni/bin").join(p).exists());
-    if !plugins {
-        return skip(test, "the CNI plugins (containernetworking-plugins) are not installed");
-    }
-    true
-}
-
-/// Runs `knetsim down --name NAME` when dropped.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let out = knetsim(&["down", "--name", &self.0]);
-        if !out.status.success() {
-            eprintln!("cleanup: knetsim down --name {}: {}", self.0, text(&out));
-        }
-    }
-}
+const PROGRAMS: &[&str] = &["ip", "nft", "etcd", "ping"];
 
 const BASE: &str = r#"# a small cluster for live changes
 [[clusters]]
@@ -121,18 +48,6 @@ fn status(name: &str) -> Value {
     serde_json::from_str(&ok(&["status", "--name", name, "--json"])).unwrap()
 }
 
-fn pod_ip(st: &Value, pod: &str) -> String {
-    st["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == pod)
-        .unwrap_or_else(|| panic!("{pod} not in {st:#}"))["ip"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// Pings from a pod, one packet at a time; returns how many of `n` were answered.
 fn pings(name: &str, from: &str, to: &str, n: usize) -> usize {
     (0..n)
@@ -147,7 +62,7 @@ fn pings(name: &str, from: &str, to: &str, n: usize) -> usize {
 #[test]
 fn pods_and_services_change_on_a_running_emulation() {
     let test = "pods_and_services_change_on_a_running_emulation";
-    if !ready(test) {
+    if !live_ready(test, PROGRAMS) {
         return;
     }
     let name = format!("t{}p", std::process::id());
@@ -296,7 +211,7 @@ fn snapshot(name: &str) -> (Value, Vec<String>) {
 #[test]
 fn apply_and_back_ends_like_a_fresh_up_and_dry_run_lists_exactly_what_apply_does() {
     let test = "apply_and_back_ends_like_a_fresh_up_and_dry_run_lists_exactly_what_apply_does";
-    if !ready(test) {
+    if !live_ready(test, PROGRAMS) {
         return;
     }
     let name = format!("t{}a", std::process::id());

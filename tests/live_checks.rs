@@ -10,23 +10,10 @@
 
 mod common;
 
-use common::{assert_nothing_left, cni_plugins_installed, knetsim, nix_is_root, ok, on_path, skip, text, Down};
+use common::{assert_nothing_left, knetsim, live_ready, ok, text, Down};
 use std::process::Output;
 
-fn can_run(test: &str) -> bool {
-    if !nix_is_root() {
-        return skip(test, "needs root");
-    }
-    for p in ["ip", "tc", "nft", "etcd", "sysctl", "ping", "curl"] {
-        if !on_path(p) {
-            return skip(test, &format!("`{p}` is not installed"));
-        }
-    }
-    if !cni_plugins_installed() {
-        return skip(test, "CNI plugins are not installed");
-    }
-    true
-}
+const PROGRAMS: &[&str] = &["ip", "tc", "nft", "etcd", "sysctl", "ping", "curl"];
 
 /// One cluster, a web pod on w2; one right check and two wrong ones.
 const TOPOLOGY: &str = r#"
@@ -73,7 +60,7 @@ fn row<'a>(table: &'a str, check: &str) -> &'a str {
 
 #[test]
 fn wrong_checks_fail_and_the_emulation_stays_up() {
-    if !can_run("wrong_checks_fail_and_the_emulation_stays_up") {
+    if !live_ready("wrong_checks_fail_and_the_emulation_stays_up", PROGRAMS) {
         return;
     }
     let name = format!("k{}", std::process::id());

@@ -13,7 +13,7 @@
 mod common;
 
 use common::{
-    assert_nothing_left, cni_plugins_installed, knetsim, namespaces_of, nix_is_root, ok, on_path, skip, stdout_of,
+    assert_nothing_left, installed_or_built_in, knetsim, live_ready, namespaces_of, ok, on_path, skip, stdout_of,
     subcommands, text, Down, RootSnapshot,
 };
 use knetsim_compiler::artifacts::paths::INVENTORY;
@@ -34,17 +34,8 @@ const PROGRAMS: &[&str] = &[
 /// Whether this machine and this build can run the default topology; prints the
 /// reason (or panics under CI) when not.
 fn ready(test: &str) -> bool {
-    if !nix_is_root() {
-        return skip(test, "needs root");
-    }
-    if let Some(p) = PROGRAMS.iter().find(|p| !on_path(p)) {
-        return skip(test, &format!("`{p}` is not installed"));
-    }
-    if !cni_plugins_installed() {
-        return skip(
-            test,
-            "the CNI plugins bridge, host-local and loopback are not installed (containernetworking-plugins)",
-        );
+    if !live_ready(test, PROGRAMS) {
+        return false;
     }
     let subs = subcommands();
     for s in ["cni", "serve"] {
@@ -52,10 +43,7 @@ fn ready(test: &str) -> bool {
             return skip(test, &format!("this knetsim has no `{s}` subcommand yet"));
         }
     }
-    if !on_path("flanneld") && !subs.iter().any(|s| s == "flanneld") {
-        return skip(test, "no flanneld and no built-in `knetsim flanneld`");
-    }
-    true
+    installed_or_built_in(test, "flanneld", "flanneld")
 }
 
 fn stdout(out: &Output) -> String {

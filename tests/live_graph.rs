@@ -9,30 +9,14 @@
 
 mod common;
 
-use common::{cni_plugins_installed, knetsim, nix_is_root, on_path, skip, stdout_of, subcommands, text, Down};
+use common::{installed_or_built_in, knetsim, live_ready, on_path, skip, stdout_of, text, Down};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn can_run(test: &str) -> bool {
-    if !nix_is_root() {
-        return skip(test, "needs root");
-    }
-    for p in ["ip", "nft", "etcd"] {
-        if !on_path(p) {
-            return skip(test, &format!("`{p}` is not installed"));
-        }
-    }
-    let subs = subcommands();
-    if !cni_plugins_installed() {
-        return skip(test, "CNI plugins are not installed");
-    }
-    if !on_path("flanneld") && !subs.iter().any(|s| s == "flanneld") {
-        return skip(test, "no flanneld");
-    }
-    if !on_path("skrouterd") && !subs.iter().any(|s| s == "router") {
-        return skip(test, "no router (skrouterd or `knetsim router`)");
-    }
-    true
+    live_ready(test, &["ip", "nft", "etcd"])
+        && installed_or_built_in(test, "flanneld", "flanneld")
+        && installed_or_built_in(test, "skrouterd", "router")
 }
 
 fn graph(name: &str, format: &str) -> String {

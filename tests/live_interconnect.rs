@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{cni_plugins_installed, knetsim, nix_is_root, on_path, skip, subcommands, text, Down};
+use common::{installed_or_built_in, knetsim, live_ready, text, Down};
 use serde_json::Value;
 use std::process::Output;
 use std::sync::{Condvar, Mutex};
@@ -21,25 +21,9 @@ const PAGE: &str = "hello from C0";
 
 /// Whether the live tests can run here (prints `SKIP` or panics under `CI` when not).
 fn can_run(test: &str) -> bool {
-    if !nix_is_root() {
-        return skip(test, "needs root");
-    }
-    for p in ["ip", "tc", "nft", "etcd", "sysctl", "curl"] {
-        if !on_path(p) {
-            return skip(test, &format!("`{p}` is not installed"));
-        }
-    }
-    let subs = subcommands();
-    if !subs.iter().any(|s| s == "cni") || !cni_plugins_installed() {
-        return skip(test, "CNI plugins are not installed");
-    }
-    if !on_path("flanneld") && !subs.iter().any(|s| s == "flanneld") {
-        return skip(test, "no flanneld");
-    }
-    if !on_path("skrouterd") && !subs.iter().any(|s| s == "router") {
-        return skip(test, "no router (skrouterd or `knetsim router`)");
-    }
-    true
+    live_ready(test, &["ip", "tc", "nft", "etcd", "sysctl", "curl"])
+        && installed_or_built_in(test, "flanneld", "flanneld")
+        && installed_or_built_in(test, "skrouterd", "router")
 }
 
 /// At most two emulations of this file at once (the tests run on parallel threads).

@@ -46,7 +46,7 @@
 
 mod common;
 
-use common::{cni_plugins_installed, nix_is_root, on_path, skip, Down, RootSnapshot};
+use common::{live_ready, Down, RootSnapshot};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -204,22 +204,6 @@ impl Drop for DemoNetns {
     }
 }
 
-fn ready(test: &str) -> bool {
-    if !nix_is_root() {
-        return skip(test, "needs root");
-    }
-    if let Some(p) = PROGRAMS.iter().find(|p| !on_path(p)) {
-        return skip(test, &format!("`{p}` is not installed"));
-    }
-    if !cni_plugins_installed() {
-        return skip(
-            test,
-            "the CNI plugins bridge, host-local and loopback are not installed (containernetworking-plugins)",
-        );
-    }
-    true
-}
-
 #[test]
 fn parser_and_matcher_follow_the_rules() {
     let doc = "text\n```console\n$ echo a \\\n  b\na b\n...\n$ true\n```\n```sh\n$ not run\n```\n";
@@ -256,7 +240,7 @@ fn parser_and_matcher_follow_the_rules() {
 
 #[test]
 fn tutorial_runs_as_written() {
-    if !ready("tutorial_runs_as_written") {
+    if !live_ready("tutorial_runs_as_written", PROGRAMS) {
         return;
     }
     let root = env!("CARGO_MANIFEST_DIR");

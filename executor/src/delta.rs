@@ -342,12 +342,17 @@ mod tests {
         o
     }
 
-    /// Brings BASE "up" on the fake, returns the state file.
-    fn up(dir: &Path, sys: &RecordingSystem) -> StateFile {
-        let (plan, bundle) = compiled(BASE, dir);
+    /// Brings `text` "up" on the fake; returns its plan, bundle and state file.
+    fn up_from(text: &str, dir: &Path, sys: &RecordingSystem) -> (Plan, Bundle, StateFile) {
+        let (plan, bundle) = compiled(text, dir);
         let mut sf = StateFile::create(dir, "d").unwrap();
         crate::engine::apply_with(&plan, &bundle, sys, &fast(), Some(&mut sf), &mut |_| {}).unwrap();
-        sf
+        (plan, bundle, sf)
+    }
+
+    /// Brings BASE "up" on the fake, returns the state file.
+    fn up(dir: &Path, sys: &RecordingSystem) -> StateFile {
+        up_from(BASE, dir, sys).2
     }
 
     #[test]
@@ -504,11 +509,8 @@ mod tests {
     fn underlay_changes_rebuild_and_end_like_a_fresh_up() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("emu");
-        let default = topology("default");
         let sys = RecordingSystem::new();
-        let (dp, db) = compiled(&default, &dir);
-        let mut sf = StateFile::create(&dir, "d").unwrap();
-        crate::engine::apply_with(&dp, &db, &sys, &fast(), Some(&mut sf), &mut |_| {}).unwrap();
+        let (dp, db, mut sf) = up_from(&topology("default"), &dir, &sys);
         let fresh_default = contents(sf.state());
         for variant in ["single", "chain3"] {
             let text = topology(variant);
@@ -553,11 +555,8 @@ mod tests {
     fn a_rebuild_failing_half_way_rolls_back_to_the_running_state() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("emu");
-        let default = topology("default");
         let sys = RecordingSystem::new();
-        let (dp, db) = compiled(&default, &dir);
-        let mut sf = StateFile::create(&dir, "d").unwrap();
-        crate::engine::apply_with(&dp, &db, &sys, &fast(), Some(&mut sf), &mut |_| {}).unwrap();
+        let (dp, db, mut sf) = up_from(&topology("default"), &dir, &sys);
         let running = contents(sf.state());
         let (vp, vb) = compiled(&topology("chain3"), &dir);
         let actions = delta(&dp, &db, &vp, &vb).unwrap();

@@ -4,6 +4,7 @@
 //! waits for the running steps and undoes everything applied, newest first.
 //! [`teardown`] removes a whole emulation from its recorded state.
 
+use crate::par::par_map;
 use crate::state::{unix_now, ProcessRecord, State, StateError, StateFile};
 use crate::system::{CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, SysError, System};
 use knetsim_compiler::plan::{Op, Plan, Probe};
@@ -11,7 +12,7 @@ use knetsim_compiler::Bundle;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -769,27 +770,6 @@ pub(crate) fn removable(path: &Path, state_dir: &Path) -> bool {
     use std::path::Component;
     let plain = |p: &Path| p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir));
     plain(path) && plain(state_dir) && state_dir.parent().is_some() && path.starts_with(state_dir) && path != state_dir
-}
-
-/// Runs `f` on every item with at most `n` threads; results in item order.
-fn par_map<T: Sync, R: Send>(items: &[T], n: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..n.max(1).min(items.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-            });
-        }
-    });
-    out.into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.expect("every item was mapped"))
-        .collect()
 }
 
 const TEARDOWN_THREADS: usize = 8;

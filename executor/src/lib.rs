@@ -8,6 +8,7 @@
 //! - [`preflight`]: every program and plugin a plan needs, checked before `up` changes anything.
 //! - [`etcd`]: a small etcd v3 client (JSON gateway over HTTP/1.1).
 //! - [`flannel`]: the built-in flannel agent (`knetsim flanneld`): etcd subnet manager, vxlan backend.
+//! - [`par`]: a scoped thread pool for independent blocking calls, results in order.
 //! - [`system`]: the side-effect boundary ([`system::System`]), with the real Linux
 //!   implementation and a recording fake for tests.
 //!
@@ -22,6 +23,7 @@ pub mod delta;
 pub mod engine;
 pub mod etcd;
 pub mod flannel;
+pub mod par;
 pub mod preflight;
 pub mod state;
 pub mod system;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{echo_once, server, wait_accepting};
+use common::{echo_concurrently, echo_once, pattern, server, wait_accepting};
 use knetsim_router::{Config, Router};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -99,10 +99,6 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     s
 }
 
-fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| ((i * 31 + seed * 7) % 251) as u8).collect()
-}
-
 #[test]
 fn echo_through_two_routers_with_concurrent_streams_over_one_link() {
     let echo = server(None);
@@ -121,19 +117,7 @@ fn echo_through_two_routers_with_concurrent_streams_over_one_link() {
         b"hello through two routers"
     );
 
-    let handles: Vec<_> = (0..8)
-        .map(|i| {
-            thread::spawn(move || {
-                let data = pattern(i, 300_000 + i * 1000);
-                let back = echo_once(svc_port, &data);
-                assert_eq!(back.len(), data.len(), "stream {i}");
-                assert!(back == data, "stream {i} corrupted");
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    echo_concurrently(svc_port, (0..8).map(|i| pattern(i, 300_000 + i * 1000)).collect());
 
     let snap = b.snapshot();
     assert_eq!(snap.links.len(), 1, "one link carries every stream: {snap:?}");
@@ -194,19 +178,7 @@ fn bulk_streams_cross_three_routers_intact_with_small_and_mixed_frame_sizes() {
         assert!(t0.elapsed() < Duration::from_secs(5), "c never learned a's addresses");
         thread::sleep(Duration::from_millis(10));
     }
-    let handles: Vec<_> = (0..3)
-        .map(|i| {
-            thread::spawn(move || {
-                let data = pattern(i + 20, 200_000 + i * 777);
-                let back = echo_once(svc_port, &data);
-                assert_eq!(back.len(), data.len(), "stream {i}");
-                assert!(back == data, "stream {i} corrupted");
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    echo_concurrently(svc_port, (0..3).map(|i| pattern(i + 20, 200_000 + i * 777)).collect());
     assert!(c
         .metrics()
         .contains("skrouter_streams_total{router=\"c\",address=\"echo\"}"));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{echo_once, wait_accepting};
+use common::{echo_concurrently, echo_once, pattern, wait_accepting};
 use knetsim_router::{Config, Router};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
 use std::io::Read;
@@ -109,17 +109,7 @@ fn echo_through_two_routers_over_a_tls_link() {
     wait_accepting(svc_port, Duration::from_secs(5));
     assert_eq!(echo_once(svc_port, b"hello over TLS"), b"hello over TLS");
     // Bulk both ways at once, several streams over the one TLS link.
-    let handles: Vec<_> = (0..4)
-        .map(|i| {
-            thread::spawn(move || {
-                let data: Vec<u8> = (0..400_000).map(|j| ((j * 31 + i * 7) % 251) as u8).collect();
-                assert!(echo_once(svc_port, &data) == data, "stream {i} corrupted");
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    echo_concurrently(svc_port, (0..4).map(|i| pattern(i, 400_000)).collect());
     assert_eq!(a.snapshot().links.len(), 1);
     assert_eq!(b.snapshot().links[0].0, "a");
 }

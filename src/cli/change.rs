@@ -5,6 +5,7 @@
 //! only that. A change that does not compile, or that the running emulation cannot
 //! take, changes nothing; one that fails half-way is rolled back.
 
+use super::running::recorded_state;
 use super::status::{display_name, BUNDLE_DIR};
 use super::up::is_root;
 use super::{report_diagnostics, Target};
@@ -14,7 +15,7 @@ use knetsim_compiler::plan::{delta, Component, Plan};
 use knetsim_compiler::{self as compiler, Bundle, CompileOptions, Source};
 use knetsim_executor::delta::apply_changes;
 use knetsim_executor::engine::Options;
-use knetsim_executor::state::{self, StateFile};
+use knetsim_executor::state::StateFile;
 use knetsim_executor::LinuxSystem;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,18 +44,7 @@ pub struct Running {
 
 impl Running {
     pub fn load(target: &Target) -> Result<Running, String> {
-        let mut opts = target.options()?;
-        let state = match state::read(&opts.state_dir) {
-            Ok(Some(st)) => st,
-            Ok(None) => {
-                return Err(format!(
-                    "emulation {} is not up (no {})",
-                    display_name(&opts.name),
-                    opts.state_dir.join(state::STATE_FILE).display()
-                ))
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let (mut opts, state) = recorded_state(target)?;
         if !state.complete {
             return Err(format!(
                 "emulation {} is not completely up (run `knetsim status` or `knetsim down`)",

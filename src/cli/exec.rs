@@ -2,9 +2,9 @@
 //! interactive shell, inside a host's or a pod's network namespace. The child
 //! enters the namespace between fork and exec; knetsim itself never does.
 
+use super::running::recorded_state;
 use super::status::{display_name, Inventory};
 use super::Target;
-use knetsim_executor::state;
 use knetsim_executor::system::linux::open_netns;
 use knetsim_executor::system::process::{command_in_netns, exit_code, run_foreground, which};
 
@@ -29,18 +29,7 @@ pub struct ShellArgs {
 
 /// The namespace of `node` in the emulation named by `target`, or an error message.
 fn resolve(target: &Target, node: &str) -> Result<(String, String), String> {
-    let opts = target.options()?;
-    match state::read(&opts.state_dir) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Err(format!(
-                "emulation {} is not up (no {})",
-                display_name(&opts.name),
-                opts.state_dir.join(state::STATE_FILE).display()
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
-    }
+    let (opts, _) = recorded_state(target)?;
     let inv = Inventory::load(&opts.state_dir)?;
     match inv.netns_of(node) {
         Some(ns) => Ok((ns.to_string(), opts.name)),

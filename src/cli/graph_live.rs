@@ -5,13 +5,13 @@
 //! table, each router's links from its `/metrics` (as `status` reads them), and which
 //! recorded processes (etcd, flanneld, nginx, routers) still run.
 
+use super::running::{recorded_state, NotRunning};
 use super::status::display_name;
 use super::Target;
 use knetsim_compiler::artifacts::{nft, paths::runtime};
 use knetsim_compiler::graph::{LiveFacts, LiveLink, LiveRouter};
 use knetsim_compiler::plan::Probe;
 use knetsim_compiler::{self as compiler, Model, Source};
-use knetsim_executor::state;
 use knetsim_executor::system::linux::{self, LinuxSystem};
 use knetsim_executor::system::System;
 use serde_json::Value;
@@ -24,18 +24,10 @@ fn netns_present(netns: &str) -> bool {
 
 /// The running emulation's model (from its stored topology) and its live facts.
 pub fn gather(target: &Target) -> Result<(Model, LiveFacts), String> {
-    let mut opts = target.options()?;
-    let st = match state::read(&opts.state_dir) {
-        Ok(Some(st)) => st,
-        Ok(None) => {
-            return Err(format!(
-                "emulation {} is not up (no {}); draw a topology file without --live",
-                display_name(&opts.name),
-                opts.state_dir.join(state::STATE_FILE).display()
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    let (mut opts, st) = recorded_state(target).map_err(|e| match e {
+        NotRunning::NotUp(_) => format!("{e}; draw a topology file without --live"),
+        NotRunning::Error(e) => e,
+    })?;
     opts.state_dir = PathBuf::from(&st.state_dir);
     let path = opts.state_dir.join(super::change::TOPOLOGY_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

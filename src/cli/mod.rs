@@ -16,6 +16,7 @@ mod host_local;
 mod pod;
 mod prompt;
 mod router;
+mod running;
 mod serve;
 mod status;
 mod status_routers;

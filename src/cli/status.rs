@@ -2,19 +2,22 @@
 //! way `kubectl get` shows them. Also the inventory view (hosts, pods, services)
 //! that `up`, `exec` and `shell` share.
 
+use super::running::{recorded_state, NotRunning};
 use super::Target;
 use knetsim_compiler::artifacts::paths::INVENTORY;
 use knetsim_compiler::plan::Probe;
+use knetsim_executor::par::par_map;
 use knetsim_executor::state::{self, State};
 use knetsim_executor::system::linux::{self, LinuxSystem};
 use knetsim_executor::system::System;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Where `up` keeps the compiled bundle inside the state directory.
 pub const BUNDLE_DIR: &str = "bundle";
+
+/// How many health probes run at once.
+const PROBE_THREADS: usize = 8;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -227,27 +230,6 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Runs `f` on every item with a few threads; results in item order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|sc| {
-        for _ in 0..8.min(items.len()) {
-            sc.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-            });
-        }
-    });
-    out.into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.expect("mapped"))
-        .collect()
-}
-
 fn netns_present(netns: &str) -> bool {
     !netns.is_empty() && LinuxSystem::netns_path(netns).exists()
 }
@@ -364,7 +346,7 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
         })
         .collect();
     let router_procs: Vec<_> = st.processes.iter().filter(|p| netns_present(&p.netns)).collect();
-    let routers: Vec<Value> = par_map(&router_procs, |p| super::status_routers::router(p))
+    let routers: Vec<Value> = par_map(&router_procs, PROBE_THREADS, |p| super::status_routers::router(p))
         .into_iter()
         .flatten()
         .collect();
@@ -374,7 +356,7 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
     let mut services = Vec::new();
     if let Some(inv) = inv {
         let members: Vec<&HostInfo> = inv.hosts.iter().filter(|h| h.role == "etcd").collect();
-        etcd = par_map(&members, |h| {
+        etcd = par_map(&members, PROBE_THREADS, |h| {
             let url = format!("http://{}:2379/health", h.ip);
             let healthy = netns_present(&h.netns)
                 && sys
@@ -399,7 +381,7 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
                 "subnet": subnet,
             }));
         }
-        pods = par_map(&inv.pods, |p| {
+        pods = par_map(&inv.pods, PROBE_THREADS, |p| {
             let present = netns_present(&p.netns);
             let addrs = if present { eth0_addresses(&p.netns) } else { Vec::new() };
             let ready = addrs.contains(&p.ip);
@@ -629,27 +611,20 @@ fn print_text(v: &Value) {
 
 /// Exit 0: up and healthy; 1: not up, or some component is unhealthy.
 pub fn status(a: StatusArgs) -> i32 {
-    let opts = match a.target.options() {
-        Ok(o) => o,
+    let (opts, st) = match recorded_state(&a.target) {
+        Ok(recorded) => recorded,
         Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let st = match state::read(&opts.state_dir) {
-        Ok(Some(st)) => st,
-        Ok(None) => {
+            let NotRunning::NotUp(opts) = &e else {
+                eprintln!("error: {e}");
+                return 1;
+            };
             if a.json {
                 println!(
                     "{}",
                     json!({ "name": opts.name, "state_dir": opts.state_dir, "phase": "NotUp", "healthy": false })
                 );
             }
-            eprintln!(
-                "emulation {} is not up (no {})",
-                display_name(&opts.name),
-                opts.state_dir.join(state::STATE_FILE).display()
-            );
+            eprintln!("{e}");
             let others: Vec<String> = emulations()
                 .into_iter()
                 .filter(|(n, _)| *n != opts.name)
@@ -658,10 +633,6 @@ pub fn status(a: StatusArgs) -> i32 {
             if !others.is_empty() {
                 eprintln!("running emulations: {}", others.join("; "));
             }
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
             return 1;
         }
     };

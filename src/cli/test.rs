@@ -2,12 +2,12 @@
 //! against the running emulation and prints a pass/fail table, like netlab's
 //! `validate`. `knetsim up` runs the same checks when it is done.
 
+use super::running::recorded_state;
 use super::status::{display_name, print_table, BUNDLE_DIR};
 use super::Target;
 use knetsim_compiler::artifacts::{checks, paths::CHECKS};
 use knetsim_compiler::model::Check;
 use knetsim_executor::checks::{run_all, Settings, Verdict};
-use knetsim_executor::state;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -117,23 +117,8 @@ fn run_and_report(checks: &[Check], skipped: &[String], opts: &RunOptions, json:
 }
 
 pub fn test(a: TestArgs) -> i32 {
-    let opts = match a.target.options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let st = match state::read(&opts.state_dir) {
-        Ok(Some(st)) => st,
-        Ok(None) => {
-            eprintln!(
-                "error: emulation {} is not up (no {})",
-                display_name(&opts.name),
-                opts.state_dir.join(state::STATE_FILE).display()
-            );
-            return 1;
-        }
+    let (opts, st) = match recorded_state(&a.target) {
+        Ok(recorded) => recorded,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;

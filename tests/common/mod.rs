@@ -1,6 +1,7 @@
-//! Helpers shared by the live tests (`live_up.rs`, `live_default.rs`): running
-//! knetsim, skipping without root (or failing when `CI` is set), the drop guard that
-//! runs `knetsim down`, the root-namespace snapshot and the leftovers check.
+//! Helpers shared by the live tests (`live_up.rs`, `live_default.rs`, ...): running
+//! knetsim, skipping without root or a needed program (or failing when `CI` is set),
+//! the drop guard that runs `knetsim down`, the root-namespace snapshot and the
+//! leftovers check.
 //! Each test binary uses a part of them.
 #![allow(dead_code)]
 
@@ -62,6 +63,45 @@ pub fn cni_plugins_installed() -> bool {
     ["bridge", "host-local", "loopback"]
         .iter()
         .all(|p| Path::new("/usr/lib/cni").join(p).exists() || Path::new("/opt/cni/bin").join(p).exists())
+}
+
+/// Whether live tests can run here: as root, with every one of `programs` on PATH and
+/// the real CNI plugins installed. Prints `SKIP` (panics under `CI`) when not.
+pub fn live_ready(test: &str, programs: &[&str]) -> bool {
+    if !nix_is_root() {
+        return skip(test, "needs root");
+    }
+    if let Some(p) = programs.iter().find(|p| !on_path(p)) {
+        return skip(test, &format!("`{p}` is not installed"));
+    }
+    if !cni_plugins_installed() {
+        return skip(
+            test,
+            "the CNI plugins bridge, host-local and loopback are not installed (containernetworking-plugins)",
+        );
+    }
+    true
+}
+
+/// Whether `program` is installed or this knetsim has `subcommand` built in in its
+/// place (flanneld, skrouterd). Prints `SKIP` (panics under `CI`) when neither.
+pub fn installed_or_built_in(test: &str, program: &str, subcommand: &str) -> bool {
+    on_path(program)
+        || subcommands().iter().any(|s| s == subcommand)
+        || skip(test, &format!("no {program} and no built-in `knetsim {subcommand}`"))
+}
+
+/// The address of pod `pod` (as `status --json` names it) in a `status --json` value.
+pub fn pod_ip(status: &serde_json::Value, pod: &str) -> String {
+    status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == pod)
+        .unwrap_or_else(|| panic!("{pod} not in {status:#}"))["ip"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 pub fn nix_is_root() -> bool {

@@ -76,3 +76,28 @@ pub fn echo_once(port: u16, payload: &[u8]) -> Vec<u8> {
     writer.join().unwrap();
     back
 }
+
+/// Bytes that differ by `seed` and position, so a stream mixed up with another or
+/// shifted shows.
+pub fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + seed * 7) % 251) as u8).collect()
+}
+
+/// Echoes every payload through `port` on its own stream, all at once; each must come
+/// back intact.
+pub fn echo_concurrently(port: u16, payloads: Vec<Vec<u8>>) {
+    let handles: Vec<_> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            thread::spawn(move || {
+                let back = echo_once(port, &data);
+                assert_eq!(back.len(), data.len(), "stream {i}");
+                assert!(back == data, "stream {i} corrupted");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}

@@ -5,17 +5,17 @@
 use super::commands::{self, Command, ContainerCall, COMMANDS};
 use super::complete::Names;
 use super::view::{self, End, PingRow};
-use crate::cli::status::{display_name, print_table, Inventory, BUNDLE_DIR};
+use crate::cli::running::recorded_state;
+use crate::cli::status::{print_table, Inventory, BUNDLE_DIR};
 use crate::cli::{exec, Target};
 use knetsim_compiler::artifacts::paths::INVENTORY;
+use knetsim_executor::par::par_map;
 use knetsim_executor::state::{self, State};
 use knetsim_executor::system::linux::open_netns;
 use knetsim_executor::system::process::{command_in_netns, exit_code};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// What the prompt does after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,18 +37,7 @@ pub struct Session {
 impl Session {
     /// The emulation named by `target`, which must be up.
     pub fn open(target: Target) -> Result<Session, String> {
-        let opts = target.options()?;
-        match state::read(&opts.state_dir) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(format!(
-                    "emulation {} is not up (no {})",
-                    display_name(&opts.name),
-                    opts.state_dir.join(state::STATE_FILE).display()
-                ))
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+        let (opts, _) = recorded_state(&target)?;
         let inventory = Inventory::load(&opts.state_dir)?;
         Ok(Session {
             target,
@@ -439,27 +428,6 @@ fn ping_once(netns: &str, ip: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// `f` over `items` on up to `threads` threads, results in order.
-fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|sc| {
-        for _ in 0..threads.min(items.len()) {
-            sc.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-            });
-        }
-    });
-    out.into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.expect("mapped"))
-        .collect()
 }
 
 fn help() {
