@@ -26,7 +26,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("sh", "sh CMD: run CMD in knetsim's own namespace (e.g. `sh ip netns list`)"),
     (
         "py",
-        "the deck's forms: py C0w1.exec_container(\"c1\", \"ifconfig\"), .create_container(\"c10\"), .delete_container(\"c10\")",
+        "the deck's forms: py C0w1.exec_container(\"c1\", \"ifconfig\"), .create_container(\"c10\"), .delete_container(\"c10\"), py C0.kp_vip_add(\"100.64.20.1\", [\"c2\", \"c3\"])",
     ),
     ("source", "source FILE: run the commands of a file, one a line (# starts a comment)"),
     ("help", "help [COMMAND]: this list, or one command"),
@@ -66,6 +66,12 @@ pub enum Command {
     Container {
         host: String,
         call: ContainerCall,
+    },
+    /// The deck's `py C0.kp_vip_add("100.64.10.1", ["c2", "c3"])`: a service over pods.
+    VipAdd {
+        cluster: String,
+        vip: String,
+        pods: Vec<String>,
     },
 }
 
@@ -174,12 +180,28 @@ fn parse_py(expr: &str) -> Result<Command, ParseError> {
     let err = |what: &str| {
         ParseError::Py(format!(
             "{what}; knetsim understands the deck's `py C0w1.exec_container(\"c1\", \"ifconfig\")`, \
-             `py C0w1.create_container(\"c10\")` and `py C0w1.delete_container(\"c10\")`"
+             `py C0w1.create_container(\"c10\")`, `py C0w1.delete_container(\"c10\")` and \
+             `py C0.kp_vip_add(\"100.64.20.1\", [\"c2\", \"c3\"])`"
         ))
     };
     let (host, call) = expr.split_once('.').ok_or_else(|| err("no `HOST.method(...)`"))?;
     let (method, args) = call.split_once('(').ok_or_else(|| err("no `(`"))?;
     let args = args.trim_end().strip_suffix(')').ok_or_else(|| err("no closing `)`"))?;
+    if method.trim() == "kp_vip_add" {
+        // A string and a list of strings: `"100.64.10.1", ["c2", "c3"]`.
+        let (vip, list) = args.split_once(',').ok_or_else(|| err("kp_vip_add takes a VIP and a list of pods"))?;
+        let vip = split_args(vip).ok().and_then(|v| v.into_iter().next());
+        let list = list.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']'));
+        let pods = list.and_then(|l| split_args(l).ok()).filter(|p| !p.is_empty());
+        let (Some(vip), Some(pods)) = (vip, pods) else {
+            return Err(err("kp_vip_add takes a quoted VIP and a list of quoted pod names"));
+        };
+        return Ok(Command::VipAdd {
+            cluster: host.trim().to_string(),
+            vip,
+            pods,
+        });
+    }
     let args: Vec<String> = split_args(args).map_err(|_| err("unbalanced quotes"))?;
     let host = host.trim().to_string();
     let call = match (method.trim(), args.as_slice()) {
@@ -385,6 +407,14 @@ mod tests {
             })
         );
         assert_eq!(
+            p(r#"py C0.kp_vip_add("100.64.20.1", ["c2", 'c3'])"#),
+            Ok(Command::VipAdd {
+                cluster: "C0".into(),
+                vip: "100.64.20.1".into(),
+                pods: vec!["c2".into(), "c3".into()],
+            })
+        );
+        assert_eq!(
             p("py C0w1.create_container('c10')"),
             Ok(Command::Container {
                 host: "C0w1".into(),
@@ -400,6 +430,9 @@ mod tests {
         );
         for bad in [
             "py C0w1.reboot()",
+            "py C0.kp_vip_add(\"100.64.20.1\")",
+            "py C0.kp_vip_add(\"100.64.20.1\", [])",
+            "py C0.kp_vip_add(100.64.20.1, [\"c2\"])",
             "py C0w1",
             "py C0w1.exec_container(\"c1\")",
             "py x.y(\"a)",

@@ -114,6 +114,12 @@ impl Session {
             }
             Command::Exec { node, line } => self.exec(&node, &line),
             Command::Container { host, call } => self.container(&host, call),
+            Command::VipAdd { cluster, vip, pods } => {
+                // The seed's services have no name: one is made from the VIP.
+                let name = format!("{cluster}/vip-{}", vip.replace('.', "-"));
+                let args = [name, "--vip".into(), vip, "--pods".into(), pods.join(",")];
+                self.change("svc", &[&["add".to_string()], &args[..]].concat());
+            }
         }
         Flow::Continue
     }
