@@ -189,7 +189,9 @@ fn parse_py(expr: &str) -> Result<Command, ParseError> {
     let args = args.trim_end().strip_suffix(')').ok_or_else(|| err("no closing `)`"))?;
     if method.trim() == "kp_vip_add" {
         // A string and a list of strings: `"100.64.10.1", ["c2", "c3"]`.
-        let (vip, list) = args.split_once(',').ok_or_else(|| err("kp_vip_add takes a VIP and a list of pods"))?;
+        let (vip, list) = args
+            .split_once(',')
+            .ok_or_else(|| err("kp_vip_add takes a VIP and a list of pods"))?;
         let vip = split_args(vip).ok().and_then(|v| v.into_iter().next());
         let list = list.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']'));
         let pods = list.and_then(|l| split_args(l).ok()).filter(|p| !p.is_empty());
