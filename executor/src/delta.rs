@@ -7,7 +7,7 @@ use crate::engine::{record_effects, removable, run_op, Effect, Options, StepErro
 use crate::state::{State, StateFile};
 use crate::system::{CniAddRequest, Pid, SysError, System};
 use knetsim_compiler::plan::delta::process_outputs;
-use knetsim_compiler::plan::{Action, Op, Step};
+use knetsim_compiler::plan::{Action, Op, Probe, Step};
 use knetsim_compiler::Bundle;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -285,7 +285,16 @@ fn perform(
         } => {
             match (&before.op, &after.op) {
                 (Op::CniAdd { .. }, _) => sys.cni_del(&cni_request(&before.op).expect("a CNI ADD"))?,
-                (Op::StartProcess { name, netns, .. }, _) => stop(name, netns, sys, st)?,
+                (Op::StartProcess { name, netns, ready, .. }, _) => {
+                    stop(name, netns, sys, st)?;
+                    // The restarted process is ready once it wrote its file anew (flanneld's
+                    // subnet file), not on what its predecessor left.
+                    if let Probe::FileExists { path } = ready {
+                        if removable(Path::new(path), Path::new(&st.state_dir)) {
+                            sys.remove_path(Path::new(path))?;
+                        }
+                    }
+                }
                 (
                     Op::EtcdPut {
                         netns, endpoints, key, ..

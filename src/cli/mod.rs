@@ -105,7 +105,7 @@ enum Command {
     Test(test::TestArgs),
     /// A Mininet-style `knetsim>` prompt over a running emulation (`C0w1 ip -br a`, `pingall`, `help`).
     Cli(prompt::CliArgs),
-    /// The built-in flannel agent (flanneld's flags: -iface, -etcd-endpoints, -etcd-prefix, -subnet-file).
+    /// The built-in flannel agent (flanneld's flags: -iface, -etcd-endpoints, -etcd-prefix, -subnet-file, -ip-masq).
     Flanneld(flanneld::Args),
     /// A tiny HTTP server answering every request with a text (the seed's utils/ss.py), for pod workloads.
     Serve(serve::ServeArgs),

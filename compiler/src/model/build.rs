@@ -761,6 +761,7 @@ impl<'a> Builder<'a> {
             backend,
             vni,
             port,
+            ip_masq: f.ip_masq.as_ref().is_some_and(|m| *m.get_ref()),
         };
         (
             flannel,

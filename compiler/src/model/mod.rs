@@ -134,6 +134,9 @@ pub struct Flannel {
     pub backend: String,
     pub vni: u32,
     pub port: u16,
+    /// flanneld runs with `-ip-masq` (left out of the inventory when false, the seed's way).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ip_masq: bool,
 }
 
 impl Flannel {

@@ -217,13 +217,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
             Op::StartProcess {
                 name: format!("flanneld {}", w.host.name),
                 netns: w.host.netns.clone(),
-                argv: vec![
-                    "flanneld".into(),
-                    format!("-iface={}", w.host.ip),
-                    format!("-etcd-endpoints={}", endpoints.join(",")),
-                    format!("-etcd-prefix={}", flannel::ETCD_PREFIX),
-                    format!("-subnet-file={subnet_env}"),
-                ],
+                argv: flanneld_argv(c, w, &endpoints, &subnet_env),
                 builtin: Some("flanneld".into()),
                 log: runtime::flannel_log(n, w),
                 ready: Probe::FileExists { path: subnet_env },
@@ -359,6 +353,22 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
 }
 
 /// The CNI ADD steps of a service's endpoints whose pods exist (not deleted).
+/// flanneld's command line, as a real flanneld on PATH takes it (the built-in agent
+/// takes the same flags).
+fn flanneld_argv(c: &Cluster, w: &crate::model::Worker, endpoints: &[String], subnet_env: &str) -> Vec<String> {
+    let mut argv = vec![
+        "flanneld".into(),
+        format!("-iface={}", w.host.ip),
+        format!("-etcd-endpoints={}", endpoints.join(",")),
+        format!("-etcd-prefix={}", flannel::ETCD_PREFIX),
+        format!("-subnet-file={subnet_env}"),
+    ];
+    if c.flannel.ip_masq {
+        argv.push("-ip-masq".into());
+    }
+    argv
+}
+
 fn live_endpoints<'a>(c: &'a Cluster, svc: &'a crate::model::Service) -> impl Iterator<Item = String> + 'a {
     svc.endpoints
         .iter()
@@ -512,5 +522,58 @@ listen = [{ cluster = "C1", port = 1028 }]
         }
         let plain = plan(&TWO.replace("TLS", "false"));
         assert!(!plain.steps.iter().any(|s| matches!(s.op, Op::GenerateCerts { .. })));
+    }
+}
+
+#[cfg(test)]
+mod ip_masq_tests {
+    use crate::artifacts::paths::{self, PLAN};
+    use crate::bundle::Bundle;
+    use crate::plan::{Op, Plan};
+    use crate::{compile, CompileOptions, Source};
+
+    fn bundle(flannel: &str) -> Bundle {
+        let text = format!("[[clusters]]\nname = \"C0\"\nworkers = 2\n{flannel}\n");
+        compile(&Source::new("t.toml", text), &CompileOptions::named("d")).unwrap()
+    }
+
+    fn flanneld_argv(b: &Bundle, worker: &str) -> Vec<String> {
+        let plan: Plan = serde_json::from_str(b.get(PLAN).unwrap()).unwrap();
+        match &plan.step(&format!("flanneld:{worker}")).unwrap().op {
+            Op::StartProcess { argv, .. } => argv.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn network_config(b: &Bundle) -> serde_json::Value {
+        serde_json::from_str(b.get("clusters/C0/flannel-network-config.json").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ip_masq_passes_the_flag_and_asks_for_nftables_mode() {
+        let b = bundle("flannel = { ip_masq = true }");
+        for w in ["C0w1", "C0w2"] {
+            let argv = flanneld_argv(&b, w);
+            assert_eq!(argv.last().map(String::as_str), Some("-ip-masq"), "{argv:?}");
+            assert_eq!(argv.iter().filter(|a| a.contains("ip-masq")).count(), 1);
+        }
+        let config = network_config(&b);
+        assert_eq!(config["EnableNFTables"], true, "{config:#}");
+        assert_eq!(config["Network"], "11.0.0.0/8");
+        let inventory: serde_json::Value = serde_json::from_str(b.get(paths::INVENTORY).unwrap()).unwrap();
+        assert_eq!(inventory["clusters"][0]["flannel"]["ip_masq"], true);
+    }
+
+    #[test]
+    fn without_ip_masq_nothing_changes() {
+        for flannel in ["", "flannel = { ip_masq = false }"] {
+            let b = bundle(flannel);
+            let argv = flanneld_argv(&b, "C0w1");
+            assert!(!argv.iter().any(|a| a.contains("ip-masq")), "{argv:?}");
+            let config = network_config(&b);
+            assert!(config.get("EnableNFTables").is_none(), "{config:#}");
+            let inventory: serde_json::Value = serde_json::from_str(b.get(paths::INVENTORY).unwrap()).unwrap();
+            assert!(inventory["clusters"][0]["flannel"].get("ip_masq").is_none());
+        }
     }
 }

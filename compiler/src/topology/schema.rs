@@ -77,6 +77,9 @@ pub struct FlannelSpec {
     pub backend: Option<Spanned<String>>,
     pub vni: Option<Spanned<u32>>,
     pub port: Option<Spanned<u16>>,
+    /// flanneld's `-ip-masq` (kube-flannel.yml passes it): flannel masquerades what
+    /// leaves the pod network, the bridge delegate nothing. Default false, as the seed.
+    pub ip_masq: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

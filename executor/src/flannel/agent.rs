@@ -5,6 +5,7 @@ use super::config::{NetworkConfig, Subnet};
 use super::device::{self, ExternalIface, Vtep, ENCAP_OVERHEAD};
 use super::lease::{derived_mac, Change, Lease, LeaseAttrs, LeaseWatcher};
 use super::log::{error, info, warning};
+use super::traffic;
 use super::Options;
 use crate::etcd::{self, Client, EventKind, Watch};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -234,7 +235,7 @@ fn parse_leases(kvs: &[etcd::KeyValue]) -> Vec<Lease> {
         .collect()
 }
 
-fn write_subnet_file(path: &Path, config: &NetworkConfig, sn: &Subnet, mtu: u32) -> std::io::Result<()> {
+fn write_subnet_file(path: &Path, config: &NetworkConfig, sn: &Subnet, mtu: u32, ip_masq: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -246,7 +247,7 @@ fn write_subnet_file(path: &Path, config: &NetworkConfig, sn: &Subnet, mtu: u32)
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}"));
     let contents = format!(
-        "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=false\n",
+        "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ip_masq}\n",
         config.network,
         sn.nth(1),
         sn.len
@@ -282,9 +283,25 @@ impl Agent<'_> {
         };
         device::configure(&self.dev(), own.subnet.ip)
             .map_err(|e| AgentError::Setup(format!("failed to configure interface {}: {e}", self.dev())))?;
-        match write_subnet_file(&self.opts.subnet_file, &self.config, &own.subnet, self.mtu()) {
+        // As flanneld, the traffic rules are in place before the subnet file says we are
+        // ready (pods' traffic relies on them). Deleting what an earlier run in nftables
+        // mode left comes after it: nothing relies on that, and `up` waits on the file.
+        let rules = traffic::rules(&self.config, self.opts, &own.subnet);
+        if rules.needed_when_ready() {
+            traffic::apply(&rules).map_err(AgentError::Setup)?;
+        }
+        match write_subnet_file(
+            &self.opts.subnet_file,
+            &self.config,
+            &own.subnet,
+            self.mtu(),
+            self.opts.ip_masq,
+        ) {
             Ok(()) => info!("Wrote subnet file to {}", self.opts.subnet_file.display()),
             Err(e) => warning!("Failed to write subnet file: {e}"),
+        }
+        if !rules.needed_when_ready() {
+            traffic::apply(&rules).map_err(AgentError::Setup)?;
         }
         info!("Running backend.");
         info!("watching for new subnet leases");
@@ -713,11 +730,16 @@ mod tests {
             r#"{"Network":"11.0.0.0/8","SubnetLen":20,"SubnetMin":"11.10.0.0","SubnetMax":"11.99.0.0","Backend":{"Type":"vxlan","VNI":100,"Port":8472}}"#,
         )
         .unwrap();
-        write_subnet_file(&path, &c, &"11.10.16.0/20".parse().unwrap(), 1450).unwrap();
+        write_subnet_file(&path, &c, &"11.10.16.0/20".parse().unwrap(), 1450, false).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "FLANNEL_NETWORK=11.0.0.0/8\nFLANNEL_SUBNET=11.10.16.1/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
         );
+        // -ip-masq: flannel masquerades, so the CNI plugin tells its delegate not to.
+        write_subnet_file(&path, &c, &"11.10.16.0/20".parse().unwrap(), 1450, true).unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with("\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"));
         assert!(
             !path.with_file_name(".subnet.env").exists(),
             "temporary file renamed away"

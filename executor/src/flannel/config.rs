@@ -133,6 +133,8 @@ pub struct NetworkConfig {
     pub subnet_max: Ipv4Addr,
     pub backend_type: String,
     pub vxlan: VxlanConfig,
+    /// `EnableNFTables`: flanneld's traffic rules in nftables rather than iptables.
+    pub enable_nftables: bool,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +149,8 @@ struct RawConfig {
     backend: Option<Value>,
     #[serde(rename = "EnableIPv6", default)]
     enable_ipv6: bool,
+    #[serde(rename = "EnableNFTables", default)]
+    enable_nftables: bool,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +248,7 @@ impl NetworkConfig {
                 learning: vx.learning,
                 direct_routing: vx.direct_routing,
             },
+            enable_nftables: raw.enable_nftables,
         })
     }
 
@@ -287,6 +292,9 @@ mod tests {
         assert_eq!(c.vxlan.vni, 100);
         assert_eq!(c.vxlan.dst_port(), 8472);
         assert_eq!(c.vxlan.device(), "flannel.100");
+        assert!(!c.enable_nftables);
+        let nft = NetworkConfig::parse(&SEED.replace(r#""Backend""#, r#""EnableNFTables":true,"Backend""#)).unwrap();
+        assert!(nft.enable_nftables);
     }
 
     #[test]

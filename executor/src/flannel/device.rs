@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 pub const ENCAP_OVERHEAD: u32 = 50;
 
 /// Runs an argv, returning stdout; a failure carries stderr.
-fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, String> {
+pub(super) fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut expr = duct::cmd(argv[0], &argv[1..])
         .stdout_capture()
         .stderr_capture()

@@ -12,6 +12,10 @@
 //! - creates `flannel.<VNI>` with a stable VtepMAC (the lease's, the existing
 //!   device's, or one derived from the public IP), gives it the subnet's network
 //!   address as /32 and publishes PublicIP and VtepMAC in the lease;
+//! - sets up its nftables rules as flanneld's nftables mode does (`EnableNFTables`
+//!   in the config, or `-ip-masq`: there is no iptables mode here): table
+//!   `flannel-ipv4` with the `-ip-masq` masquerade chain and the forward accept
+//!   chain; otherwise deletes such tables left by an earlier run;
 //! - writes the subnet file (FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU,
 //!   FLANNEL_IPMASQ) atomically;
 //! - watches `<prefix>/subnets/` and keeps a route, a permanent neighbour and an fdb
@@ -24,6 +28,7 @@ pub mod config;
 pub mod device;
 pub mod lease;
 pub(crate) mod log;
+mod traffic;
 
 pub use agent::{install_signal_handlers, run, AgentError};
 
@@ -41,6 +46,13 @@ pub struct Options {
     pub subnet_file: PathBuf,
     /// `-subnet-lease-renew-margin`, minutes before expiry to renew a lease.
     pub renew_margin_minutes: u64,
+    /// `-ip-masq`: masquerade what leaves the flannel network (and tell the CNI
+    /// plugin, through FLANNEL_IPMASQ=true, that its delegate need not).
+    pub ip_masq: bool,
+    /// `-ip-masq-fully-random-disable`: plain `masquerade`, not `fully-random`.
+    pub ip_masq_random_fully_disable: bool,
+    /// `-iptables-forward-rules` (default true): accept forwarding to and from the network.
+    pub forward_rules: bool,
 }
 
 impl Default for Options {
@@ -52,6 +64,9 @@ impl Default for Options {
             etcd_prefix: "/coreos.com/network".into(),
             subnet_file: PathBuf::from("/run/flannel/subnet.env"),
             renew_margin_minutes: 60,
+            ip_masq: false,
+            ip_masq_random_fully_disable: false,
+            forward_rules: true,
         }
     }
 }
@@ -78,7 +93,9 @@ The built-in flannel agent (etcd subnet manager, vxlan backend). Flags as flanne
   -etcd-prefix string              etcd prefix (default \"/coreos.com/network\")
   -subnet-file string              filename where env variables (subnet, MTU, ...) will be written to (default \"/run/flannel/subnet.env\")
   -subnet-lease-renew-margin int   subnet lease renewal margin, in minutes (default 60)
-  -ip-masq                         not supported by the built-in agent (false only)
+  -ip-masq                         setup IP masquerade rule for traffic destined outside of overlay network
+  -ip-masq-fully-random-disable    disable fully-random mode for MASQUERADE
+  -iptables-forward-rules          add default accept rules to FORWARD chain (default true)
   -v int                           log verbosity (accepted, ignored)
   -version                         print version and exit
   -help                            print this message
@@ -93,7 +110,14 @@ const STRING_FLAGS: &[&str] = &[
     "subnet-lease-renew-margin",
     "v",
 ];
-const BOOL_FLAGS: &[&str] = &["ip-masq", "help", "h", "version"];
+const BOOL_FLAGS: &[&str] = &[
+    "ip-masq",
+    "ip-masq-fully-random-disable",
+    "iptables-forward-rules",
+    "help",
+    "h",
+    "version",
+];
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, UsageError> {
     match v {
@@ -141,12 +165,10 @@ impl Options {
                 match name {
                     "help" | "h" => help |= value,
                     "version" => version |= value,
-                    "ip-masq" if value => {
-                        return Err(UsageError(
-                            "-ip-masq is not supported by the built-in flannel agent".into(),
-                        ))
-                    }
-                    _ => {}
+                    "ip-masq" => o.ip_masq = value,
+                    "ip-masq-fully-random-disable" => o.ip_masq_random_fully_disable = value,
+                    "iptables-forward-rules" => o.forward_rules = value,
+                    _ => unreachable!("listed in BOOL_FLAGS"),
                 }
                 continue;
             }
@@ -237,6 +259,7 @@ mod tests {
             "-ip-masq=false",
             "-v=2",
         ]);
+        assert!(!o.ip_masq);
         assert_eq!(o.iface, ["eth0", "10.0.0.3"]);
         assert_eq!(o.etcd_prefix, "/x");
         assert_eq!(o.renew_margin_minutes, 5);
@@ -247,6 +270,19 @@ mod tests {
     }
 
     #[test]
+    fn takes_flanneld_masquerade_flags() {
+        let o = run(&["-ip-masq"]);
+        assert!(o.ip_masq && !o.ip_masq_random_fully_disable && o.forward_rules);
+        let o = run(&[
+            "--ip-masq",
+            "-ip-masq-fully-random-disable",
+            "--iptables-forward-rules=false",
+        ]);
+        assert!(o.ip_masq && o.ip_masq_random_fully_disable && !o.forward_rules);
+        assert!(!run(&["-ip-masq", "-ip-masq=0"]).ip_masq, "the last one wins, as in Go");
+    }
+
+    #[test]
     fn rejects_what_go_rejects() {
         for bad in [
             &["-nope=1"][..],
@@ -254,8 +290,8 @@ mod tests {
             &["---iface=x"],
             &["-=x"],
             &["stray"],
-            &["-ip-masq"],
             &["-ip-masq=maybe"],
+            &["-ip-masq", "true"],
             &["-subnet-lease-renew-margin=x"],
             &["--", "x"],
         ] {
