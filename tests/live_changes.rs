@@ -306,3 +306,89 @@ fn apply_and_back_ends_like_a_fresh_up_and_dry_run_lists_exactly_what_apply_does
     );
     ok(&["down", "--name", &name]);
 }
+
+/// One cluster with an ingress serving `/a`; INGRESS_MORE adds `/b` on another service.
+const INGRESS: &str = r#"[[clusters]]
+name = "C0"
+etcd = 1
+workers = 2
+pods = [
+  { name = "a1", worker = "w2", command = ["knetsim", "serve", "--text", "A", "--port", "8000"], ports = [8000] },
+  { name = "b1", worker = "w2", command = ["knetsim", "serve", "--text", "B", "--port", "8000"], ports = [8000] },
+]
+services = [
+  { name = "a", vip = "100.64.0.30", pods = ["a1"] },
+  { name = "b", vip = "100.64.0.31", pods = ["b1"] },
+]
+
+[[clusters.ingresses]]
+name = "web"
+worker = "w1"
+port = 8001
+rules = [{ path = "/a", service = "a", port = 8000 }]
+"#;
+
+#[test]
+fn an_ingress_rule_added_by_apply_reloads_nginx_in_place() {
+    let test = "an_ingress_rule_added_by_apply_reloads_nginx_in_place";
+    if !live_ready(test, &["ip", "nft", "etcd", "nginx", "curl"]) {
+        return;
+    }
+    let name = format!("t{}n", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("ingress.toml");
+    let more = tmp.path().join("ingress-more.toml");
+    std::fs::write(&base, INGRESS).unwrap();
+    let with_b = INGRESS.replace(
+        r#"rules = [{ path = "/a", service = "a", port = 8000 }]"#,
+        r#"rules = [{ path = "/a", service = "a", port = 8000 }, { path = "/b", service = "b", port = 8000 }]"#,
+    );
+    assert_ne!(with_b, INGRESS);
+    std::fs::write(&more, with_b).unwrap();
+    let (base, more) = (base.to_str().unwrap(), more.to_str().unwrap());
+    let _guard = Down(name.clone());
+    let curl = |path: &str| {
+        let url = format!("localhost:8001{path}");
+        let out = knetsim(&["exec", "--name", &name, "C0w1", "--", "curl", "-s", "-m", "3", &url]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let nginx_pid = || -> u64 {
+        let st = status(&name);
+        let p = st["processes"].as_array().unwrap().iter().find(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("ingress") || n.contains("nginx"))
+        });
+        p.unwrap_or_else(|| panic!("no nginx process in {st:#}"))["pid"]
+            .as_u64()
+            .unwrap()
+    };
+
+    ok(&["up", base, "--name", &name]);
+    assert_eq!(curl("/a"), "A");
+    assert!(!curl("/b").contains('B'), "/b answered before it was added");
+    let pid = nginx_pid();
+
+    let planned = ok(&["apply", more, "--name", &name, "--dry-run"]);
+    assert!(
+        planned
+            .lines()
+            .any(|l| l.starts_with("reload ") && l.contains("(SIGHUP)")),
+        "{planned}"
+    );
+    ok(&["apply", more, "--name", &name]);
+    // nginx re-reads its configuration on SIGHUP: the new path answers, the master stays.
+    let mut answered = String::new();
+    for _ in 0..20 {
+        answered = curl("/b");
+        if answered == "B" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(answered, "B");
+    assert_eq!(curl("/a"), "A");
+    assert_eq!(nginx_pid(), pid, "nginx was restarted, not reloaded");
+    assert_eq!(status(&name)["healthy"], true);
+    ok(&["down", "--name", &name]);
+}
