@@ -275,7 +275,8 @@ fn print_summary(
     if let Some(node) = example {
         println!("try: knetsim exec{flag} {node} -- ip addr    |  knetsim shell{flag} {node}");
     }
-    println!("     knetsim status{flag}    |  knetsim down{flag}");
+    println!("     knetsim cli{flag}    (the knetsim> prompt: nodes, pingall, C0w1 ifconfig, help)");
+    println!("     knetsim status{flag}    |  knetsim test{flag}    |  knetsim down{flag}");
 }
 
 /// Runs the bundle's checks after `up` and prints their table: 0 when none failed.
