@@ -70,7 +70,7 @@ const TYPED: &[&str] = &["knetsim> ", "tear the emulation down? [y/N] "];
 /// Programs the tutorial's commands use, besides what `knetsim up` checks itself.
 const PROGRAMS: &[&str] = &[
     "ip", "nft", "etcd", "etcdctl", "nginx", "python3", "ping", "curl", "wget", "tcpdump", "tshark", "ss", "timeout",
-    "bash", "grep",
+    "bash", "grep", "iperf3",
 ];
 
 /// One command of the doc with its expected output.

@@ -22,6 +22,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "svc",
         "svc add CLUSTER/SVC --pods a,b [--port P] [--vip IP] | svc rm CLUSTER/SVC",
     ),
+    (
+        "iperf",
+        "iperf [SRC DST] [SECONDS]: TCP bandwidth between two pods or hosts, measured by iperf3 \
+         (default: two pods of the first cluster on different workers, 5 s)",
+    ),
     ("status", "components of the emulation and their health"),
     ("sh", "sh CMD: run CMD in knetsim's own namespace (e.g. `sh ip netns list`)"),
     (
@@ -48,6 +53,11 @@ pub enum Command {
     Pods,
     Services,
     PingAll,
+    /// `iperf [SRC DST] [SECONDS]`: no nodes means the default pair.
+    Iperf {
+        nodes: Option<(String, String)>,
+        seconds: u32,
+    },
     Status,
     /// `pod ...`: the arguments of `knetsim pod`.
     Pod(Vec<String>),
@@ -97,7 +107,16 @@ pub enum ParseError {
     Quote(String),
     #[error("py: {0}")]
     Py(String),
+    #[error("`{command}`: no node `{node}` (`nodes` lists them)")]
+    NoNode { command: String, node: String },
+    #[error("iperf: {0}")]
+    Iperf(String),
 }
+
+/// Mininet's `iperf` runs for 5 seconds.
+pub const IPERF_SECONDS: u32 = 5;
+/// Longer than this is a typo rather than a measurement.
+const IPERF_MAX_SECONDS: u32 = 3600;
 
 /// Parses one line; `is_node` tells whether a word names a host, pod or `switches`.
 pub fn parse(line: &str, is_node: &dyn Fn(&str) -> bool) -> Result<Command, ParseError> {
@@ -139,6 +158,7 @@ pub fn parse(line: &str, is_node: &dyn Fn(&str) -> bool) -> Result<Command, Pars
         "services" | "svcs" => bare(Command::Services),
         "pingall" => bare(Command::PingAll),
         "status" => bare(Command::Status),
+        "iperf" => parse_iperf(&split_words(rest)?, is_node),
         "pod" | "svc" => {
             let args = split_words(rest)?;
             if args.is_empty() {
@@ -173,6 +193,49 @@ pub fn parse(line: &str, is_node: &dyn Fn(&str) -> bool) -> Result<Command, Pars
         }
         other => Err(ParseError::Unknown(other.to_string())),
     }
+}
+
+/// `iperf [SRC DST] [SECONDS]`: a trailing number is the duration.
+fn parse_iperf(words: &[String], is_node: &dyn Fn(&str) -> bool) -> Result<Command, ParseError> {
+    let usage = || {
+        ParseError::Iperf(
+            "two nodes and an optional duration in seconds, e.g. `iperf C0/c1 C0/c2 10`, or none: `iperf`".into(),
+        )
+    };
+    let (nodes, seconds) = match words {
+        [rest @ .., last] if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) => {
+            match last.parse::<u32>() {
+                Ok(s) if (1..=IPERF_MAX_SECONDS).contains(&s) => (rest, s),
+                _ => {
+                    return Err(ParseError::Iperf(format!(
+                        "the duration `{last}` is not between 1 and {IPERF_MAX_SECONDS} seconds"
+                    )))
+                }
+            }
+        }
+        _ => (words, IPERF_SECONDS),
+    };
+    let nodes = match nodes {
+        [] => None,
+        [src, dst] => {
+            for node in [src, dst] {
+                if !is_node(node) {
+                    return Err(ParseError::NoNode {
+                        command: "iperf".into(),
+                        node: node.clone(),
+                    });
+                }
+            }
+            if src == dst {
+                return Err(ParseError::Iperf(format!(
+                    "`{src}` twice: the test runs between two different nodes"
+                )));
+            }
+            Some((src.clone(), dst.clone()))
+        }
+        _ => return Err(usage()),
+    };
+    Ok(Command::Iperf { nodes, seconds })
 }
 
 /// `C0w1.exec_container("c1", "ifconfig")` and its siblings.
@@ -383,6 +446,62 @@ mod tests {
         assert_eq!(p("svc rm C0/web"), Ok(Command::Svc(s(&["rm", "C0/web"]))));
         assert!(matches!(p("pod"), Err(ParseError::MissingArguments(..))));
         assert_eq!(p("pod add 'C0/c1"), Err(ParseError::Quote("add 'C0/c1".into())));
+    }
+
+    #[test]
+    fn iperf_takes_two_nodes_and_a_duration() {
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(
+            p("iperf"),
+            Ok(Command::Iperf {
+                nodes: None,
+                seconds: IPERF_SECONDS
+            })
+        );
+        assert_eq!(
+            p("iperf 2"),
+            Ok(Command::Iperf {
+                nodes: None,
+                seconds: 2
+            })
+        );
+        assert_eq!(
+            p("iperf C0/c1 C0/c2"),
+            Ok(Command::Iperf {
+                nodes: pair("C0/c1", "C0/c2"),
+                seconds: IPERF_SECONDS
+            })
+        );
+        assert_eq!(
+            p("iperf  C0w1 C0/c2 10 "),
+            Ok(Command::Iperf {
+                nodes: pair("C0w1", "C0/c2"),
+                seconds: 10
+            })
+        );
+        let e = p("iperf C0/c1 C0w9").unwrap_err();
+        assert_eq!(
+            e,
+            ParseError::NoNode {
+                command: "iperf".into(),
+                node: "C0w9".into()
+            }
+        );
+        assert_eq!(e.to_string(), "`iperf`: no node `C0w9` (`nodes` lists them)");
+        for bad in [
+            "iperf C0/c1",
+            "iperf C0/c1 C0/c2 C0w1",
+            "iperf C0/c1 C0/c2 3 4",
+            "iperf C0/c1 C0/c1",
+            "iperf 0",
+            "iperf C0/c1 C0/c2 3601",
+            "iperf C0/c1 C0/c2 99999999999",
+        ] {
+            assert!(matches!(p(bad), Err(ParseError::Iperf(_))), "{bad}: {:?}", p(bad));
+        }
+        // A duration that is not a number is taken for a node, and named.
+        assert!(matches!(p("iperf C0/c1 5s"), Err(ParseError::NoNode { node, .. }) if node == "5s"));
+        assert!(matches!(p("iperf C0/c2 5s 3"), Err(ParseError::NoNode { node, .. }) if node == "5s"));
     }
 
     #[test]

@@ -59,6 +59,14 @@ pub fn complete(line: &str, pos: usize, names: &Names) -> (usize, Vec<String>) {
         ["pod", "add", _, ..] if word.starts_with('-') => strs(POD_ADD_FLAGS),
         ["svc", "rm"] => names.services.clone(),
         ["svc", "add", _, ..] if word.starts_with('-') => strs(SVC_ADD_FLAGS),
+        // iperf's ends have an address: hosts and pods, not the switches' namespace.
+        ["iperf"] | ["iperf", _] => names
+            .hosts
+            .iter()
+            .filter(|h| *h != "switches")
+            .chain(&names.pods)
+            .cloned()
+            .collect(),
         [node] if is_node(node) => strs(PROGRAMS),
         // Further words of a node line: names become addresses.
         [node, ..] if is_node(node) => names
@@ -127,6 +135,19 @@ mod tests {
         assert_eq!(c("svc rm "), (7, vec!["C0/web".into()]));
         assert_eq!(c("svc add C0/x --po"), (13, vec!["--pods".into(), "--port".into()]));
         assert_eq!(c("help st"), (5, vec!["status".into()]));
+    }
+
+    #[test]
+    fn iperf_completes_two_nodes() {
+        assert_eq!(c("ip"), (0, vec!["iperf".into()]));
+        assert_eq!(c("iperf C0/c1"), (6, vec!["C0/c1".into(), "C0/c10".into()]));
+        assert_eq!(
+            c("iperf C0/c1 C0w"),
+            (12, vec!["C0w1".into(), "C0w2".into(), "C0w3".into()])
+        );
+        assert!(c("iperf s").1.is_empty(), "the switches have no address to test");
+        // The third word is a duration.
+        assert!(c("iperf C0/c1 C0/c2 C").1.is_empty());
     }
 
     #[test]

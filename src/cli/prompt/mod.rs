@@ -6,6 +6,8 @@
 
 mod commands;
 mod complete;
+mod iperf;
+mod iperf_run;
 mod run;
 mod view;
 

@@ -4,6 +4,8 @@
 
 use super::commands::{self, Command, ContainerCall, COMMANDS};
 use super::complete::Names;
+use super::iperf;
+use super::iperf_run::{self, Ends};
 use super::view::{self, End, PingRow};
 use crate::cli::running::recorded_state;
 use crate::cli::status::{print_table, Inventory, BUNDLE_DIR};
@@ -12,7 +14,7 @@ use knetsim_compiler::artifacts::paths::INVENTORY;
 use knetsim_executor::par::par_map;
 use knetsim_executor::state::{self, State};
 use knetsim_executor::system::linux::open_netns;
-use knetsim_executor::system::process::{command_in_netns, exit_code};
+use knetsim_executor::system::process::{command_in_netns, exit_code, which};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -103,6 +105,7 @@ impl Session {
             Command::Pods => self.pods(),
             Command::Services => self.services(),
             Command::PingAll => self.pingall(),
+            Command::Iperf { nodes, seconds } => self.iperf(nodes, seconds),
             Command::Status => {
                 self.subcommand(&["status"], &[]);
             }
@@ -370,6 +373,67 @@ impl Session {
             .collect();
         for line in view::ping_report(&rows) {
             println!("{line}");
+        }
+    }
+
+    /// Mininet's `iperf`: TCP bandwidth from SRC to DST, measured by iperf3.
+    fn iperf(&self, nodes: Option<(String, String)>, seconds: u32) {
+        if which("iperf3").is_none() {
+            eprintln!("*** iperf needs iperf3, which is not installed: install the package `iperf3`");
+            return;
+        }
+        let pods: Vec<(String, String)> = self
+            .inventory
+            .pods
+            .iter()
+            .map(|p| (p.id.clone(), p.worker.clone()))
+            .collect();
+        let Some((src, dst)) = nodes.or_else(|| iperf::default_pair(&pods)) else {
+            eprintln!("*** iperf: no two pods in one cluster to test between; name two nodes: `iperf SRC DST`");
+            return;
+        };
+        let (Some(src_netns), Some(dst_netns)) = (self.inventory.netns_of(&src), self.inventory.netns_of(&dst)) else {
+            eprintln!(
+                "*** iperf: no node `{src}` or `{dst}`; nodes: {}",
+                self.inventory.node_names()
+            );
+            return;
+        };
+        let Some(from) = self.cluster_of(&src) else {
+            eprintln!("*** iperf: `{src}` has no address to test from: name a pod or a host");
+            return;
+        };
+        let dst_ip = match address_of(&self.inventory, &dst, Some(&from)) {
+            Lookup::Address(ip) => ip,
+            Lookup::OtherCluster => {
+                eprintln!(
+                    "*** iperf: {dst} is not in cluster {from}: clusters have separate pod networks, \
+                     so {src} cannot reach it (the deck's chapter 5 joins them)"
+                );
+                return;
+            }
+            Lookup::NotAName => {
+                eprintln!("*** iperf: `{dst}` has no address to test to: name a pod or a host");
+                return;
+            }
+        };
+        println!("{}", iperf::testing_line(&src, &dst));
+        let ends = Ends {
+            src_netns,
+            src: &src,
+            dst_netns,
+            dst: &dst,
+            dst_ip: &dst_ip,
+        };
+        match iperf_run::measure(&ends, seconds) {
+            Ok(rates) => println!("{}", iperf::results_line(&rates)),
+            Err(e) => {
+                // Ctrl-C: iperf3 reports the interrupt after the terminal's `^C`.
+                if e.starts_with("interrupt") {
+                    println!();
+                }
+                eprintln!("*** iperf: {e}");
+            }
         }
     }
 }
