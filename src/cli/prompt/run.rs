@@ -270,12 +270,7 @@ impl Session {
             .flatten()
             .map(|l| (end(&l["a"]), end(&l["b"])))
             .collect();
-        let pods: Vec<(String, String)> = self
-            .inventory
-            .pods
-            .iter()
-            .map(|p| (p.id.clone(), p.worker.clone()))
-            .collect();
+        let pods = self.pod_workers();
         for line in view::net_lines(&links, &pods) {
             println!("{line}");
         }
@@ -377,17 +372,21 @@ impl Session {
     }
 
     /// Mininet's `iperf`: TCP bandwidth from SRC to DST, measured by iperf3.
+    /// Every pod with its worker: (`C0/c1`, `C0w1`).
+    fn pod_workers(&self) -> Vec<(String, String)> {
+        self.inventory
+            .pods
+            .iter()
+            .map(|p| (p.id.clone(), p.worker.clone()))
+            .collect()
+    }
+
     fn iperf(&self, nodes: Option<(String, String)>, seconds: u32) {
         if which("iperf3").is_none() {
             eprintln!("*** iperf needs iperf3, which is not installed: install the package `iperf3`");
             return;
         }
-        let pods: Vec<(String, String)> = self
-            .inventory
-            .pods
-            .iter()
-            .map(|p| (p.id.clone(), p.worker.clone()))
-            .collect();
+        let pods = self.pod_workers();
         let Some((src, dst)) = nodes.or_else(|| iperf::default_pair(&pods)) else {
             eprintln!("*** iperf: no two pods in one cluster to test between; name two nodes: `iperf SRC DST`");
             return;
