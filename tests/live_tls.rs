@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{cni_plugins_installed, knetsim, nix_is_root, ok, on_path, skip, subcommands, text, Down};
+use common::{installed_or_built_in, knetsim, live_ready, ok, on_path, skip, text, Down};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -39,23 +39,9 @@ listen = [{ cluster = "C1", port = 1028 }]
 #[test]
 fn a_tls_link_carries_the_cross_cluster_service() {
     const T: &str = "a_tls_link_carries_the_cross_cluster_service";
-    if !nix_is_root() {
-        skip(T, "needs root");
-        return;
-    }
-    for p in ["ip", "tc", "nft", "etcd", "sysctl", "curl"] {
-        if !on_path(p) {
-            skip(T, &format!("`{p}` is not installed"));
-            return;
-        }
-    }
-    let subs = subcommands();
-    if !subs.iter().any(|s| s == "cni") || !cni_plugins_installed() {
-        skip(T, "CNI plugins are not installed");
-        return;
-    }
-    if !on_path("flanneld") && !subs.iter().any(|s| s == "flanneld") {
-        skip(T, "no flanneld");
+    if !live_ready(T, &["ip", "tc", "nft", "etcd", "sysctl", "curl"])
+        || !installed_or_built_in(T, "flanneld", "flanneld")
+    {
         return;
     }
     if on_path("skrouterd") {

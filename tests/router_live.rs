@@ -6,28 +6,14 @@
 
 mod common;
 
-use common::{cni_plugins_installed, knetsim, nix_is_root, on_path, skip, subcommands, text, Down};
+use common::{installed_or_built_in, knetsim, live_ready, text, Down};
 
 #[test]
 fn c1_reaches_c0s_service_through_both_routers() {
     const T: &str = "c1_reaches_c0s_service_through_both_routers";
-    if !nix_is_root() {
-        skip(T, "needs root");
-        return;
-    }
-    for p in ["ip", "tc", "nft", "etcd", "sysctl", "curl", "python3"] {
-        if !on_path(p) {
-            skip(T, &format!("`{p}` is not installed"));
-            return;
-        }
-    }
-    let subs = subcommands();
-    if !subs.iter().any(|s| s == "cni") || !cni_plugins_installed() {
-        skip(T, "CNI plugins are not installed");
-        return;
-    }
-    if !on_path("flanneld") && !subs.iter().any(|s| s == "flanneld") {
-        skip(T, "no flanneld");
+    if !live_ready(T, &["ip", "tc", "nft", "etcd", "sysctl", "curl", "python3"])
+        || !installed_or_built_in(T, "flanneld", "flanneld")
+    {
         return;
     }
     let name = format!("r{}", std::process::id());

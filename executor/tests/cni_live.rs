@@ -5,13 +5,15 @@
 //! unless `CI` is set, where they fail instead. The root namespace is never touched:
 //! plugins run on a thread inside the worker namespace.
 
+mod common;
+
+use common::{run, stdout};
 use knetsim_executor::cni::{Builtins, CniRuntime, Error, NetworkConf, RuntimeConf};
 use knetsim_executor::system::linux::{in_netns, LinuxSystem};
 use knetsim_executor::system::{CniAddRequest, SysError, System};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const BRIDGE: &str = "/usr/lib/cni/bridge";
 
@@ -54,23 +56,6 @@ impl Drop for Namespaces {
             }
         }
     }
-}
-
-fn run(argv: &[&str]) -> std::process::Output {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-}
-
-fn stdout(argv: &[&str]) -> String {
-    let out = run(argv);
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn json(argv: &[&str]) -> Value {

@@ -3,6 +3,9 @@
 //! and that the root namespace is unchanged. Without root they print `SKIP: ...`,
 //! unless `CI` is set, where they fail instead.
 
+mod common;
+
+use common::{run, stdout};
 use knetsim_compiler::plan::{Op, Plan, Probe};
 use knetsim_compiler::{Bundle, CompileOptions, Source};
 use knetsim_executor::engine::{apply_with, teardown, Event, Options};
@@ -23,23 +26,6 @@ fn root_or_skip(test: &str) -> bool {
     }
     println!("SKIP: {test}: needs root");
     false
-}
-
-fn run(argv: &[&str]) -> std::process::Output {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-}
-
-fn stdout(argv: &[&str]) -> String {
-    let out = run(argv);
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Drops address lifetimes, which count down by themselves on dynamic addresses.
