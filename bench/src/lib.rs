@@ -12,6 +12,19 @@ use std::fmt::Write;
 
 pub mod json;
 
+/// The machine's CPU as /proc/cpuinfo names it, for the benchmarks' headers.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 /// One progress line of `knetsim up` on a non-TTY stderr, `[ 12/120] etcd:C0e1 (120 ms)`:
 /// the step id and the milliseconds the step itself took.
 pub fn progress_step(line: &str) -> Option<(&str, u64)> {

@@ -147,29 +147,6 @@ fn undo_effect(e: &Effect, sys: &dyn System, st: &mut State) -> Result<(), SysEr
     Ok(())
 }
 
-fn cni_request(op: &Op) -> Option<CniAddRequest> {
-    match op {
-        Op::CniAdd {
-            worker_netns,
-            conf_dir,
-            network,
-            container_id,
-            pod_netns,
-            ifname,
-            ip,
-        } => Some(CniAddRequest {
-            worker_netns: worker_netns.clone(),
-            conf_dir: conf_dir.clone(),
-            network: network.clone(),
-            container_id: container_id.clone(),
-            pod_netns: pod_netns.clone(),
-            ifname: ifname.clone(),
-            ip: ip.clone(),
-        }),
-        _ => None,
-    }
-}
-
 /// Runs a step of `bundle` as `up` would, recording what it creates.
 fn run(
     step: &Step,
@@ -216,7 +193,7 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
             sys.delete_netns(netns)?;
             st.namespaces.retain(|n| n != netns);
         }
-        Op::CniAdd { .. } => sys.cni_del(&cni_request(&step.op).expect("a CNI ADD"))?,
+        Op::CniAdd { .. } => sys.cni_del(&CniAddRequest::of(&step.op).expect("a CNI ADD"))?,
         Op::StartProcess { name, netns, log, .. } => {
             stop(name, netns, sys, st)?;
             remove_file(log, st)?;
@@ -284,7 +261,7 @@ fn perform(
             new: after,
         } => {
             match (&before.op, &after.op) {
-                (Op::CniAdd { .. }, _) => sys.cni_del(&cni_request(&before.op).expect("a CNI ADD"))?,
+                (Op::CniAdd { .. }, _) => sys.cni_del(&CniAddRequest::of(&before.op).expect("a CNI ADD"))?,
                 (Op::StartProcess { name, netns, ready, .. }, _) => {
                     stop(name, netns, sys, st)?;
                     // The restarted process is ready once it wrote its file anew (flanneld's

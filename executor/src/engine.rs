@@ -674,24 +674,9 @@ impl Ctx<'_> {
                 };
                 sys.etcd_put(netns, endpoints, key, &value)?;
             }
-            Op::CniAdd {
-                worker_netns,
-                conf_dir,
-                network,
-                container_id,
-                pod_netns,
-                ifname,
-                ip,
-            } => {
-                let got = sys.cni_add(&CniAddRequest {
-                    worker_netns: worker_netns.clone(),
-                    conf_dir: conf_dir.clone(),
-                    network: network.clone(),
-                    container_id: container_id.clone(),
-                    pod_netns: pod_netns.clone(),
-                    ifname: ifname.clone(),
-                    ip: ip.clone(),
-                })?;
+            Op::CniAdd { ip, .. } => {
+                let request = CniAddRequest::of(op).expect("a CNI ADD");
+                let got = sys.cni_add(&request)?;
                 if !got.iter().any(|a| a.split('/').next() == Some(ip.as_str())) {
                     return Err(StepError::IpMismatch {
                         expected: ip.clone(),

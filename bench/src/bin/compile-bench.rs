@@ -11,7 +11,7 @@
 //! A second child per case times the compiler's phases one by one.
 //! The program always exits 0: it is a report, not a test.
 
-use knetsim_bench::generate;
+use knetsim_bench::{cpu_model, generate};
 use knetsim_compiler::artifacts::{self, cni, etcd, flannel, nginx, skupper};
 use knetsim_compiler::{self as compiler, plan, topology, CompileOptions, Source};
 use std::collections::BTreeMap;
@@ -169,32 +169,16 @@ fn measure(case: &Case) {
 
     // Counts, after the peak was read (building the model again cannot raise it past a compile).
     let model = compiler::check(&source, &opts).expect("compiled once already");
+    let per_cluster = |count: fn(&compiler::model::Cluster) -> usize| -> String {
+        model.clusters.iter().map(count).sum::<usize>().to_string()
+    };
     let out = [
         ("source_bytes", source.text.len().to_string()),
         ("clusters", model.clusters.len().to_string()),
-        (
-            "workers",
-            model
-                .clusters
-                .iter()
-                .map(|c| c.workers.len())
-                .sum::<usize>()
-                .to_string(),
-        ),
+        ("workers", per_cluster(|c| c.workers.len())),
         ("hosts", model.hosts().count().to_string()),
-        (
-            "pods",
-            model.clusters.iter().map(|c| c.pods.len()).sum::<usize>().to_string(),
-        ),
-        (
-            "services",
-            model
-                .clusters
-                .iter()
-                .map(|c| c.services.len())
-                .sum::<usize>()
-                .to_string(),
-        ),
+        ("pods", per_cluster(|c| c.pods.len())),
+        ("services", per_cluster(|c| c.services.len())),
         ("routers", model.routers.len().to_string()),
         ("rss_base_kb", rss_base.to_string()),
         ("hwm_after_compile_kb", hwm_after_compile.to_string()),
@@ -750,16 +734,4 @@ fn bytes(b: u128) -> String {
     } else {
         format!("{b} B")
     }
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -162,15 +162,7 @@ fn knetsim_binary() -> Result<PathBuf, String> {
 }
 
 fn print_header(exe: &Path) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "?".into());
+    let cpu = knetsim_bench::cpu_model();
     let nproc = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!("router-bench: direct TCP vs client -> router a (tcpListener) -> AMQP link -> router b (tcpConnector) -> server");
     println!(

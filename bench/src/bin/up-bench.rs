@@ -20,7 +20,7 @@
 //! report, not a test), and 2 when the knetsim binary is missing.
 
 use knetsim_bench::json::Json;
-use knetsim_bench::{generate, progress_step};
+use knetsim_bench::{cpu_model, generate, progress_step};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -1218,18 +1218,6 @@ fn on_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.

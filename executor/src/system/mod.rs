@@ -10,7 +10,7 @@ pub mod impair;
 pub mod linux;
 pub mod process;
 
-use knetsim_compiler::plan::{Probe, VethEnd};
+use knetsim_compiler::plan::{Op, Probe, VethEnd};
 use std::path::{Path, PathBuf};
 
 /// What went wrong inside one effect.
@@ -111,6 +111,33 @@ pub struct CniAddRequest {
     pub ifname: String,
     /// Passed as CNI_ARGS `IP=`.
     pub ip: String,
+}
+
+impl CniAddRequest {
+    /// The request a plan's CNI ADD step makes (None for any other step).
+    pub fn of(op: &Op) -> Option<CniAddRequest> {
+        let Op::CniAdd {
+            worker_netns,
+            conf_dir,
+            network,
+            container_id,
+            pod_netns,
+            ifname,
+            ip,
+        } = op
+        else {
+            return None;
+        };
+        Some(CniAddRequest {
+            worker_netns: worker_netns.clone(),
+            conf_dir: conf_dir.clone(),
+            network: network.clone(),
+            container_id: container_id.clone(),
+            pod_netns: pod_netns.clone(),
+            ifname: ifname.clone(),
+            ip: ip.clone(),
+        })
+    }
 }
 
 /// One method per kind of effect the plan needs. Implementations must be safe to
