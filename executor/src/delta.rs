@@ -1,13 +1,16 @@
 //! Live changes: performs the actions of a plan delta
 //! ([`knetsim_compiler::plan::delta`]) on a running emulation, one after another,
-//! recording every effect in its state file; on the first failure it undoes what
-//! it did, newest first, back to the previous running state.
+//! recording every effect in its state file before it happens (namespaces, files,
+//! processes about to start) and the count of completed actions after each one; on
+//! the first failure it undoes what it did, newest first, back to the previous
+//! running state. A change killed half-way is rolled back the same way by the next
+//! one ([`recover`]).
 
-use crate::engine::{record_effects, removable, run_op, Effect, Options, StepError};
-use crate::state::{State, StateFile};
+use crate::engine::{record_effects, removable, run_op, start_process, wait_process_ready, Effect, Options, StepError};
+use crate::state::{StartingProcess, State, StateFile};
 use crate::system::{CniAddRequest, Pid, SysError, System};
 use knetsim_compiler::plan::delta::process_outputs;
-use knetsim_compiler::plan::{Action, Op, Probe, Step};
+use knetsim_compiler::plan::{Action, Op, Step};
 use knetsim_compiler::Bundle;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,8 +52,9 @@ pub struct Changed {
 }
 
 /// Performs `actions` (computed from the running `old` bundle to `new`) in order,
-/// recording every change in `state` as it goes. On failure the performed actions
-/// are reversed, newest first, with the bundles' roles swapped.
+/// recording every change in `state` as it goes (and, when the state carries a
+/// [`crate::state::ChangeRecord`], how many actions completed). On failure the
+/// performed actions are reversed, newest first, with the bundles' roles swapped.
 pub fn apply_changes(
     actions: &[Action],
     old: &Bundle,
@@ -61,18 +65,16 @@ pub fn apply_changes(
     on_done: &mut dyn FnMut(&Action, Duration),
 ) -> Result<Changed, ChangeError> {
     let started = Instant::now();
-    let mut performed: Vec<&Action> = Vec::new();
-    for action in actions {
+    for (i, action) in actions.iter().enumerate() {
         let t = Instant::now();
         let mut effects = Vec::new();
-        let result = perform(action, new, sys, opts, state.state_mut(), &mut effects);
+        let result = perform(action, new, sys, opts, state, &mut effects);
+        if let Some(c) = state.state_mut().change.as_mut() {
+            c.performed = i + usize::from(result.is_ok());
+        }
         let saved = state.save();
-        let result = result.and_then(|()| saved.map_err(StepError::from));
-        match result {
-            Ok(()) => {
-                on_done(action, t.elapsed());
-                performed.push(action);
-            }
+        match result.and_then(|()| saved.map_err(StepError::from)) {
+            Ok(()) => on_done(action, t.elapsed()),
             Err(error) => {
                 let mut undo_errors = Vec::new();
                 if let Action::Add(_) = action {
@@ -82,24 +84,15 @@ pub fn apply_changes(
                             undo_errors.push(format!("{action}: {err}"));
                         }
                     }
+                    let _ = state.save();
                 } else if let Action::Change { .. } = action {
                     let inverse = action.inverse();
                     let mut ignored = Vec::new();
-                    if let Err(err) = perform(&inverse, old, sys, opts, state.state_mut(), &mut ignored) {
+                    if let Err(err) = perform(&inverse, old, sys, opts, state, &mut ignored) {
                         undo_errors.push(format!("{inverse}: {err}"));
                     }
                 }
-                let mut undone = 0;
-                for done in performed.iter().rev() {
-                    let inverse = done.inverse();
-                    let mut ignored = Vec::new();
-                    if let Err(err) = perform(&inverse, old, sys, opts, state.state_mut(), &mut ignored) {
-                        undo_errors.push(format!("{inverse}: {err}"));
-                    }
-                    undone += 1;
-                    let _ = state.save();
-                }
-                let _ = state.save();
+                let undone = roll_back(&actions[..i], old, sys, opts, state, &mut undo_errors);
                 return Err(ChangeError {
                     action: action.to_string(),
                     error: Box::new(error),
@@ -123,9 +116,100 @@ pub fn apply_changes(
     })
 }
 
+/// Undoes `performed` actions, newest first (`old`: the bundle being returned to).
+/// Returns how many were undone; what failed goes to `undo_errors`.
+fn roll_back(
+    performed: &[Action],
+    old: &Bundle,
+    sys: &dyn System,
+    opts: &Options,
+    state: &mut StateFile,
+    undo_errors: &mut Vec<String>,
+) -> usize {
+    let mut undone = 0;
+    for (i, done) in performed.iter().enumerate().rev() {
+        let inverse = done.inverse();
+        let mut ignored = Vec::new();
+        if let Err(err) = perform(&inverse, old, sys, opts, state, &mut ignored) {
+            undo_errors.push(format!("{inverse}: {err}"));
+        }
+        undone += 1;
+        if let Some(c) = state.state_mut().change.as_mut() {
+            c.performed = i;
+        }
+        let _ = state.save();
+    }
+    undone
+}
+
+/// Rolls back a change that was killed after `performed` of its `actions` completed
+/// (the next change finds its [`crate::state::ChangeRecord`]): whatever the action
+/// under way had done is removed first (every removal tolerates what is already
+/// gone), then the completed ones are undone, newest first. `old` is the bundle of
+/// the generation the emulation returns to.
+pub fn recover(
+    actions: &[Action],
+    performed: usize,
+    old: &Bundle,
+    sys: &dyn System,
+    opts: &Options,
+    state: &mut StateFile,
+) -> Result<usize, ChangeError> {
+    let performed = performed.min(actions.len());
+    let mut undo_errors = Vec::new();
+    kill_starting(sys, state.state_mut());
+    let _ = state.save();
+    if let Some(under_way) = actions.get(performed) {
+        // Its new side may be half made, its old side half removed: clear both
+        // (best effort: much of it may not exist), then put the old side back.
+        let (old_step, new_step) = match under_way {
+            Action::Add(s) => (None, Some(s)),
+            Action::Remove(s) => (Some(s), None),
+            Action::Change { old, new } => (Some(&**old), Some(&**new)),
+            Action::GoesWith { .. } | Action::Reload(_) => (None, None),
+        };
+        for step in new_step.into_iter().chain(old_step) {
+            let _ = reverse(step, sys, state.state_mut());
+            let _ = state.save();
+        }
+        if let Some(step) = old_step {
+            let mut effects = Vec::new();
+            if let Err(err) = run(step, old, sys, opts, state, &mut effects) {
+                undo_errors.push(format!("{under_way} (put back): {err}"));
+            }
+        }
+    }
+    let undone = roll_back(&actions[..performed], old, sys, opts, state, &mut undo_errors);
+    if undo_errors.is_empty() {
+        Ok(undone)
+    } else {
+        Err(ChangeError {
+            action: "(rolling back an interrupted change)".into(),
+            error: Box::new(StepError::Cancelled),
+            undone,
+            undo_errors,
+        })
+    }
+}
+
+/// Stops processes recorded as starting whose PID was never recorded (a kill between
+/// the spawn and the state save): they are found by their log, their stdout.
+fn kill_starting(sys: &dyn System, st: &mut State) {
+    let starting = std::mem::take(&mut st.starting);
+    for s in starting {
+        let known: Vec<u32> = st.processes.iter().map(|p| p.pid).collect();
+        if let Ok(pids) = sys.pids_logging_to(&s.netns, Path::new(&s.log)) {
+            for pid in pids.into_iter().filter(|p| !known.contains(p)) {
+                let _ = sys.kill_now(Pid { pid, start_ticks: None });
+            }
+        }
+    }
+}
+
 fn undo_effect(e: &Effect, sys: &dyn System, st: &mut State) -> Result<(), SysError> {
     match e {
         Effect::Netns(n) => {
+            stop_all_in(n, sys, st)?;
             sys.delete_netns(n)?;
             st.namespaces.retain(|x| x != n);
         }
@@ -147,30 +231,83 @@ fn undo_effect(e: &Effect, sys: &dyn System, st: &mut State) -> Result<(), SysEr
     Ok(())
 }
 
-/// Runs a step of `bundle` as `up` would, recording what it creates.
+/// Stops every process inside `netns` before it is deleted: a process left in a
+/// deleted namespace would run on where no `down` can find it.
+fn stop_all_in(netns: &str, sys: &dyn System, st: &mut State) -> Result<(), SysError> {
+    for pid in sys.netns_pids(&[netns.to_string()])? {
+        let start_ticks = st.processes.iter().find(|p| p.pid == pid).and_then(|p| p.start_ticks);
+        sys.kill_now(Pid { pid, start_ticks })?;
+        st.processes.retain(|p| p.pid != pid);
+    }
+    Ok(())
+}
+
+/// Runs a step of `bundle` as `up` would. What it will create is recorded (and
+/// saved) before it is created; what it created is recorded after.
 fn run(
     step: &Step,
     bundle: &Bundle,
     sys: &dyn System,
     opts: &Options,
-    st: &mut State,
+    sf: &mut StateFile,
     effects: &mut Vec<Effect>,
 ) -> Result<(), StepError> {
-    if let Op::CreateNetns { netns } = &step.op {
-        // Recorded before it exists, as `up` does, so a crash leaves nothing unknown.
-        if !st.namespaces.contains(netns) {
+    let st = sf.state_mut();
+    let state_dir = std::path::PathBuf::from(&st.state_dir);
+    let mut intent = false;
+    let mut new_netns = false;
+    match &step.op {
+        Op::CreateNetns { netns } if !st.namespaces.contains(netns) => {
             st.namespaces.push(netns.clone());
+            new_netns = true;
+            intent = true;
         }
+        Op::WriteFile { path, .. } | Op::NftLoad { path, .. } if !st.paths.contains(path) => {
+            st.paths.push(path.clone());
+            intent = true;
+        }
+        Op::StartProcess { name, netns, log, .. } => {
+            st.starting.push(StartingProcess {
+                name: name.clone(),
+                netns: netns.clone(),
+                log: log.clone(),
+            });
+            for p in process_outputs(&step.op).into_iter().chain([log.as_str()]) {
+                if !st.paths.iter().any(|x| x == p) {
+                    st.paths.push(p.to_string());
+                }
+            }
+            intent = true;
+        }
+        _ => {}
     }
-    let mut warnings = Vec::new();
-    let result = run_op(&step.op, bundle, sys, opts, effects, &mut warnings);
-    if let (Op::CreateNetns { netns }, true) = (&step.op, effects.is_empty()) {
+    if intent {
+        sf.save()?;
+    }
+    let result = match &step.op {
+        Op::StartProcess { log, .. } => {
+            let started = start_process(&step.op, sys, &state_dir, effects);
+            // The PID is recorded at once, before the wait for readiness.
+            let st = sf.state_mut();
+            st.starting.retain(|s| s.log != *log);
+            record_effects(Some(st), effects);
+            sf.save()?;
+            started.and_then(|p| wait_process_ready(&step.op, p.pid, bundle, &state_dir, sys, opts))
+        }
+        _ => {
+            let mut warnings = Vec::new();
+            let result = run_op(&step.op, bundle, &state_dir, sys, opts, effects, &mut warnings);
+            record_effects(Some(sf.state_mut()), effects);
+            result
+        }
+    };
+    let st = sf.state_mut();
+    if let (Op::CreateNetns { netns }, true, true) = (&step.op, new_netns, effects.is_empty()) {
         if result.is_err() {
-            // Not ours (e.g. it already existed): never delete it later.
+            // It was not created (e.g. someone else's namespace of that name): not ours.
             st.namespaces.retain(|n| n != netns);
         }
     }
-    record_effects(Some(st), effects);
     result?;
     if !st.applied.contains(&step.id) {
         st.applied.push(step.id.clone());
@@ -190,6 +327,7 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
     };
     match &step.op {
         Op::CreateNetns { netns } => {
+            stop_all_in(netns, sys, st)?;
             sys.delete_netns(netns)?;
             st.namespaces.retain(|n| n != netns);
         }
@@ -246,14 +384,14 @@ fn perform(
     new: &Bundle,
     sys: &dyn System,
     opts: &Options,
-    st: &mut State,
+    sf: &mut StateFile,
     effects: &mut Vec<Effect>,
 ) -> Result<(), StepError> {
     match action {
-        Action::Add(step) => run(step, new, sys, opts, st, effects),
-        Action::Remove(step) => reverse(step, sys, st),
+        Action::Add(step) => run(step, new, sys, opts, sf, effects),
+        Action::Remove(step) => reverse(step, sys, sf.state_mut()),
         Action::GoesWith { step, .. } => {
-            st.applied.retain(|id| *id != step.id);
+            sf.state_mut().applied.retain(|id| *id != step.id);
             Ok(())
         }
         Action::Change {
@@ -262,16 +400,8 @@ fn perform(
         } => {
             match (&before.op, &after.op) {
                 (Op::CniAdd { .. }, _) => sys.cni_del(&CniAddRequest::of(&before.op).expect("a CNI ADD"))?,
-                (Op::StartProcess { name, netns, ready, .. }, _) => {
-                    stop(name, netns, sys, st)?;
-                    // The restarted process is ready once it wrote its file anew (flanneld's
-                    // subnet file), not on what its predecessor left.
-                    if let Probe::FileExists { path } = ready {
-                        if removable(Path::new(path), Path::new(&st.state_dir)) {
-                            sys.remove_path(Path::new(path))?;
-                        }
-                    }
-                }
+                // The restarted process begins afresh (its outputs are removed as it starts).
+                (Op::StartProcess { name, netns, .. }, _) => stop(name, netns, sys, sf.state_mut())?,
                 (
                     Op::EtcdPut {
                         netns, endpoints, key, ..
@@ -280,13 +410,14 @@ fn perform(
                 ) if key != new_key => sys.etcd_delete(netns, endpoints, key)?,
                 _ => {}
             }
-            run(after, new, sys, opts, st, effects)
+            run(after, new, sys, opts, sf, effects)
         }
         Action::Reload(step) => {
             let Op::StartProcess { name, netns, .. } = &step.op else {
                 return Ok(());
             };
-            let p = st
+            let p = sf
+                .state()
                 .processes
                 .iter()
                 .find(|p| &p.name == name && &p.netns == netns)
@@ -369,7 +500,12 @@ mod tests {
         apply_changes(&actions, &nb, &ob, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
         assert_eq!(
             sys.lines()[before..].to_vec(),
-            vec!["cni-del d-k0_c10 11.10.0.3", "delete-netns d-k0_c10"]
+            // Processes still inside are looked for before the namespace goes.
+            vec![
+                "cni-del d-k0_c10 11.10.0.3",
+                "netns-pids d-k0_c10",
+                "delete-netns d-k0_c10"
+            ]
         );
         assert!(!sf.state().namespaces.contains(&"d-k0_c10".to_string()));
         assert!(!sf.state().applied.contains(&"cni-add:C0/c10".to_string()));
@@ -389,7 +525,8 @@ mod tests {
         let calls = sys.lines()[before..].to_vec();
         assert_eq!(calls[0], format!("kill {pid}"));
         assert_eq!(calls[2], "cni-del d-k0_c1 11.10.0.2");
-        assert_eq!(calls[3], "delete-netns d-k0_c1");
+        assert_eq!(calls[3], "netns-pids d-k0_c1");
+        assert_eq!(calls[4], "delete-netns d-k0_c1");
         assert!(calls.iter().any(|c| c.starts_with("nft-load d-C0w1")), "{calls:#?}");
         assert!(calls.iter().any(|c| c.starts_with("nft-load d-C0w2")), "{calls:#?}");
         assert!(!sf.state().processes.iter().any(|p| p.pid == pid));
@@ -425,7 +562,7 @@ mod tests {
         let failed_at = calls.iter().position(|c| c.starts_with("nft-load d-C0w2")).unwrap();
         let undo: Vec<&str> = calls[failed_at + 1..]
             .iter()
-            .filter(|c| !c.starts_with("write-file"))
+            .filter(|c| !c.starts_with("write-file") && !c.starts_with("netns-pids"))
             .map(String::as_str)
             .collect();
         assert!(undo[0].starts_with("nft-load d-C0w2"), "{calls:#?}");
@@ -572,5 +709,72 @@ mod tests {
         ] {
             assert!(undo.contains(&call.to_string()), "no `{call}` in {undo:#?}");
         }
+    }
+
+    #[test]
+    fn a_change_killed_after_any_action_is_rolled_back_by_recover() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        let sys = RecordingSystem::new();
+        let (dp, db, mut sf) = up_from(&topology("default"), &dir, &sys);
+        let running = contents(sf.state());
+        let (vp, vb) = compiled(&topology("chain3"), &dir);
+        let actions = delta(&dp, &db, &vp, &vb).unwrap();
+        for killed_after in [0, 1, actions.len() / 2, actions.len() - 1, actions.len()] {
+            // What a process killed after `killed_after` actions leaves: those done and
+            // recorded, the rest not begun.
+            apply_changes(
+                &actions[..killed_after],
+                &db,
+                &vb,
+                &sys,
+                &fast(),
+                &mut sf,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            let undone = recover(&actions, killed_after, &db, &sys, &fast(), &mut sf).unwrap();
+            assert_eq!(undone, killed_after);
+            assert_eq!(contents(sf.state()), running, "killed after {killed_after}");
+            assert!(sf.state().starting.is_empty());
+        }
+    }
+
+    #[test]
+    fn recover_clears_a_half_done_action_before_putting_the_old_side_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        let sys = RecordingSystem::new();
+        let mut sf = up(&dir, &sys);
+        let running = contents(sf.state());
+        let (op, ob) = compiled(BASE, &dir);
+        let more = BASE.replace(
+            "  { name = \"c2\", worker = \"w2\" },\n",
+            "  { name = \"c2\", worker = \"w2\" },\n  { name = \"c10\", worker = \"w1\", command = [\"sleep\", \"9\"] },\n",
+        );
+        let (np, nb) = compiled(&more, &dir);
+        let actions = delta(&op, &ob, &np, &nb).unwrap();
+        // Killed while c10's workload was starting: its namespace and CNI ADD done,
+        // the process recorded as starting, no PID recorded.
+        let starting = actions
+            .iter()
+            .position(|a| matches!(&a.step().op, Op::StartProcess { .. }))
+            .unwrap();
+        apply_changes(&actions[..starting], &ob, &nb, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
+        let Op::StartProcess { name, netns, log, .. } = &actions[starting].step().op else {
+            unreachable!()
+        };
+        sf.state_mut().starting.push(StartingProcess {
+            name: name.clone(),
+            netns: netns.clone(),
+            log: log.clone(),
+        });
+        let before = sys.calls().len();
+        recover(&actions, starting, &ob, &sys, &fast(), &mut sf).unwrap();
+        let calls = sys.lines()[before..].to_vec();
+        assert!(calls.contains(&"cni-del d-k0_c10 11.10.0.3".to_string()), "{calls:#?}");
+        assert_eq!(calls.last().unwrap(), "delete-netns d-k0_c10", "{calls:#?}");
+        assert_eq!(contents(sf.state()), running);
+        assert!(sf.state().starting.is_empty());
     }
 }

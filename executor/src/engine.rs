@@ -249,8 +249,10 @@ pub fn apply_with(
     let started = Instant::now();
     let parallelism = opts.parallelism.max(1);
     let cancel = AtomicBool::new(false);
+    let state_dir = PathBuf::from(&plan.state_dir);
     let ctx = Ctx {
         bundle,
+        state_dir: &state_dir,
         sys,
         opts,
         cancel: &cancel,
@@ -425,7 +427,6 @@ pub fn apply_with(
     };
 
     // Roll back, newest effect first.
-    let state_dir = PathBuf::from(&plan.state_dir);
     let mut undo_errors = Vec::new();
     let mut undone = 0;
     let mut st = state;
@@ -532,6 +533,7 @@ fn forget(st: &mut State, effect: &Effect, step: &str) {
 pub(crate) fn run_op(
     op: &Op,
     bundle: &Bundle,
+    state_dir: &Path,
     sys: &dyn System,
     opts: &Options,
     effects: &mut Vec<Effect>,
@@ -540,6 +542,7 @@ pub(crate) fn run_op(
     let cancel = AtomicBool::new(false);
     Ctx {
         bundle,
+        state_dir,
         sys,
         opts,
         cancel: &cancel,
@@ -547,9 +550,82 @@ pub(crate) fn run_op(
     .execute(op, effects, warnings)
 }
 
+/// Starts the process of a `StartProcess` op, after removing what a predecessor
+/// wrote (etcd's data directory, the file its probe waits for: a started process
+/// always begins afresh). Records what it created, the process last, in `effects`.
+pub(crate) fn start_process(
+    op: &Op,
+    sys: &dyn System,
+    state_dir: &Path,
+    effects: &mut Vec<Effect>,
+) -> Result<ProcessRecord, StepError> {
+    let Op::StartProcess {
+        name,
+        netns,
+        argv,
+        builtin,
+        log,
+        ..
+    } = op
+    else {
+        unreachable!("start_process takes a StartProcess op");
+    };
+    for out in knetsim_compiler::plan::delta::process_outputs(op) {
+        let out = Path::new(out);
+        if removable(out, state_dir) {
+            sys.remove_path(out)?;
+            effects.push(Effect::Path(out.to_path_buf()));
+        }
+    }
+    let spawned = sys.start_process(&ProcessSpec {
+        name: name.clone(),
+        netns: netns.clone(),
+        argv: argv.clone(),
+        builtin: builtin.clone(),
+        log: log.clone(),
+    })?;
+    effects.extend(spawned.created.into_iter().map(Effect::Path));
+    let record = ProcessRecord {
+        name: name.clone(),
+        netns: netns.clone(),
+        pid: spawned.pid,
+        start_ticks: spawned.start_ticks,
+        argv: argv.clone(),
+        log: log.clone(),
+        started_at: unix_now(),
+    };
+    effects.push(Effect::Process(record.clone()));
+    Ok(record)
+}
+
+/// Waits until a started process passes its readiness probe.
+pub(crate) fn wait_process_ready(
+    op: &Op,
+    pid: u32,
+    bundle: &Bundle,
+    state_dir: &Path,
+    sys: &dyn System,
+    opts: &Options,
+) -> Result<(), StepError> {
+    let Op::StartProcess { ready, log, .. } = op else {
+        return Ok(());
+    };
+    let cancel = AtomicBool::new(false);
+    Ctx {
+        bundle,
+        state_dir,
+        sys,
+        opts,
+        cancel: &cancel,
+    }
+    .wait_ready(ready, Some((pid, log)))
+}
+
 /// What a worker needs to run one step.
 struct Ctx<'a> {
     bundle: &'a Bundle,
+    /// Only paths inside it are ever removed.
+    state_dir: &'a Path,
     sys: &'a dyn System,
     opts: &'a Options,
     cancel: &'a AtomicBool,
@@ -619,32 +695,9 @@ impl Ctx<'_> {
                 self.write(path, self.artifact(artifact)?, effects)?;
                 sys.nft_load(netns, Path::new(path))?;
             }
-            Op::StartProcess {
-                name,
-                netns,
-                argv,
-                builtin,
-                log,
-                ready,
-            } => {
-                let spawned = sys.start_process(&ProcessSpec {
-                    name: name.clone(),
-                    netns: netns.clone(),
-                    argv: argv.clone(),
-                    builtin: builtin.clone(),
-                    log: log.clone(),
-                })?;
-                effects.extend(spawned.created.into_iter().map(Effect::Path));
-                effects.push(Effect::Process(ProcessRecord {
-                    name: name.clone(),
-                    netns: netns.clone(),
-                    pid: spawned.pid,
-                    start_ticks: spawned.start_ticks,
-                    argv: argv.clone(),
-                    log: log.clone(),
-                    started_at: unix_now(),
-                }));
-                self.wait_ready(ready, Some((spawned.pid, log)))?;
+            Op::StartProcess { log, ready, .. } => {
+                let started = start_process(op, sys, self.state_dir, effects)?;
+                self.wait_ready(ready, Some((started.pid, log)))?;
             }
             Op::EtcdPut {
                 netns,

@@ -23,6 +23,8 @@ pub mod delta;
 pub mod engine;
 pub mod etcd;
 pub mod flannel;
+pub mod layout;
+pub mod live;
 pub mod par;
 pub mod preflight;
 pub mod state;

@@ -2,19 +2,25 @@
 //! processes and paths exist because of it. It is rewritten (atomically, by
 //! rename) as the plan progresses, so `down` works from another process and after
 //! the applying process was killed. An exclusive `flock` on a lock file beside it
-//! keeps two `up`/`down` of the same emulation from running at once.
+//! keeps two changes (`up`, `down`, `pod add`, `apply`, ...) of the same emulation
+//! from running at once: a change takes it before it reads anything, and waits
+//! for it (naming the holder) rather than failing at once.
 
+use crate::layout::{write_atomic, StateLayout};
+pub use crate::layout::{LOCK_FILE, STATE_FILE};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-pub const STATE_FILE: &str = "state.json";
-pub const LOCK_FILE: &str = "state.lock";
 const VERSION: u32 = 1;
+
+/// How long a change waits for another one holding the emulation's lock.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct State {
@@ -43,6 +49,37 @@ pub struct State {
     /// The actions the last live change performed, in order (`knetsim apply`, `pod add`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_change: Vec<String>,
+    /// The generation of the desired topology and bundle that runs (see [`crate::layout`]).
+    #[serde(default)]
+    pub generation: u64,
+    /// A live change under way: recorded before its first action, cleared when it is
+    /// committed or rolled back. Found by the next change after a kill, which rolls it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeRecord>,
+    /// Processes being started: recorded before the spawn, replaced by their
+    /// [`ProcessRecord`] as soon as the PID is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub starting: Vec<StartingProcess>,
+}
+
+/// A live change moving the emulation from generation `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub from: u64,
+    pub to: u64,
+    /// PID of the process making the change.
+    pub pid: u32,
+    /// How many of the change's actions (the delta from `from` to `to`, recomputed
+    /// from the two stored generations) completed.
+    pub performed: usize,
+}
+
+/// A process about to be started: its log file tells it apart (its stdout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartingProcess {
+    pub name: String,
+    pub netns: String,
+    pub log: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,11 +100,13 @@ pub struct ProcessRecord {
 pub enum StateError {
     #[error("emulation `{}` is already up (state in {}); run `knetsim down{}` first", display_name(.name), .path.display(), name_flag(.name))]
     AlreadyUp { name: String, path: PathBuf },
-    #[error("emulation `{}` is busy: another knetsim process{} holds {}", display_name(.name), holder_text(.holder), .path.display())]
+    #[error("emulation `{}` is busy: another knetsim process{} holds {}{}", display_name(.name), holder_text(.holder), .path.display(), waited_text(.waited))]
     Locked {
         name: String,
         path: PathBuf,
         holder: Option<u32>,
+        /// How long we waited for it (None: we did not wait).
+        waited: Option<Duration>,
     },
     #[error("emulation `{}` is not up (no {})", display_name(.name), .path.display())]
     NotUp { name: String, path: PathBuf },
@@ -102,7 +141,40 @@ fn name_flag(name: &str) -> String {
 }
 
 fn holder_text(pid: &Option<u32>) -> String {
-    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    pid.map(|p| format!(" (pid {p}{})", command_of(p))).unwrap_or_default()
+}
+
+fn waited_text(waited: &Option<Duration>) -> String {
+    waited
+        .map(|w| format!(" (still busy after waiting {} s)", w.as_secs()))
+        .unwrap_or_default()
+}
+
+/// `: knetsim pod add ...`, the holder's command line, when it can be read.
+fn command_of(pid: u32) -> String {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return String::new();
+    };
+    let mut words: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    if let Some(first) = words.first_mut() {
+        if let Some(base) = Path::new(first.as_str()).file_name() {
+            *first = base.to_string_lossy().into_owned();
+        }
+    }
+    if words.is_empty() {
+        return String::new();
+    }
+    let line = words.join(" ");
+    let line = if line.chars().count() > 80 {
+        format!("{}...", line.chars().take(77).collect::<String>())
+    } else {
+        line
+    };
+    format!(": {line}")
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {
@@ -129,6 +201,24 @@ pub fn read(state_dir: &Path) -> Result<Option<State>, StateError> {
     }
 }
 
+/// How a change waits for the emulation's lock.
+pub struct LockWait<'a> {
+    /// Give up after this long (zero: do not wait).
+    pub timeout: Duration,
+    /// Told once, when the lock is found held, who holds it (to print "waiting ...").
+    pub on_busy: Option<&'a mut dyn FnMut(&StateError)>,
+}
+
+impl LockWait<'_> {
+    /// Do not wait: a held lock is an error at once.
+    pub fn no_wait() -> LockWait<'static> {
+        LockWait {
+            timeout: Duration::ZERO,
+            on_busy: None,
+        }
+    }
+}
+
 /// An open, locked state file. Dropping it releases the lock and keeps the file.
 #[derive(Debug)]
 pub struct StateFile {
@@ -141,9 +231,16 @@ impl StateFile {
     /// Starts the state of a new emulation (for `up`): takes the lock and fails if
     /// the emulation is already up or another process is bringing it up or down.
     pub fn create(state_dir: &Path, name: &str) -> Result<StateFile, StateError> {
-        let existed = state_dir.exists();
+        Self::create_waiting(state_dir, name, &mut LockWait::no_wait())
+    }
+
+    /// [`StateFile::create`], waiting for a held lock as `wait` says.
+    pub fn create_waiting(state_dir: &Path, name: &str, wait: &mut LockWait) -> Result<StateFile, StateError> {
+        // A directory holding nothing but our own lock (left by an `up` killed in its
+        // first instants) counts as ours: `down` removes it whole.
+        let ours = !state_dir.exists() || only_lock_files(state_dir);
         std::fs::create_dir_all(state_dir).map_err(io(format!("creating {}", state_dir.display())))?;
-        let lock = lock(state_dir, name)?;
+        let lock = lock(state_dir, name, wait)?;
         let path = state_dir.join(STATE_FILE);
         if path.exists() {
             return Err(StateError::AlreadyUp {
@@ -157,7 +254,7 @@ impl StateFile {
                 version: VERSION,
                 name: name.to_string(),
                 state_dir: state_dir.display().to_string(),
-                created_state_dir: !existed,
+                created_state_dir: ours,
                 owner_pid: std::process::id(),
                 started_at: unix_now(),
                 ..State::default()
@@ -168,20 +265,25 @@ impl StateFile {
         Ok(file)
     }
 
-    /// Opens the state of a running (or crashed) emulation (for `down`), locked.
+    /// Opens the state of a running (or crashed) emulation, locked, failing at once
+    /// if another process holds the lock.
     pub fn open(state_dir: &Path, name: &str) -> Result<StateFile, StateError> {
-        let path = state_dir.join(STATE_FILE);
-        if !path.exists() {
-            return Err(StateError::NotUp {
-                name: name.to_string(),
-                path,
-            });
-        }
-        let lock = lock(state_dir, name)?;
-        let state = read(state_dir)?.ok_or_else(|| StateError::NotUp {
+        Self::open_waiting(state_dir, name, &mut LockWait::no_wait())
+    }
+
+    /// Opens the state of a running (or crashed) emulation for a change: takes the
+    /// lock first (waiting as `wait` says), then reads the state.
+    pub fn open_waiting(state_dir: &Path, name: &str, wait: &mut LockWait) -> Result<StateFile, StateError> {
+        let not_up = || StateError::NotUp {
             name: name.to_string(),
-            path: path.clone(),
-        })?;
+            path: state_dir.join(STATE_FILE),
+        };
+        if !state_dir.join(STATE_FILE).exists() {
+            return Err(not_up());
+        }
+        let lock = lock(state_dir, name, wait)?;
+        // Read under the lock: the holder we waited for may have changed or removed it.
+        let state = read(state_dir)?.ok_or_else(not_up)?;
         Ok(StateFile {
             dir: state_dir.to_path_buf(),
             state,
@@ -191,6 +293,10 @@ impl StateFile {
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
+    }
+
+    pub fn layout(&self) -> StateLayout {
+        StateLayout::new(&self.dir)
     }
 
     pub fn state(&self) -> &State {
@@ -204,14 +310,12 @@ impl StateFile {
     /// Writes the state atomically (temporary file + rename).
     pub fn save(&mut self) -> Result<(), StateError> {
         let path = self.path();
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let mut text = serde_json::to_string_pretty(&self.state).map_err(|source| StateError::Json {
             path: path.clone(),
             source,
         })?;
         text.push('\n');
-        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, &path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))
+        write_atomic(&path, text.as_bytes()).map_err(io(format!("writing {}", path.display())))
     }
 
     /// Removes the state file and the lock file, and the whole state directory if
@@ -219,7 +323,6 @@ impl StateFile {
     pub fn destroy(self) -> Result<(), StateError> {
         let path = self.path();
         remove_if_exists(&path)?;
-        remove_if_exists(&self.dir.join(format!("{STATE_FILE}.tmp")))?;
         if self.state.created_state_dir {
             match std::fs::remove_dir_all(&self.dir) {
                 Ok(()) => Ok(()),
@@ -232,6 +335,34 @@ impl StateFile {
     }
 }
 
+/// The directory holds knetsim's lock file and nothing else (but temporary state files).
+pub fn only_lock_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    dir.join(LOCK_FILE).exists()
+        && entries.flatten().all(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == LOCK_FILE || (name.starts_with(".state.json.") && name.ends_with(".tmp"))
+        })
+}
+
+/// Removes a state directory that an `up` killed before its first state save left
+/// (nothing but the lock in it), if no one holds its lock. True if it was removed.
+pub fn remove_abandoned(state_dir: &Path) -> bool {
+    if state_dir.join(STATE_FILE).exists() || !only_lock_files(state_dir) {
+        return false;
+    }
+    let Ok(file) = File::open(state_dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        return false;
+    };
+    std::fs::remove_dir_all(state_dir).is_ok()
+}
+
 fn remove_if_exists(path: &Path) -> Result<(), StateError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -240,10 +371,26 @@ fn remove_if_exists(path: &Path) -> Result<(), StateError> {
     }
 }
 
-/// Takes the exclusive lock without waiting. A lock file removed by a `down`
-/// between our open and our lock is detected (inode check) and retried.
-fn lock(state_dir: &Path, name: &str) -> Result<Flock<File>, StateError> {
+/// The PID written in a lock file by its holder.
+fn holder_of(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// A PID whose process still exists (the holder may have just been replaced).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Takes the exclusive lock, waiting up to `wait.timeout` for a holder. A lock file
+/// removed by a `down` between our open and our lock is detected (inode check) and
+/// retried. The holder's PID is written over the old one in place (never emptied
+/// first), so a waiter always reads a PID.
+fn lock(state_dir: &Path, name: &str, wait: &mut LockWait) -> Result<Flock<File>, StateError> {
     let path = state_dir.join(LOCK_FILE);
+    let started = Instant::now();
+    let mut told = false;
     loop {
         let file = OpenOptions::new()
             .read(true)
@@ -252,16 +399,39 @@ fn lock(state_dir: &Path, name: &str) -> Result<Flock<File>, StateError> {
             .truncate(false)
             .open(&path)
             .map_err(io(format!("opening {}", path.display())))?;
-        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((mut file, Errno::EWOULDBLOCK)) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(StateError::Locked {
+                let mut holder = holder_of(&mut file);
+                if holder.is_some_and(|p| !alive(p)) {
+                    // The previous holder's PID, not yet overwritten by the new one.
+                    std::thread::sleep(Duration::from_millis(5));
+                    let _ = std::io::Seek::rewind(&mut file);
+                    holder = holder_of(&mut file).or(holder);
+                }
+                let waited = started.elapsed();
+                let busy = StateError::Locked {
                     name: name.to_string(),
-                    path,
-                    holder: text.trim().parse().ok(),
-                });
+                    path: path.clone(),
+                    holder,
+                    waited: None,
+                };
+                if waited >= wait.timeout {
+                    return Err(StateError::Locked {
+                        name: name.to_string(),
+                        path,
+                        holder,
+                        waited: (!wait.timeout.is_zero()).then_some(waited),
+                    });
+                }
+                if !told {
+                    if let Some(tell) = wait.on_busy.as_mut() {
+                        tell(&busy);
+                    }
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
             Err((_, errno)) => return Err(io(format!("locking {}", path.display()))(errno.into())),
         };
@@ -270,11 +440,11 @@ fn lock(state_dir: &Path, name: &str) -> Result<Flock<File>, StateError> {
             Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {}
             _ => continue,
         }
-        let pid = std::process::id().to_string();
+        // Fixed width, written in place: never an empty or half-written PID.
+        let pid = format!("{:<10}\n", std::process::id());
         locked
-            .set_len(0)
-            .and_then(|()| locked.rewind())
-            .and_then(|()| locked.write_all(pid.as_bytes()))
+            .write_all_at(pid.as_bytes(), 0)
+            .and_then(|()| locked.set_len(pid.len() as u64))
             .map_err(io(format!("writing {}", path.display())))?;
         return Ok(locked);
     }
@@ -331,5 +501,91 @@ mod tests {
         let err = StateFile::open(tmp.path(), "").unwrap_err();
         assert!(matches!(err, StateError::NotUp { .. }));
         assert!(err.to_string().contains("`default` is not up"), "{err}");
+    }
+
+    #[test]
+    fn a_change_waits_for_the_lock_and_is_told_who_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        let first = StateFile::create(&dir, "w").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(first);
+        });
+        let mut told = Vec::new();
+        let mut tell = |e: &StateError| told.push(e.to_string());
+        let mut wait = LockWait {
+            timeout: Duration::from_secs(10),
+            on_busy: Some(&mut tell),
+        };
+        let t = Instant::now();
+        let second = StateFile::open_waiting(&dir, "w", &mut wait).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        release.join().unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains(&format!("pid {}", std::process::id())), "{told:?}");
+        // Held, with a short timeout: the error names the holder and how long we waited.
+        let mut wait = LockWait {
+            timeout: Duration::from_millis(100),
+            on_busy: None,
+        };
+        let err = StateFile::open_waiting(&dir, "w", &mut wait).unwrap_err();
+        assert!(
+            matches!(err, StateError::Locked { holder: Some(p), waited: Some(_), .. } if p == std::process::id()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("still busy after waiting"), "{err}");
+        second.destroy().unwrap();
+    }
+
+    #[test]
+    fn the_lock_file_always_names_a_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        StateFile::create(&dir, "p").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flip = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(f) = StateFile::open(&dir, "p") {
+                        drop(f);
+                    }
+                }
+            })
+        };
+        for _ in 0..2000 {
+            let text = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap();
+            assert!(text.trim().parse::<u32>().is_ok(), "lock file read as {text:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flip.join().unwrap();
+    }
+
+    #[test]
+    fn a_directory_with_only_our_lock_is_ours_and_removable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("emu");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(LOCK_FILE), "").unwrap();
+        assert!(only_lock_files(&dir));
+        // `down` of such a directory removes it...
+        assert!(remove_abandoned(&dir));
+        assert!(!dir.exists());
+        // ... and `up` over it records it as its own, so `down` removes it whole.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(LOCK_FILE), "").unwrap();
+        let f = StateFile::create(&dir, "a").unwrap();
+        assert!(f.state().created_state_dir);
+        assert!(!remove_abandoned(&dir), "a directory with a state is never abandoned");
+        f.destroy().unwrap();
+        assert!(!dir.exists());
+        // A directory of the user's with other files is not ours.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let f = StateFile::create(&dir, "a").unwrap();
+        assert!(!f.state().created_state_dir);
+        f.destroy().unwrap();
+        assert!(dir.join("notes.txt").exists());
     }
 }

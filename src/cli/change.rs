@@ -1,27 +1,23 @@
 //! Live changes to a running emulation: `knetsim apply`, and the machinery that
-//! `pod` and `svc` share. The emulation keeps its desired topology text
-//! (`<state>/topology.toml`) and compiled bundle (`<state>/bundle/`); a change
-//! compiles the new text, computes the delta against the running plan and applies
-//! only that. A change that does not compile, or that the running emulation cannot
-//! take, changes nothing; one that fails half-way is rolled back.
+//! `pod` and `svc` share. A change takes the emulation's lock before it reads
+//! anything (waiting for another change to finish), compiles the edited topology,
+//! computes the delta against the running plan and applies only that, under the
+//! commit protocol of [`knetsim_executor::live`]. A change that does not compile,
+//! or that the running emulation cannot take, changes nothing; one that fails
+//! half-way is rolled back, and so is one whose process was killed (by the next).
 
-use super::running::recorded_state;
-use super::status::{display_name, BUNDLE_DIR};
+use super::status::display_name;
 use super::up::is_root;
 use super::{report_diagnostics, Target};
-use knetsim_compiler::artifacts::paths::PLAN;
-use knetsim_compiler::diff::{changes, Change};
-use knetsim_compiler::plan::{delta, Component, Plan};
+use knetsim_compiler::plan::{delta, Action, Component};
 use knetsim_compiler::{self as compiler, Bundle, CompileOptions, Source};
-use knetsim_executor::delta::apply_changes;
 use knetsim_executor::engine::Options;
-use knetsim_executor::state::StateFile;
+use knetsim_executor::layout::StateLayout;
+use knetsim_executor::live::{plan_of, Locked};
+use knetsim_executor::state::{self, LockWait, DEFAULT_LOCK_TIMEOUT};
 use knetsim_executor::LinuxSystem;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// The running emulation's desired topology, inside its state directory.
-pub const TOPOLOGY_FILE: &str = "topology.toml";
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
@@ -34,7 +30,7 @@ pub struct ApplyArgs {
     dry_run: bool,
 }
 
-/// A running emulation, as a change sees it.
+/// A running emulation's desired state, as a change (or its dry run) sees it.
 pub struct Running {
     pub opts: CompileOptions,
     pub text: String,
@@ -42,80 +38,93 @@ pub struct Running {
     pub skip: Vec<Component>,
 }
 
-impl Running {
-    pub fn load(target: &Target) -> Result<Running, String> {
-        let (mut opts, state) = recorded_state(target)?;
-        if !state.complete {
+/// How long a change waits for another one: KNETSIM_LOCK_TIMEOUT seconds, else 60 s.
+fn lock_timeout() -> Duration {
+    std::env::var("KNETSIM_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+}
+
+fn options() -> Options {
+    let mut options = Options::new(1);
+    options.probe_timeout = Duration::from_secs(30);
+    options
+}
+
+/// Takes the emulation's lock (waiting for a holder, saying who) and reads its
+/// desired state; a change left half-done by a killed process is rolled back first.
+fn lock(target: &Target, sys: &LinuxSystem) -> Result<(Locked, Running), String> {
+    let opts = target.options()?;
+    let mut tell = |busy: &state::StateError| eprintln!("waiting: {busy}");
+    let mut wait = LockWait {
+        timeout: lock_timeout(),
+        on_busy: Some(&mut tell),
+    };
+    let locked = Locked::open(&opts.state_dir, &opts.name, &mut wait, sys, &options(), &mut |note| {
+        eprintln!("note: {note}")
+    })
+    .map_err(|e| e.to_string())?;
+    let running = Running {
+        opts,
+        text: locked.text.clone(),
+        bundle: locked.bundle.clone(),
+        skip: locked.skip.clone(),
+    };
+    Ok((locked, running))
+}
+
+/// The desired state without the lock, for a dry run: the generation that
+/// `state.json` names is complete and stays on disk while a change replaces it.
+fn peek(target: &Target) -> Result<Running, String> {
+    let opts = target.options()?;
+    let layout = StateLayout::new(&opts.state_dir);
+    let mut tries = 0;
+    loop {
+        let st = state::read(&opts.state_dir)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("emulation {} is not up", display_name(&opts.name)))?;
+        if !st.complete {
             return Err(format!(
                 "emulation {} is not completely up (run `knetsim status` or `knetsim down`)",
                 display_name(&opts.name)
             ));
         }
-        opts.state_dir = PathBuf::from(&state.state_dir);
-        let path = opts.state_dir.join(TOPOLOGY_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "cannot read the running topology {}: {e} (brought up by an older knetsim? run down and up)",
-                path.display()
-            )
-        })?;
-        let bundle = Bundle::read_from(&opts.state_dir.join(BUNDLE_DIR))
-            .map_err(|e| format!("cannot read the running bundle: {e}"))?;
-        let skip = state
-            .skip
-            .iter()
-            .map(|s| s.parse::<Component>())
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Running {
-            opts,
-            text,
-            bundle,
-            skip,
-        })
-    }
-
-    fn plan(&self, bundle: &Bundle) -> Plan {
-        serde_json::from_str::<Plan>(bundle.get(PLAN).expect("bundle has a plan"))
-            .expect("plan.json parses")
-            .without(&self.skip)
-    }
-}
-
-/// Writes only the artifacts that differ, and the manifest.
-fn update_bundle(old: &Bundle, new: &Bundle, dir: &Path) -> std::io::Result<()> {
-    for c in changes(old, new) {
-        let target = dir.join(c.path());
-        match c {
-            Change::Removed(_) => match std::fs::remove_file(&target) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            },
-            Change::Added(p) | Change::Modified(p) => {
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::write(&target, new.get(&p).unwrap_or_default())?;
+        match layout.read_generation(st.generation) {
+            Ok((text, bundle)) => {
+                let skip = st
+                    .skip
+                    .iter()
+                    .map(|s| s.parse::<Component>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(Running {
+                    opts,
+                    text,
+                    bundle,
+                    skip,
+                });
             }
+            Err(_) if tries < 5 => tries += 1,
+            Err(e) => return Err(format!("cannot read the running topology: {e}")),
         }
     }
-    std::fs::write(dir.join(knetsim_compiler::bundle::MANIFEST), new.manifest_json())
 }
 
-/// Moves the running emulation to `new_text` (named `origin` in diagnostics).
-/// Exit code 0 = changed (or nothing to change), 1 = refused or failed.
-/// `pod`/`svc` edits: load the running emulation, edit its stored topology text, and
-/// apply (or with `dry_run` print) the resulting change.
+/// `pod`/`svc` edits: edit the running emulation's stored topology text and apply
+/// (or with `dry_run` print) the resulting change.
 pub fn edit_running(target: &Target, dry_run: bool, edit: impl FnOnce(&Running) -> Result<String, String>) -> i32 {
-    match Running::load(target).and_then(|r| edit(&r).map(|text| (r, text))) {
-        Ok((running, text)) => change_to(running, "topology.toml (edited)", text, dry_run),
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+    run_change(target, dry_run, "topology.toml (edited)", edit)
 }
 
-pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool) -> i32 {
+/// Moves the running emulation to the topology `edit` makes of its desired one.
+/// Exit code 0 = changed (or nothing to change), 1 = refused or failed.
+fn run_change(
+    target: &Target,
+    dry_run: bool,
+    origin: &str,
+    edit: impl FnOnce(&Running) -> Result<String, String>,
+) -> i32 {
     let t0 = Instant::now();
     // KNETSIM_TIMING=1: where a change spends its time, on stderr.
     let timing = std::env::var_os("KNETSIM_TIMING").is_some();
@@ -124,77 +133,60 @@ pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool
             eprintln!("timing: {what} at {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
         }
     };
-    let source = Source::new(origin, new_text);
-    let new_bundle = match compiler::compile(&source, &running.opts) {
-        Ok(b) => b,
-        Err(d) => {
-            report_diagnostics(&d);
-            eprintln!("error: the change does not compile; nothing was changed");
-            return 1;
-        }
-    };
-    mark("compiled");
-    let old_plan = running.plan(&running.bundle);
-    let new_plan = running.plan(&new_bundle);
-    let actions = match delta(&old_plan, &running.bundle, &new_plan, &new_bundle) {
-        Ok(a) => a,
-        Err(unsupported) => {
-            eprintln!("error: the running emulation cannot take this change (nothing was changed):");
-            for u in unsupported {
-                eprintln!("  - {u}");
-            }
-            return 1;
-        }
-    };
-    mark("delta computed");
     if dry_run {
-        for a in &actions {
-            println!("{a}");
-        }
-        if actions.is_empty() {
-            eprintln!("no changes");
-        }
-        return 0;
+        return match peek(target).and_then(|r| edit(&r).map(|text| (r, text))) {
+            Ok((running, text)) => match compute(&running, origin, text) {
+                Ok((_, _, actions)) => {
+                    for a in &actions {
+                        println!("{a}");
+                    }
+                    if actions.is_empty() {
+                        eprintln!("no changes");
+                    }
+                    0
+                }
+                Err(code) => code,
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
     }
     if !is_root() {
         eprintln!("error: changing a running emulation needs root: run it with sudo");
         return 1;
     }
-    let name = running.opts.name.clone();
-    let state_dir = running.opts.state_dir.clone();
-    let mut sf = match StateFile::open(&state_dir, &name) {
-        Ok(sf) => sf,
+    let sys = LinuxSystem::new();
+    let (mut locked, running) = match lock(target, &sys) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
     mark("state locked");
-    let sys = LinuxSystem::new();
-    let mut options = Options::new(1);
-    options.probe_timeout = Duration::from_secs(30);
-    let result = apply_changes(
-        &actions,
-        &running.bundle,
-        &new_bundle,
-        &sys,
-        &options,
-        &mut sf,
-        &mut |a, d| eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0),
-    );
+    let text = match edit(&running) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let (source, new_bundle, actions) = match compute(&running, origin, text) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    mark("delta computed");
+    let result = locked.change_to(&source.text, &new_bundle, &actions, &sys, &options(), &mut |a, d| {
+        eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0)
+    });
     match result {
         Ok(done) => {
-            mark("applied");
-            let stored = update_bundle(&running.bundle, &new_bundle, &state_dir.join(BUNDLE_DIR))
-                .and_then(|()| std::fs::write(state_dir.join(TOPOLOGY_FILE), &source.text));
-            if let Err(e) = stored {
-                eprintln!("error: the change was applied but storing the new topology failed: {e}");
-                return 1;
-            }
-            mark("stored");
+            mark("applied and stored");
             println!(
                 "emulation {} changed in {:.1} ms ({} action{})",
-                display_name(&name),
+                display_name(&running.opts.name),
                 t0.elapsed().as_secs_f64() * 1000.0,
                 done.performed.len(),
                 if done.performed.len() == 1 { "" } else { "s" }
@@ -208,14 +200,31 @@ pub fn change_to(running: Running, origin: &str, new_text: String, dry_run: bool
     }
 }
 
-pub fn apply(a: ApplyArgs) -> i32 {
-    let running = match Running::load(&a.target) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
+/// Compiles `text` and computes the actions that move `running` to it; what is
+/// wrong is printed, and the exit code returned.
+fn compute(running: &Running, origin: &str, text: String) -> Result<(Source, Bundle, Vec<Action>), i32> {
+    let source = Source::new(origin, text);
+    let new_bundle = compiler::compile(&source, &running.opts).map_err(|d| {
+        report_diagnostics(&d);
+        eprintln!("error: the change does not compile; nothing was changed");
+        1
+    })?;
+    let plans = plan_of(&running.bundle, &running.skip).and_then(|old| Ok((old, plan_of(&new_bundle, &running.skip)?)));
+    let (old_plan, new_plan) = plans.map_err(|e| {
+        eprintln!("error: {e}");
+        1
+    })?;
+    let actions = delta(&old_plan, &running.bundle, &new_plan, &new_bundle).map_err(|unsupported| {
+        eprintln!("error: the running emulation cannot take this change (nothing was changed):");
+        for u in unsupported {
+            eprintln!("  - {u}");
         }
-    };
+        1
+    })?;
+    Ok((source, new_bundle, actions))
+}
+
+pub fn apply(a: ApplyArgs) -> i32 {
     let text = match std::fs::read_to_string(&a.topology) {
         Ok(t) => t,
         Err(e) => {
@@ -223,5 +232,5 @@ pub fn apply(a: ApplyArgs) -> i32 {
             return 1;
         }
     };
-    change_to(running, &a.topology.display().to_string(), text, a.dry_run)
+    run_change(&a.target, a.dry_run, &a.topology.display().to_string(), |_| Ok(text))
 }

@@ -35,6 +35,14 @@ fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> bool {
             );
             true
         }
+        Err(DownError::State(StateError::NotUp { .. })) if state::remove_abandoned(state_dir) => {
+            println!(
+                "emulation {} never got past its first instant (an `up` killed early): removed {}",
+                display_name(name),
+                state_dir.display()
+            );
+            true
+        }
         Err(DownError::State(StateError::NotUp { path, .. })) => {
             eprintln!(
                 "emulation {} is not up (no {}): nothing to do",
@@ -65,6 +73,11 @@ pub fn down(a: DownArgs) -> i32 {
         for (name, dir) in &found {
             ok &= down_one(dir, name, &sys);
         }
+        for dir in abandoned_state_dirs() {
+            if state::remove_abandoned(&dir) {
+                println!("removed {} (an `up` killed before its first state save)", dir.display());
+            }
+        }
         warn_unrecorded_namespaces();
         return i32::from(!ok);
     }
@@ -76,6 +89,23 @@ pub fn down(a: DownArgs) -> i32 {
         }
     };
     i32::from(!down_one(&opts.state_dir, &opts.name, &sys))
+}
+
+/// State directories under /tmp that hold only a lock: what an `up` killed in its
+/// first instants leaves.
+fn abandoned_state_dirs() -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            (name == "knetsim" || name.starts_with("knetsim-")) && state::only_lock_files(&e.path())
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Switch namespaces no recorded emulation owns (e.g. from a state directory that

@@ -12,6 +12,8 @@ use knetsim_compiler::artifacts::{nft, paths::runtime};
 use knetsim_compiler::graph::{LiveFacts, LiveLink, LiveRouter};
 use knetsim_compiler::plan::Probe;
 use knetsim_compiler::{self as compiler, Model, Source};
+use knetsim_executor::layout::StateLayout;
+use knetsim_executor::live::{read_current, CurrentFile};
 use knetsim_executor::system::linux::{self, LinuxSystem};
 use knetsim_executor::system::System;
 use serde_json::Value;
@@ -29,8 +31,12 @@ pub fn gather(target: &Target) -> Result<(Model, LiveFacts), String> {
         NotRunning::Error(e) => e,
     })?;
     opts.state_dir = PathBuf::from(&st.state_dir);
-    let path = opts.state_dir.join(super::change::TOPOLOGY_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let path = StateLayout::new(&opts.state_dir).topology_link();
+    let text = match read_current(&opts.state_dir, CurrentFile::Topology) {
+        Ok(Some((_, text))) => text,
+        Ok(None) => return Err(format!("emulation {} is not up", display_name(&st.name))),
+        Err(e) => return Err(format!("cannot read the running topology: {e}")),
+    };
     let model = compiler::check(&Source::new(path.display().to_string(), text), &opts).map_err(|d| d.render())?;
     let mut facts = LiveFacts {
         title: format!("emulation {} (live)", display_name(&st.name)),

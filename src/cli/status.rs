@@ -6,15 +6,13 @@ use super::running::{recorded_state, NotRunning};
 use super::Target;
 use knetsim_compiler::artifacts::paths::INVENTORY;
 use knetsim_compiler::plan::Probe;
+use knetsim_executor::live::{read_current, CurrentFile};
 use knetsim_executor::par::par_map;
 use knetsim_executor::state::{self, State};
 use knetsim_executor::system::linux::{self, LinuxSystem};
 use knetsim_executor::system::System;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-/// Where `up` keeps the compiled bundle inside the state directory.
-pub const BUNDLE_DIR: &str = "bundle";
 
 /// How many health probes run at once.
 const PROBE_THREADS: usize = 8;
@@ -160,9 +158,11 @@ impl Inventory {
 
     /// The inventory `up` stored in the state directory.
     pub fn load(state_dir: &Path) -> Result<Inventory, String> {
-        let path = state_dir.join(BUNDLE_DIR).join(INVENTORY);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Inventory::parse(&text)
+        match read_current(state_dir, CurrentFile::Artifact(INVENTORY)) {
+            Ok(Some((_, text))) => Inventory::parse(&text),
+            Ok(None) => Err(format!("no emulation has its state in {}", state_dir.display())),
+            Err(e) => Err(format!("cannot read the inventory: {e}")),
+        }
     }
 
     /// The namespace of a node: a host (`C0w1`), a pod (`C0/c1`), or `switches`.

@@ -3,11 +3,12 @@
 //! `validate`. `knetsim up` runs the same checks when it is done.
 
 use super::running::recorded_state;
-use super::status::{display_name, print_table, BUNDLE_DIR};
+use super::status::{display_name, print_table};
 use super::Target;
 use knetsim_compiler::artifacts::{checks, paths::CHECKS};
 use knetsim_compiler::model::Check;
 use knetsim_executor::checks::{run_all, Settings, Verdict};
+use knetsim_executor::layout::StateLayout;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -124,7 +125,9 @@ pub fn test(a: TestArgs) -> i32 {
             return 1;
         }
     };
-    let path = opts.state_dir.join(BUNDLE_DIR).join(CHECKS);
+    let path = StateLayout::new(&opts.state_dir)
+        .running_bundle(st.generation)
+        .join(CHECKS);
     let all = match std::fs::read_to_string(&path) {
         Ok(text) => match parse_checks(&text) {
             Ok(c) => c,

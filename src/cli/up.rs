@@ -1,13 +1,14 @@
 //! `knetsim up`: compile, preflight (nothing changes if something is missing),
 //! apply the plan with the real system, print a summary.
 
-use super::status::{display_name, name_flag, print_table, Inventory, BUNDLE_DIR};
+use super::status::{display_name, name_flag, print_table, Inventory};
 use super::{load_options_and_source, report_diagnostics, Target};
 use clap::CommandFactory;
 use knetsim_compiler::artifacts::paths::{CHECKS, INVENTORY, PLAN};
 use knetsim_compiler::plan::{Component, Op, Plan};
 use knetsim_compiler::{self as compiler, Bundle};
 use knetsim_executor::engine::{apply_with, ApplyError, Event, Options};
+use knetsim_executor::live::store_first_generation;
 use knetsim_executor::preflight::{self, RealMachine};
 use knetsim_executor::state::{self, StateFile};
 use knetsim_executor::LinuxSystem;
@@ -352,20 +353,17 @@ pub fn up(a: UpArgs) -> i32 {
             return 1;
         }
     };
-    let bundle_dir = state_dir.join(BUNDLE_DIR);
     // The desired topology and the skipped components, for live changes (`pod add`, `apply`).
-    let topology_file = state_dir.join(super::change::TOPOLOGY_FILE);
-    sf.state_mut().paths.push(topology_file.display().to_string());
-    sf.state_mut().paths.push(bundle_dir.display().to_string());
+    let layout = sf.layout();
+    let remove_desired = || {
+        let _ = std::fs::remove_dir_all(layout.desired_root());
+        let _ = std::fs::remove_file(layout.topology_link());
+        let _ = std::fs::remove_file(layout.bundle_link());
+    };
     sf.state_mut().skip = a.skip.iter().map(|c| c.name().to_string()).collect();
-    if let Err(e) = sf
-        .save()
-        .map_err(|e| e.to_string())
-        .and_then(|()| std::fs::write(&topology_file, &source.text).map_err(|e| e.to_string()))
-        .and_then(|()| bundle.write_to(&bundle_dir).map_err(|e| e.to_string()))
-    {
-        eprintln!("error: writing the bundle to {}: {e}", bundle_dir.display());
-        let _ = std::fs::remove_dir_all(&bundle_dir);
+    if let Err(e) = store_first_generation(&mut sf, &source.text, &bundle) {
+        eprintln!("error: storing the desired state in {}: {e}", state_dir.display());
+        remove_desired();
         let _ = sf.destroy();
         return 1;
     }
@@ -412,13 +410,13 @@ pub fn up(a: UpArgs) -> i32 {
         }
         Err(ApplyError::InvalidPlan(e)) => {
             eprintln!("error: invalid plan: {e}");
-            let _ = std::fs::remove_dir_all(&bundle_dir);
+            remove_desired();
             let _ = sf.destroy();
             1
         }
         Err(ApplyError::StepFailed(f)) if f.undo_errors.is_empty() => {
             eprintln!("error: {f}");
-            let _ = std::fs::remove_dir_all(&bundle_dir);
+            remove_desired();
             match sf.destroy() {
                 Ok(()) => eprintln!("nothing of {} is left", display_name(&name)),
                 Err(e) => eprintln!("error: removing the state: {e}"),

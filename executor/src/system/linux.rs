@@ -683,6 +683,14 @@ impl System for LinuxSystem {
         Ok(pids)
     }
 
+    fn pids_logging_to(&self, netns: &str, log: &Path) -> SysResult<Vec<u32>> {
+        let pids = self.netns_pids(&[netns.to_string()])?;
+        Ok(pids
+            .into_iter()
+            .filter(|pid| std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|out| out == log))
+            .collect())
+    }
+
     fn check(&self, probe: &Probe, pid: Option<u32>) -> SysResult<bool> {
         match probe {
             Probe::Alive => {

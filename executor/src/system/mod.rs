@@ -186,6 +186,9 @@ pub trait System: Send + Sync {
     }
     /// PIDs of every process whose network namespace is one of `netns`.
     fn netns_pids(&self, netns: &[String]) -> SysResult<Vec<u32>>;
+    /// PIDs of the processes in `netns` whose stdout is `log`: those started for a
+    /// step (each has a log of its own) whose PID was never recorded.
+    fn pids_logging_to(&self, netns: &str, log: &Path) -> SysResult<Vec<u32>>;
     /// One check of a readiness probe; `Ok(false)` = not yet. `pid` is the process
     /// the probe belongs to, if any (needed by [`Probe::Alive`]).
     fn check(&self, probe: &Probe, pid: Option<u32>) -> SysResult<bool>;

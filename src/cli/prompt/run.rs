@@ -8,9 +8,10 @@ use super::iperf;
 use super::iperf_run::{self, Ends};
 use super::view::{self, End, PingRow};
 use crate::cli::running::recorded_state;
-use crate::cli::status::{print_table, Inventory, BUNDLE_DIR};
+use crate::cli::status::{print_table, Inventory};
 use crate::cli::{exec, Target};
 use knetsim_compiler::artifacts::paths::INVENTORY;
+use knetsim_executor::live::{read_current, CurrentFile};
 use knetsim_executor::par::par_map;
 use knetsim_executor::state::{self, State};
 use knetsim_executor::system::linux::open_netns;
@@ -251,10 +252,10 @@ impl Session {
     }
 
     fn raw_inventory(&self) -> Value {
-        let path = self.state_dir.join(BUNDLE_DIR).join(INVENTORY);
-        std::fs::read_to_string(path)
+        read_current(&self.state_dir, CurrentFile::Artifact(INVENTORY))
             .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
+            .flatten()
+            .and_then(|(_, t)| serde_json::from_str(&t).ok())
             .unwrap_or_default()
     }
 
