@@ -5,7 +5,7 @@
 //! [`teardown`] removes a whole emulation from its recorded state.
 
 use crate::par::par_map;
-use crate::state::{unix_now, ProcessRecord, State, StateError, StateFile};
+use crate::state::{unix_now, LockWait, ProcessRecord, State, StateError, StateFile};
 use crate::system::{CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, SysError, System};
 use knetsim_compiler::plan::{Op, Plan, Probe};
 use knetsim_compiler::Bundle;
@@ -902,7 +902,12 @@ fn join_errors(errors: &[TeardownError]) -> String {
 /// `knetsim down` for one emulation: locks its state, tears everything down and,
 /// if nothing failed, removes the state (and the state directory if `up` made it).
 pub fn down(state_dir: &Path, name: &str, sys: &dyn System) -> Result<(), DownError> {
-    let sf = StateFile::open(state_dir, name)?;
+    down_waiting(state_dir, name, sys, &mut LockWait::no_wait())
+}
+
+/// [`down`], waiting for a change that holds the lock as `wait` says.
+pub fn down_waiting(state_dir: &Path, name: &str, sys: &dyn System, wait: &mut LockWait) -> Result<(), DownError> {
+    let sf = StateFile::open_waiting(state_dir, name, wait)?;
     let errors = teardown(sf.state(), sys);
     if !errors.is_empty() {
         return Err(DownError::Teardown(errors));

@@ -39,7 +39,7 @@ pub struct Running {
 }
 
 /// How long a change waits for another one: KNETSIM_LOCK_TIMEOUT seconds, else 60 s.
-fn lock_timeout() -> Duration {
+pub fn lock_timeout() -> Duration {
     std::env::var("KNETSIM_LOCK_TIMEOUT")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())

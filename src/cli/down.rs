@@ -5,7 +5,7 @@ use super::status::{display_name, emulations, name_flag};
 use super::up::is_root;
 use super::Target;
 use knetsim_executor::engine::DownError;
-use knetsim_executor::state::{self, StateError};
+use knetsim_executor::state::{self, LockWait, StateError};
 use knetsim_executor::LinuxSystem;
 use std::path::Path;
 use std::time::Instant;
@@ -26,7 +26,12 @@ fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> bool {
         Ok(Some(st)) => (st.namespaces.len(), st.processes.len()),
         _ => (0, 0),
     };
-    match knetsim_executor::down(state_dir, name, sys) {
+    let mut tell = |busy: &StateError| eprintln!("waiting: {busy}");
+    let mut wait = LockWait {
+        timeout: super::change::lock_timeout(),
+        on_busy: Some(&mut tell),
+    };
+    match knetsim_executor::engine::down_waiting(state_dir, name, sys, &mut wait) {
         Ok(()) => {
             println!(
                 "emulation {} is down ({namespaces} namespaces, {processes} processes) in {:.2} s",
