@@ -128,6 +128,29 @@ fn bad_invocations_fail() {
 }
 
 #[test]
+fn port_flags_outside_1_to_65535_are_refused_before_anything_is_read() {
+    // The emulation does not exist: a refused flag is reported before that is found out.
+    let none = "--name=knetsim-no-such-emulation";
+    for args in [
+        &["pod", "add", "C0/x", "--worker", "w1", "--port", "0", none][..],
+        &[
+            "pod", "add", "C0/x", "--worker", "w1", "--port", "80", "--port", "0", none,
+        ],
+        &["svc", "add", "C0/x", "--pods", "c1", "--port", "0", none],
+        &["serve", "--text", "x", "--port", "0"],
+    ] {
+        let out = knetsim(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid value '0' for '--port <PORT>'"), "{args:?}: {err}");
+        assert!(err.contains("1..=65535"), "{args:?}: {err}");
+        assert!(!err.contains("not up"), "{args:?}: {err}");
+    }
+    let out = knetsim(&["pod", "add", "C0/x", "--worker", "w1", "--port", "65536", none]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn completions_and_man_page_are_generated_from_the_cli() {
     let bash = ok(&["completions", "bash"]);
     assert!(bash.contains("_knetsim()"), "{bash}");

@@ -30,7 +30,7 @@ struct AddArgs {
     #[arg(long)]
     worker: String,
     /// A port the workload listens on (readiness is a TCP connect to the first).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Vec<u16>,
     #[command(flatten)]
     target: Target,

@@ -11,7 +11,7 @@ pub struct ServeArgs {
     #[arg(long)]
     text: String,
     /// Port to listen on (all addresses of the namespace).
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
 }
 

@@ -31,7 +31,7 @@ struct AddArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     pods: Vec<String>,
     /// Service ports (default: IP-wide, pingable).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Vec<u16>,
     #[command(flatten)]
     target: Target,

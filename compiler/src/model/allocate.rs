@@ -14,6 +14,42 @@ pub fn nth_host(net: Ipv4Network, n: u64) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(u32::from(net.network()).wrapping_add(n as u32)))
 }
 
+/// Where an address lies in a network: what a diagnostic says when it cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Outside,
+    /// The network address (all host bits zero).
+    Network,
+    /// The broadcast address (all host bits one).
+    Broadcast,
+    /// A usable host address ([`nth_host`] hands it out).
+    Host,
+}
+
+impl Slot {
+    pub fn of(net: Ipv4Network, ip: Ipv4Addr) -> Slot {
+        if !net.contains(ip) {
+            return Slot::Outside;
+        }
+        let n = u64::from(u32::from(ip) - u32::from(net.network()));
+        match nth_host(net, n) {
+            Some(_) => Slot::Host,
+            None if n == 0 => Slot::Network,
+            None => Slot::Broadcast,
+        }
+    }
+
+    /// "is outside", "is the network address of", "is the broadcast address of".
+    pub fn relation(self) -> &'static str {
+        match self {
+            Slot::Outside => "is outside",
+            Slot::Network => "is the network address of",
+            Slot::Broadcast => "is the broadcast address of",
+            Slot::Host => "is a host address of",
+        }
+    }
+}
+
 /// Flannel subnets of `subnet_len` from `min` to `max` (inclusive), lazily.
 pub fn flannel_subnets(min: Ipv4Addr, max: Ipv4Addr, subnet_len: u8) -> impl Iterator<Item = Ipv4Network> {
     let step = 1u64 << (32 - u32::from(subnet_len));
@@ -105,6 +141,20 @@ pub fn parse_delay(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_tell_network_and_broadcast_from_outside() {
+        let net: Ipv4Network = "100.64.0.0/16".parse().unwrap();
+        let slot = |ip: &str| Slot::of(net, ip.parse().unwrap());
+        assert_eq!(slot("100.64.0.0"), Slot::Network);
+        assert_eq!(slot("100.64.255.255"), Slot::Broadcast);
+        assert_eq!(slot("100.64.0.1"), Slot::Host);
+        assert_eq!(slot("100.65.0.0"), Slot::Outside);
+        let p31: Ipv4Network = "10.0.0.0/31".parse().unwrap();
+        assert_eq!(Slot::of(p31, "10.0.0.1".parse().unwrap()), Slot::Host);
+        let p32: Ipv4Network = "10.0.0.7/32".parse().unwrap();
+        assert_eq!(Slot::of(p32, "10.0.0.7".parse().unwrap()), Slot::Network);
+    }
 
     #[test]
     fn mininet_numbering_skips_network_and_broadcast() {

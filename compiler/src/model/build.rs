@@ -785,18 +785,37 @@ impl<'a> Builder<'a> {
             let Some(ip) = self.report.ipv4_addr(v, "pod address") else {
                 continue;
             };
-            let usable = worker.subnet.contains(ip)
-                && allocate::pod_ip(worker.subnet, 0).is_some_and(|first| ip >= first)
-                && ip != worker.subnet.broadcast();
+            let first = allocate::pod_ip(worker.subnet, 0);
+            let slot = allocate::Slot::of(worker.subnet, ip);
+            // A host address below the first pod address is `.1`, the bridge's.
+            let usable = slot == allocate::Slot::Host && matches!(first, Some(first) if ip >= first);
             if !usable {
+                let (label, relation) = match slot {
+                    allocate::Slot::Outside => ("outside the worker's subnet", slot.relation()),
+                    allocate::Slot::Network => ("network address", slot.relation()),
+                    allocate::Slot::Broadcast => ("broadcast address", slot.relation()),
+                    allocate::Slot::Host => ("bridge gateway", "is the bridge gateway (cni0) address of"),
+                };
+                let why = if slot == allocate::Slot::Outside {
+                    ""
+                } else {
+                    " and cannot be a pod address"
+                };
+                let hint = match first {
+                    Some(first) => format!(
+                        "pod addresses of {} start at \"{first}\"; or leave ip out to have the next free address allocated",
+                        worker.subnet
+                    ),
+                    None => "leave ip out to have the next free address allocated".to_string(),
+                };
                 self.report.error(
                     v.span(),
                     format!(
-                        "pod address {ip} is not a pod address of worker {}'s subnet {}",
+                        "pod address {ip} {relation} worker {}'s subnet {}{why}",
                         worker.host.name, worker.subnet
                     ),
-                    "outside the worker's pod range",
-                    "leave ip out to have the next free address allocated",
+                    label,
+                    &hint,
                 );
                 continue;
             }
@@ -817,6 +836,20 @@ impl<'a> Builder<'a> {
             self.report.identifier(&p.name, "pod name", 40);
             if !names.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text) {
                 continue;
+            }
+            // Checked before the worker, so a pod on an unknown worker has them checked too.
+            let mut ports = Unique::within("port", format!("pod `{}`", p.name.get_ref()));
+            for port in &p.ports {
+                if *port.get_ref() == 0 {
+                    self.report.error(
+                        port.span(),
+                        format!("port 0 of pod `{}` is not usable", p.name.get_ref()),
+                        "bad port",
+                        "ports are 1..=65535 (the pod's readiness is a TCP connect to its first port)",
+                    );
+                    continue;
+                }
+                ports.insert(&mut self.report, &port.get_ref().to_string(), port.span(), self.text);
             }
             let Some(worker) = cluster.worker(p.worker.get_ref()) else {
                 self.unknown(
@@ -863,10 +896,6 @@ impl<'a> Builder<'a> {
                     );
                 }
             }
-            let mut ports = Unique::within("port", format!("pod `{}`", p.name.get_ref()));
-            for port in &p.ports {
-                ports.insert(&mut self.report, &port.get_ref().to_string(), port.span(), self.text);
-            }
             cluster.pods.push(Pod {
                 name: p.name.get_ref().clone(),
                 worker: worker.host.name.clone(),
@@ -901,19 +930,29 @@ impl<'a> Builder<'a> {
                     if !cidr_ok {
                         break 'vip None;
                     }
-                    if !cluster.service_cidr.contains(ip)
-                        || allocate::nth_host(cluster.service_cidr, 1).is_none()
-                        || ip == cluster.service_cidr.network()
-                        || ip == cluster.service_cidr.broadcast()
-                    {
+                    let slot = allocate::Slot::of(cluster.service_cidr, ip);
+                    if slot != allocate::Slot::Host {
+                        let (label, why) = match slot {
+                            allocate::Slot::Outside => ("outside service CIDR", ""),
+                            allocate::Slot::Network => ("network address", " and cannot be a VIP"),
+                            _ => ("broadcast address", " and cannot be a VIP"),
+                        };
+                        let hint = match allocate::nth_host(cluster.service_cidr, 1) {
+                            Some(first) => format!(
+                                "pick a host address of service_cidr (e.g. \"{first}\"), or leave vip out to have one allocated"
+                            ),
+                            None => "service_cidr has no host address: use a larger one".to_string(),
+                        };
                         self.report.error(
                             v.span(),
                             format!(
-                                "VIP {ip} is outside the service CIDR {} of cluster `{}`",
-                                cluster.service_cidr, cluster.name
+                                "VIP {ip} {} the service CIDR {} of cluster `{}`{why}",
+                                slot.relation(),
+                                cluster.service_cidr,
+                                cluster.name
                             ),
-                            "outside service CIDR",
-                            "pick a VIP inside service_cidr, or leave vip out to have one allocated",
+                            label,
+                            &hint,
                         );
                         break 'vip None;
                     }
@@ -1125,6 +1164,11 @@ impl<'a> Builder<'a> {
                     continue;
                 };
                 let port = match (&r.port, svc.ports.as_slice()) {
+                    (Some(p), _) if *p.get_ref() == 0 => {
+                        self.report
+                            .error(p.span(), "port 0 is not usable", "bad port", "ports are 1..=65535");
+                        continue;
+                    }
                     (Some(p), ports)
                         if ports.is_empty()
                             || ports.iter().any(|sp| sp.port == *p.get_ref() && sp.protocol == "tcp") =>
@@ -1218,12 +1262,26 @@ impl<'a> Builder<'a> {
                 }
             }
             if let Some(l) = &imp.loss {
-                if !(0.0..=100.0).contains(l.get_ref()) {
+                let loss = *l.get_ref();
+                // NaN is in no range, so it is refused here too.
+                if !(0.0..=100.0).contains(&loss) {
                     self.report.error(
                         l.span(),
-                        format!("loss {} is not a percentage", l.get_ref()),
+                        format!("loss {loss} is not a percentage"),
                         "bad loss",
-                        "loss is 0..=100 (percent)",
+                        "loss is 0..=100 (percent); 100 cuts the link",
+                    );
+                    ok = false;
+                } else if ((loss * 100.0).round() - loss * 100.0).abs() > 1e-6 {
+                    // Without netem the executor drops `numgen random mod 10000 < loss*100`.
+                    self.report.error(
+                        l.span(),
+                        format!("loss {loss} is finer than 0.01 %"),
+                        "too precise",
+                        &format!(
+                            "loss is applied in steps of 0.01 % (an nft rule where the kernel has no netem): write {}",
+                            (loss * 100.0).round() / 100.0
+                        ),
                     );
                     ok = false;
                 }
@@ -1249,8 +1307,9 @@ impl<'a> Builder<'a> {
             };
             if ok {
                 link.impairment = Some(Impairment {
-                    rate: imp.rate.as_ref().map(|r| r.get_ref().clone()),
-                    delay: imp.delay.as_ref().map(|r| r.get_ref().clone()),
+                    // Trimmed as parse_rate and parse_delay read them: tc takes no blanks.
+                    rate: imp.rate.as_ref().map(|r| r.get_ref().trim().to_string()),
+                    delay: imp.delay.as_ref().map(|r| r.get_ref().trim().to_string()),
                     loss: imp.loss.as_ref().map(|r| *r.get_ref()),
                 });
             }
@@ -1579,4 +1638,130 @@ fn router_reachability(routers: &[Router], start: &str) -> HashSet<String> {
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{check, CompileOptions, Source};
+
+    /// The rendered diagnostics of `text` as `t.toml` (empty when it compiles).
+    fn errors_of(text: &str) -> String {
+        check(&Source::new("t.toml", text), &CompileOptions::named("v"))
+            .map(|_| String::new())
+            .unwrap_or_else(|d| d.render())
+    }
+
+    fn impairment(loss: &str) -> String {
+        format!("[[clusters]]\nname = \"C0\"\n\n[[underlay.impairments]]\nuplink = \"C0s0\"\nloss = {loss}\n")
+    }
+
+    #[test]
+    fn loss_100_compiles_and_losses_the_executor_cannot_apply_are_refused_where_written() {
+        assert_eq!(errors_of(&impairment("100")), "");
+        assert_eq!(errors_of(&impairment("0")), "");
+        assert_eq!(errors_of(&impairment("12.25")), "");
+        for (loss, message) in [
+            ("100.5", "t.toml:6:8: loss 100.5 is not a percentage"),
+            ("-1", "t.toml:6:8: loss -1 is not a percentage"),
+            ("nan", "t.toml:6:8: loss NaN is not a percentage"),
+            ("inf", "t.toml:6:8: loss inf is not a percentage"),
+            ("0.005", "t.toml:6:8: loss 0.005 is finer than 0.01 %"),
+            ("99.999", "t.toml:6:8: loss 99.999 is finer than 0.01 %"),
+        ] {
+            let errors = errors_of(&impairment(loss));
+            assert!(errors.contains(message), "loss = {loss}:\n{errors}");
+        }
+        assert!(errors_of(&impairment("0.005")).contains("write 0.01"));
+    }
+
+    #[test]
+    fn port_0_of_a_pod_or_an_ingress_rule_is_refused_where_written() {
+        let pod = "[[clusters]]\nname = \"C0\"\npods = [{ name = \"c1\", worker = \"w1\", ports = [80, 0] }]\n";
+        let errors = errors_of(pod);
+        assert!(
+            errors.contains("t.toml:3:52: port 0 of pod `c1` is not usable"),
+            "{errors}"
+        );
+        assert!(errors.contains("1..=65535"), "{errors}");
+        // Also on an unknown worker, with the worker reported as well.
+        let errors = errors_of(&pod.replace("w1", "w9"));
+        assert!(
+            errors.contains("port 0 of pod `c1`") && errors.contains("w9"),
+            "{errors}"
+        );
+        let rule = r#"[[clusters]]
+name = "C0"
+pods = [{ name = "c1", worker = "w1" }]
+services = [{ name = "s1", pods = ["c1"] }]
+ingresses = [{ name = "i", worker = "w1", port = 8001, rules = [{ path = "/x", service = "s1", port = 0 }] }]
+"#;
+        let errors = errors_of(rule);
+        assert!(errors.contains("t.toml:5:103: port 0 is not usable"), "{errors}");
+    }
+
+    fn vip(vip: &str) -> String {
+        format!(
+            "[[clusters]]\nname = \"C0\"\nservice_cidr = \"100.64.0.0/16\"\npods = [{{ name = \"c1\", worker = \"w1\" }}]\n\
+             services = [{{ name = \"s1\", vip = \"{vip}\", pods = [\"c1\"] }}]\n"
+        )
+    }
+
+    #[test]
+    fn a_vip_at_the_network_or_broadcast_address_is_not_called_outside() {
+        let errors = errors_of(&vip("100.64.0.0"));
+        assert!(
+            errors.contains(
+                "t.toml:5:34: VIP 100.64.0.0 is the network address of the service CIDR 100.64.0.0/16 of cluster `C0` and cannot be a VIP"
+            ),
+            "{errors}"
+        );
+        assert!(!errors.contains("outside"), "{errors}");
+        assert!(errors.contains("100.64.0.1"), "the hint names a usable VIP: {errors}");
+        let errors = errors_of(&vip("100.64.255.255"));
+        assert!(
+            errors
+                .contains("t.toml:5:34: VIP 100.64.255.255 is the broadcast address of the service CIDR 100.64.0.0/16"),
+            "{errors}"
+        );
+        assert!(!errors.contains("outside"), "{errors}");
+        let errors = errors_of(&vip("100.65.0.1"));
+        assert!(
+            errors.contains("t.toml:5:34: VIP 100.65.0.1 is outside the service CIDR 100.64.0.0/16"),
+            "{errors}"
+        );
+        assert_eq!(errors_of(&vip("100.64.255.254")), "");
+    }
+
+    fn pinned(ip: &str) -> String {
+        format!("[[clusters]]\nname = \"C0\"\npods = [{{ name = \"c1\", worker = \"w1\", ip = \"{ip}\" }}]\n")
+    }
+
+    #[test]
+    fn a_pinned_pod_address_says_why_it_cannot_be_used() {
+        // w1's subnet is 11.10.0.0/20: .0 network, .1 the bridge, 11.10.15.255 broadcast.
+        for (ip, says) in [
+            (
+                "11.10.0.0",
+                "is the network address of worker C0w1's subnet 11.10.0.0/20",
+            ),
+            (
+                "11.10.0.1",
+                "is the bridge gateway (cni0) address of worker C0w1's subnet 11.10.0.0/20",
+            ),
+            (
+                "11.10.15.255",
+                "is the broadcast address of worker C0w1's subnet 11.10.0.0/20",
+            ),
+            ("11.10.16.2", "is outside worker C0w1's subnet 11.10.0.0/20"),
+        ] {
+            let errors = errors_of(&pinned(ip));
+            assert!(
+                errors.contains(&format!("t.toml:3:44: pod address {ip} {says}")),
+                "{ip}:\n{errors}"
+            );
+            assert!(errors.contains("start at \"11.10.0.2\""), "{errors}");
+        }
+        assert_eq!(errors_of(&pinned("11.10.0.2")), "");
+        assert_eq!(errors_of(&pinned("11.10.15.254")), "");
+    }
 }

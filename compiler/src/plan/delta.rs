@@ -790,7 +790,10 @@ mod tests {
             "{ name = \"c3\", worker = \"w2\", ip = \"11.10.0.9\" }",
         );
         let err = compile(&Source::new("t.toml", outside), &opts).unwrap_err().render();
-        assert!(err.contains("not a pod address of worker C0w2"), "{err}");
+        assert!(
+            err.contains("pod address 11.10.0.9 is outside worker C0w2's subnet"),
+            "{err}"
+        );
         let twice = BASE
             .replace(
                 "{ name = \"c2\", worker = \"w2\" }",

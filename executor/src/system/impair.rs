@@ -1,7 +1,8 @@
 //! Link impairments: `tbf` for rate; `netem` for delay and loss where the kernel
 //! has it. Without netem (this is detected from tc's "Specified qdisc kind is
 //! unknown"), loss is emulated by an nft rule in the link's namespace that drops
-//! `numgen random mod 10000 < loss*100` of the packets leaving the interface, and
+//! `numgen random mod 10000 < loss*100` of the packets leaving the interface (all of
+//! them, unconditionally, for 100 %), and
 //! delay is reported as not emulated (a warning, not a failure).
 //!
 //! Commands go through a runner so the decisions are tested without root.
@@ -65,6 +66,25 @@ pub fn loss_threshold(loss: f64) -> u32 {
     (loss * 100.0).round().clamp(0.0, 10000.0) as u32
 }
 
+/// What a loss rule matches before `counter drop`: a random share of the packets, or,
+/// for 100 % (how users cut a link), every packet. `numgen random mod 10000` is
+/// 0..=9999, so nft refuses `< 10000` as out of range; the drop is unconditional instead.
+fn loss_match(loss: f64) -> String {
+    match loss_threshold(loss) {
+        10000 => String::new(),
+        n => format!("numgen random mod 10000 < {n} "),
+    }
+}
+
+/// How the nft rule drops, for the warning: a random share or everything.
+fn loss_how(loss: f64) -> &'static str {
+    if loss_threshold(loss) == 10000 {
+        "an unconditional nft drop"
+    } else {
+        "an nft `numgen random` drop"
+    }
+}
+
 fn chain_name(ifname: &str) -> String {
     let safe: String = ifname
         .chars()
@@ -76,22 +96,22 @@ fn chain_name(ifname: &str) -> String {
 /// The loss rule on the interface's egress hook (sees bridged and routed packets alike).
 pub fn loss_ruleset_egress(ifname: &str, loss: f64) -> String {
     let chain = chain_name(ifname);
-    let n = loss_threshold(loss);
+    let m = loss_match(loss);
     format!(
         "table netdev {TABLE} {{\n\tchain {chain} {{\n\t\ttype filter hook egress device \"{ifname}\" priority 0; policy accept;\n\t}}\n}}\n\
          flush chain netdev {TABLE} {chain}\n\
-         add rule netdev {TABLE} {chain} numgen random mod 10000 < {n} counter drop comment \"loss {loss}% (no netem)\"\n"
+         add rule netdev {TABLE} {chain} {m}counter drop comment \"loss {loss}% (no netem)\"\n"
     )
 }
 
 /// The same in the ip family's postrouting hook, for kernels without the netdev egress hook.
 pub fn loss_ruleset_postrouting(ifname: &str, loss: f64) -> String {
     let chain = chain_name(ifname);
-    let n = loss_threshold(loss);
+    let m = loss_match(loss);
     format!(
         "table ip {TABLE} {{\n\tchain {chain} {{\n\t\ttype filter hook postrouting priority 0; policy accept;\n\t}}\n}}\n\
          flush chain ip {TABLE} {chain}\n\
-         add rule ip {TABLE} {chain} oifname \"{ifname}\" numgen random mod 10000 < {n} counter drop comment \"loss {loss}% (no netem)\"\n"
+         add rule ip {TABLE} {chain} oifname \"{ifname}\" {m}counter drop comment \"loss {loss}% (no netem)\"\n"
     )
 }
 
@@ -159,7 +179,8 @@ pub fn apply(netns: &str, ifname: &str, imp: &Impairment, run: Runner) -> SysRes
             }
         };
         warnings.push(format!(
-            "the kernel has no netem: loss {loss}% on {netns}/{ifname} is emulated by an nft `numgen random` drop ({how}, table {TABLE})"
+            "the kernel has no netem: loss {loss}% on {netns}/{ifname} is emulated by {} ({how}, table {TABLE})",
+            loss_how(loss)
         ));
     }
     if let Some(d) = &imp.delay {
@@ -317,6 +338,30 @@ mod tests {
     }
 
     #[test]
+    fn loss_100_without_netem_is_an_unconditional_drop() {
+        // `numgen random mod 10000 < 10000` is out of range for nft: 100 % must not use numgen.
+        let egress = loss_ruleset_egress("eth0", 100.0);
+        assert!(!egress.contains("numgen"), "{egress}");
+        assert!(
+            egress.contains("add rule netdev knetsim-impair loss_eth0 counter drop comment \"loss 100% (no netem)\""),
+            "{egress}"
+        );
+        let post = loss_ruleset_postrouting("C0s0-eth1", 100.0);
+        assert!(!post.contains("numgen"), "{post}");
+        assert!(
+            post.contains("add rule ip knetsim-impair loss_C0s0_eth1 oifname \"C0s0-eth1\" counter drop comment"),
+            "{post}"
+        );
+        // Just below 100 % the random share stays, with a threshold nft accepts.
+        assert!(loss_ruleset_egress("eth0", 99.99).contains("numgen random mod 10000 < 9999 counter drop"));
+        let r = FakeRunner::new(false, true);
+        let w = apply("n", "eth0", &imp(None, None, Some(100.0)), &|a, s| r.run(a, s)).unwrap();
+        assert!(w[0].contains("loss 100%") && w[0].contains("unconditional"), "{w:?}");
+        let calls = r.calls.lock().unwrap().clone();
+        assert_eq!(calls[1].1.as_deref(), Some(egress.as_str()));
+    }
+
+    #[test]
     fn other_tc_errors_are_failures_and_input_is_checked() {
         let r = |_: &[&str], _: Option<&str>| -> SysResult<String> {
             Err(SysError::Command {
@@ -330,6 +375,8 @@ mod tests {
         assert!(apply("n", "eth0", &imp(Some("10mbit; rm"), None, None), &ok).is_err());
         assert!(apply("n", "eth0", &imp(None, Some("-1ms"), None), &ok).is_err());
         assert!(apply("n", "eth0", &imp(None, None, Some(120.0)), &ok).is_err());
+        assert!(apply("n", "eth0", &imp(None, None, Some(-1.0)), &ok).is_err());
+        assert!(apply("n", "eth0", &imp(None, None, Some(f64::NAN)), &ok).is_err());
         assert!(apply("n", "bad name", &imp(None, None, Some(1.0)), &ok).is_err());
         assert!(apply("n", "eth0", &imp(None, None, None), &ok).unwrap().is_empty());
     }
