@@ -921,6 +921,17 @@ pub fn exec_plugin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A plugin dies with its caller: a change killed half-way must not leave a plugin
+    // running on while the next change undoes (and redoes) what it was doing.
+    // SAFETY: one raw syscall between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = {
         let mut attempt = 0;
         loop {
