@@ -45,8 +45,9 @@ workers = 1
 pods = [{ name = "d1", worker = "w1", command = ["sleep", "1000"] }]
 "#;
 
-/// The changes killed, with their typical duration here (debug build): the kill
-/// comes after a random 0..=that many milliseconds.
+/// The changes killed, with their typical duration here (debug build, 2 cores): the
+/// kill comes after a random 0..=that many milliseconds (a later kill finds the change
+/// done, which the round handles too).
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     PodAdd,
@@ -60,10 +61,10 @@ impl Kind {
 
     fn typical_ms(self) -> u64 {
         match self {
-            Kind::PodAdd => 450,
-            Kind::PodRm => 250,
-            Kind::SvcAdd => 150,
-            Kind::Apply => 700,
+            Kind::PodAdd => 400,
+            Kind::PodRm => 210,
+            Kind::SvcAdd => 120,
+            Kind::Apply => 650,
         }
     }
 }
