@@ -118,7 +118,7 @@ fn down_all_removes_an_emulation_killed_early_in_up() {
             })
             .unwrap_or_default();
         println!(
-            "round {r}: up killed after {delay:?} ({status}): {} namespaces, {dir}: {files:?}",
+            "round {r}: up killed after {delay:?} ({status}): {} namespaces, {dir}: {files:?} (None: no directory)",
             made.len()
         );
         // Just before down --all: still no other emulation (never tear down another's).
@@ -139,7 +139,7 @@ fn down_all_removes_an_emulation_killed_early_in_up() {
         }
         if Path::new(&dir).exists() {
             problems.push(format!(
-                "round {r} (up killed after {delay:?}): down --all left {dir} with {files:?}"
+                "round {r} (up killed after {delay:?}): down --all left {dir} (before down --all: {files:?}, None = no directory)"
             ));
         }
         // Nothing but this emulation's namespaces went away.
