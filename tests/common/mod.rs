@@ -151,12 +151,13 @@ pub fn without_lifetimes(v: &mut serde_json::Value) {
 const VOLATILE_SYSCTLS: &[&str] = &["net.netfilter.nf_conntrack_count"];
 
 /// The root network namespace as the acceptance criteria compare it: links,
-/// addresses, routes, the nft ruleset and every `net.*` sysctl.
+/// addresses, routes, policy rules, the nft ruleset and every `net.*` sysctl.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RootSnapshot {
     pub links: String,
     pub addrs: String,
     pub routes: String,
+    pub rules: String,
     pub nft: String,
     pub sysctls: BTreeMap<String, String>,
 }
@@ -179,6 +180,7 @@ impl RootSnapshot {
             links: json_of(&["ip", "-j", "link"]),
             addrs: json_of(&["ip", "-j", "addr"]),
             routes: json_of(&["ip", "-j", "route"]),
+            rules: json_of(&["ip", "-j", "rule"]),
             nft: stdout_of(&["nft", "list", "ruleset"]),
             sysctls,
         }
@@ -194,6 +196,7 @@ impl RootSnapshot {
             ("ip -j link", &before.links, &self.links),
             ("ip -j addr", &before.addrs, &self.addrs),
             ("ip -j route", &before.routes, &self.routes),
+            ("ip -j rule", &before.rules, &self.rules),
             ("nft list ruleset", &before.nft, &self.nft),
         ] {
             if a != b {
@@ -279,4 +282,286 @@ pub fn assert_nothing_left(name: &str) {
     assert!(!Path::new(&state_dir).exists(), "{state_dir} left");
     // Every daemon has the state directory in its command line.
     assert_eq!(processes_mentioning(&state_dir), Vec::new(), "processes left");
+}
+
+/// A small seeded generator (xorshift64*), so that a failing random run can be
+/// replayed from its printed seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // splitmix64 of the seed: nearby seeds give unrelated sequences; never 0.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// The seed of a random test: `KNETSIM_SEED` if set, else the clock. Printed, so a
+/// failure can be replayed with `KNETSIM_SEED=<seed>`.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("KNETSIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    println!("{test}: seed {seed} (replay with KNETSIM_SEED={seed})");
+    seed
+}
+
+/// Runs a program (not knetsim) and returns its output, whatever its exit status.
+pub fn run(argv: &[&str]) -> Output {
+    Command::new(argv[0]).args(&argv[1..]).output().expect(argv[0])
+}
+
+/// The state directory of emulation `name`.
+pub fn state_dir(name: &str) -> String {
+    format!("/tmp/knetsim-{name}")
+}
+
+/// Every string value of key `netns` anywhere in `v`: the namespaces an inventory plans.
+fn netns_values(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("netns" | "switch_netns", serde_json::Value::String(s)) => {
+                        out.insert(s.clone());
+                    }
+                    _ => netns_values(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| netns_values(x, out)),
+        _ => {}
+    }
+}
+
+/// What an inventory plans, as the live comparison needs it.
+#[derive(Debug, PartialEq)]
+pub struct Planned {
+    /// Every namespace the inventory names (hosts, switches, pods).
+    pub namespaces: std::collections::BTreeSet<String>,
+    /// Pod `cluster/pod` -> (its namespace, its address).
+    pub pods: BTreeMap<String, (String, String)>,
+    /// Service `cluster/svc` -> (its VIP, its sorted backend addresses).
+    pub services: BTreeMap<String, (String, Vec<String>)>,
+    /// Cluster -> its workers' namespaces.
+    pub workers: BTreeMap<String, Vec<String>>,
+}
+
+impl Planned {
+    pub fn of_inventory(inv: &serde_json::Value) -> Planned {
+        let mut namespaces = std::collections::BTreeSet::new();
+        netns_values(inv, &mut namespaces);
+        let mut pods = BTreeMap::new();
+        let mut services = BTreeMap::new();
+        let mut workers = BTreeMap::new();
+        for c in inv["clusters"].as_array().into_iter().flatten() {
+            let cluster = c["name"].as_str().unwrap_or_default().to_string();
+            for p in c["pods"].as_array().into_iter().flatten() {
+                if p["deleted"] == true {
+                    continue;
+                }
+                pods.insert(
+                    format!("{cluster}/{}", p["name"].as_str().unwrap_or_default()),
+                    (
+                        p["netns"].as_str().unwrap_or_default().to_string(),
+                        p["ip"].as_str().unwrap_or_default().to_string(),
+                    ),
+                );
+            }
+            for s in c["services"].as_array().into_iter().flatten() {
+                let mut backends: Vec<String> = s["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["ip"].as_str().map(str::to_string))
+                    .collect();
+                backends.sort();
+                services.insert(
+                    format!("{cluster}/{}", s["name"].as_str().unwrap_or_default()),
+                    (s["vip"].as_str().unwrap_or_default().to_string(), backends),
+                );
+            }
+            let ws = c["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w["host"]["netns"].as_str().map(str::to_string))
+                .collect();
+            workers.insert(cluster, ws);
+        }
+        Planned {
+            namespaces,
+            pods,
+            services,
+            workers,
+        }
+    }
+}
+
+/// What `<state>/topology.toml` compiles to now (with the emulation's name).
+pub fn planned_from_stored_topology(name: &str) -> Result<Planned, String> {
+    let topo = format!("{}/topology.toml", state_dir(name));
+    let out = tempfile::tempdir().unwrap();
+    let res = knetsim(&["compile", &topo, "-o", out.path().to_str().unwrap(), "--name", name]);
+    if !res.status.success() {
+        return Err(format!("the stored {topo} does not compile: {}", text(&res)));
+    }
+    let inv = std::fs::read_to_string(out.path().join("inventory.json")).map_err(|e| e.to_string())?;
+    let inv: serde_json::Value = serde_json::from_str(&inv).map_err(|e| e.to_string())?;
+    Ok(Planned::of_inventory(&inv))
+}
+
+/// VIP -> sorted backends, as a worker's live `kube-proxy` table programs them.
+pub fn live_services(netns: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let out = run(&["ip", "netns", "exec", netns, "nft", "list", "table", "ip", "kube-proxy"]);
+    if !out.status.success() {
+        return Err(format!("nft list table ip kube-proxy in {netns}: {}", text(&out)));
+    }
+    let mut vips = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(rest) = line.trim().strip_prefix("ip daddr ") else {
+            continue;
+        };
+        let vip = rest.split_whitespace().next().unwrap_or_default().to_string();
+        let mut backends: Vec<String> = match (rest.find("map {"), rest.rfind('}')) {
+            (Some(a), Some(b)) if b > a => rest[a + 5..b]
+                .split(',')
+                .filter_map(|kv| kv.split(':').nth(1))
+                .map(|ip| ip.trim().to_string())
+                .collect(),
+            _ => rest
+                .split("dnat to ")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .map(|ip| vec![ip.to_string()])
+                .unwrap_or_default(),
+        };
+        backends.sort();
+        vips.insert(vip, backends);
+    }
+    Ok(vips)
+}
+
+/// Every way the running emulation `name` differs from what its stored topology
+/// (`<state>/topology.toml`) says: the stored bundle's inventory disagrees with a fresh
+/// compile, a pod's namespace or address is missing, a namespace nobody plans exists,
+/// a worker's kube-proxy table has a VIP or backend too many or too few. Empty = equal.
+pub fn live_mismatches(name: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let planned = match planned_from_stored_topology(name) {
+        Ok(p) => p,
+        Err(e) => return vec![e],
+    };
+    let inv_path = format!("{}/bundle/inventory.json", state_dir(name));
+    match std::fs::read_to_string(&inv_path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()))
+    {
+        Ok(inv) => {
+            let stored = Planned::of_inventory(&inv);
+            if stored != planned {
+                problems.push(format!(
+                    "{inv_path} does not match topology.toml compiled afresh:\nstored: {stored:?}\nfresh:  {planned:?}"
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("{inv_path}: {e}")),
+    }
+    let live: std::collections::BTreeSet<String> = namespaces_of(name).into_iter().collect();
+    for ns in live.difference(&planned.namespaces) {
+        problems.push(format!(
+            "namespace {ns} exists but topology.toml plans no such node (orphan)"
+        ));
+    }
+    for ns in planned.namespaces.difference(&live) {
+        problems.push(format!("namespace {ns} is planned but does not exist"));
+    }
+    for (pod, (ns, ip)) in &planned.pods {
+        if !live.contains(ns) {
+            continue;
+        }
+        let out = run(&["ip", "-n", ns, "-4", "-o", "addr", "show"]);
+        let addrs = String::from_utf8_lossy(&out.stdout);
+        if !addrs.contains(&format!(" {ip}/")) {
+            problems.push(format!(
+                "pod {pod}: {ns} does not have its planned address {ip}:\n{addrs}"
+            ));
+        }
+    }
+    for (cluster, workers) in &planned.workers {
+        let expected: BTreeMap<String, Vec<String>> = planned
+            .services
+            .iter()
+            .filter(|(s, _)| s.starts_with(&format!("{cluster}/")))
+            .map(|(_, (vip, b))| (vip.clone(), b.clone()))
+            .collect();
+        for w in workers {
+            match live_services(w) {
+                Ok(got) if got == expected => {}
+                Ok(got) => problems.push(format!(
+                    "kube-proxy in {w}: VIP -> backends {got:?}, topology.toml says {expected:?}"
+                )),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    problems
+}
+
+/// The inode of every namespace of emulation `name` now (to find, later, processes
+/// left in one of them after it is deleted).
+pub fn netns_inodes_of(name: &str) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    namespaces_of(name)
+        .iter()
+        .filter_map(|n| std::fs::metadata(Path::new("/run/netns").join(n)).ok())
+        .map(|m| m.ino())
+        .collect()
+}
+
+/// Processes (PID, command line) whose network namespace is one of `inodes`.
+pub fn processes_in_netns(inodes: &std::collections::BTreeSet<u64>) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(link) = std::fs::read_link(e.path().join("ns/net")) else {
+            continue;
+        };
+        let ino = link
+            .to_str()
+            .and_then(|l| l.strip_prefix("net:["))
+            .and_then(|l| l.strip_suffix(']'))
+            .and_then(|l| l.parse::<u64>().ok());
+        if ino.is_some_and(|i| inodes.contains(&i)) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    found
 }
