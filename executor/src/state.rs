@@ -237,8 +237,14 @@ impl StateFile {
     /// [`StateFile::create`], waiting for a held lock as `wait` says.
     pub fn create_waiting(state_dir: &Path, name: &str, wait: &mut LockWait) -> Result<StateFile, StateError> {
         // A directory holding nothing but our own lock (left by an `up` killed in its
-        // first instants) counts as ours: `down` removes it whole.
-        let ours = !state_dir.exists() || only_lock_files(state_dir);
+        // first instants) counts as ours: `down` removes it whole. So does knetsim's
+        // own default directory for this name once our lock is in it (what a crashed
+        // emulation left); a directory of the user's (`--state-dir`) with files of
+        // theirs never does.
+        let default_dir = knetsim_compiler::CompileOptions::named(name).state_dir;
+        let ours = !state_dir.exists()
+            || only_lock_files(state_dir)
+            || (state_dir == default_dir && state_dir.join(LOCK_FILE).exists());
         std::fs::create_dir_all(state_dir).map_err(io(format!("creating {}", state_dir.display())))?;
         let lock = lock(state_dir, name, wait)?;
         let path = state_dir.join(STATE_FILE);
