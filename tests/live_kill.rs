@@ -450,3 +450,48 @@ fn up_over_a_state_dir_with_only_the_lock_starts_fresh_and_down_removes_it() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+#[test]
+fn status_names_an_interrupted_change_and_the_next_change_rolls_it_back() {
+    let test = "status_names_an_interrupted_change_and_the_next_change_rolls_it_back";
+    if !live_ready(test, PROGRAMS) {
+        return;
+    }
+    let name = format!("t{}i", std::process::id());
+    let dir = state_dir(&name);
+    let tmp = tempfile::tempdir().unwrap();
+    let topo = tmp.path().join("base.toml");
+    std::fs::write(&topo, BASE).unwrap();
+    let _scrub = Scrub {
+        name: name.clone(),
+        inodes: BTreeSet::new(),
+    };
+    ok(&["up", topo.to_str().unwrap(), "--name", &name, "--no-checks"]);
+    // What a change killed before it wrote its new generation leaves: its record,
+    // naming a process that is gone.
+    let state_file = format!("{dir}/state.json");
+    let mut st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    let generation = st["generation"].as_u64().unwrap();
+    let gone = {
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    st["change"] = serde_json::json!({ "from": generation, "to": generation + 1, "pid": gone, "performed": 0 });
+    std::fs::write(&state_file, serde_json::to_string_pretty(&st).unwrap()).unwrap();
+    let out = knetsim(&["status", "--name", &name]);
+    assert!(!out.status.success(), "status must be unhealthy: {}", text(&out));
+    assert!(
+        text(&out).contains(&format!("a change by pid {gone} was interrupted")),
+        "{}",
+        text(&out)
+    );
+    // The repair the problem line names: apply the running topology.
+    let out = knetsim(&["apply", "--name", &name, &format!("{dir}/topology.toml")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("was interrupted"), "{}", text(&out));
+    assert!(text(&out).contains("(0 actions)"), "{}", text(&out));
+    let out = knetsim(&["status", "--name", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    ok(&["down", "--name", &name]);
+}

@@ -401,7 +401,13 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
             .map(|s| json!({ "name": s.id, "vip": s.vip, "ports": s.ports, "endpoints": s.endpoints }))
             .collect();
     }
+    // A change whose process is gone left the emulation half-way between two generations.
+    let interrupted = st
+        .change
+        .as_ref()
+        .filter(|c| !process_alive(&sys, c.pid, None) || c.pid == std::process::id());
     let healthy = st.complete
+        && interrupted.is_none()
         && namespaces.iter().all(|n| n["present"] == true)
         && processes.iter().all(|p| p["alive"] == true)
         && etcd.iter().all(|e| e["healthy"] == true)
@@ -412,6 +418,15 @@ fn gather(st: &State, inv: Option<&Inventory>) -> Value {
     let mut problems: Vec<String> = Vec::new();
     if !st.complete {
         problems.push(format!("`up` has not completed (phase {phase})"));
+    }
+    if let Some(c) = interrupted {
+        problems.push(format!(
+            "a change by pid {} was interrupted after {} action(s): the next change rolls it back (`knetsim apply{} {}/topology.toml` changes nothing else)",
+            c.pid,
+            c.performed,
+            name_flag(&st.name),
+            st.state_dir
+        ));
     }
     let named = |list: &[Value], key: &str, ok: &str, what: &str| -> Vec<String> {
         list.iter()
