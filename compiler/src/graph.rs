@@ -10,7 +10,7 @@ mod render;
 pub use live::{LiveFacts, LiveLink, LiveRouter, LiveService};
 pub use render::render_picture;
 
-use crate::model::graph::{EdgeKind, NodeKind, TopologyGraph};
+use crate::model::topology_graph::{EdgeKind, NodeKind, TopologyGraph};
 use crate::model::Model;
 use petgraph::visit::EdgeRef;
 

@@ -222,7 +222,7 @@ fn phases(case: &Case) {
         }
 
         let t = Instant::now();
-        let problems = black_box(compiler::model::graph::check(&model));
+        let problems = black_box(compiler::model::topology_graph::check(&model));
         time("graph", t.elapsed().as_nanos());
         assert!(problems.is_empty());
 
@@ -548,7 +548,7 @@ fn phase_table(results: &[Outcome]) {
     let rows: [(&str, &str); 12] = [
         ("parse", "topology::parse (TOML -> spec)"),
         ("build", "model::build (incl. graph check)"),
-        ("graph", "  of which model::graph::check"),
+        ("graph", "  of which model::topology_graph::check"),
         ("render", "artifacts::render_bundle"),
         ("inventory", "  inventory.json (to_json(model))"),
         ("nft", "  kube-proxy.nft (nft::ruleset)"),

@@ -4,7 +4,7 @@
 //! state in the routers' metrics. What the plan promised but the system lacks is red.
 
 use super::{Edge, Picture};
-use crate::model::graph::{EdgeKind, Node, NodeKind};
+use crate::model::topology_graph::{EdgeKind, Node, NodeKind};
 use ipnetwork::Ipv4Network;
 use petgraph::graph::UnGraph;
 use std::collections::{BTreeMap, BTreeSet};

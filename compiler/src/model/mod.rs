@@ -4,14 +4,14 @@
 
 mod allocate;
 mod build;
-mod checks;
-pub mod graph;
+pub mod checks;
 mod names;
-pub mod validate;
+mod report;
+pub mod topology_graph;
 
 pub use build::build;
+pub use checks::{BodyMatch, Check, CheckProbe, Expectation};
 pub use names::Naming;
-pub use validate::{BodyMatch, Check, CheckProbe, Expectation};
 
 use ipnetwork::Ipv4Network;
 use serde::Serialize;

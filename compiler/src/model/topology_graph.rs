@@ -262,7 +262,7 @@ pub fn check(model: &Model) -> Vec<Diagnostic> {
                 &mut problems,
             );
             for other in &c.workers {
-                if other.host.name < w.host.name && super::checks::overlaps(other.subnet, w.subnet) {
+                if other.host.name < w.host.name && super::report::overlaps(other.subnet, w.subnet) {
                     problems.push(Diagnostic::new(
                         None,
                         format!(

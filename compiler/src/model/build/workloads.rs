@@ -1,0 +1,466 @@
+//! Pods, services and ingress rules of a cluster: pod addresses, VIPs, ports
+//! and endpoints, resolved by name.
+
+use super::*;
+
+impl Builder<'_> {
+    pub(super) fn pods(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
+        let mut names = Unique::within("pod", format!("cluster `{}`", cluster.name));
+        let mut per_worker: HashMap<String, usize> = HashMap::new();
+        // Pinned addresses first: the others skip them.
+        let mut pinned: HashMap<usize, Ipv4Addr> = HashMap::new();
+        let mut taken: HashSet<Ipv4Addr> = HashSet::new();
+        for (i, p) in cs.pods.iter().enumerate() {
+            let (Some(v), Some(worker)) = (&p.ip, cluster.worker(p.worker.get_ref())) else {
+                continue;
+            };
+            let Some(ip) = self.report.ipv4_addr(v, "pod address") else {
+                continue;
+            };
+            let first = allocate::pod_ip(worker.subnet, 0);
+            let slot = allocate::Slot::of(worker.subnet, ip);
+            // A host address below the first pod address is `.1`, the bridge's.
+            let usable = slot == allocate::Slot::Host && matches!(first, Some(first) if ip >= first);
+            if !usable {
+                let (label, relation) = match slot {
+                    allocate::Slot::Outside => ("outside the worker's subnet", slot.relation()),
+                    allocate::Slot::Network => ("network address", slot.relation()),
+                    allocate::Slot::Broadcast => ("broadcast address", slot.relation()),
+                    allocate::Slot::Host => ("bridge gateway", "is the bridge gateway (cni0) address of"),
+                };
+                let why = if slot == allocate::Slot::Outside {
+                    ""
+                } else {
+                    " and cannot be a pod address"
+                };
+                let hint = match first {
+                    Some(first) => format!(
+                        "pod addresses of {} start at \"{first}\"; or leave ip out to have the next free address allocated",
+                        worker.subnet
+                    ),
+                    None => "leave ip out to have the next free address allocated".to_string(),
+                };
+                self.report.error(
+                    v.span(),
+                    format!(
+                        "pod address {ip} {relation} worker {}'s subnet {}{why}",
+                        worker.host.name, worker.subnet
+                    ),
+                    label,
+                    &hint,
+                );
+                continue;
+            }
+            if !taken.insert(ip) {
+                self.report.error(
+                    v.span(),
+                    format!("pod address {ip} is pinned twice"),
+                    "duplicate",
+                    "give each pod its own address, or leave ip out",
+                );
+                continue;
+            }
+            pinned.insert(i, ip);
+        }
+        for (i, p) in cs.pods.iter().enumerate() {
+            // An invalid name is reported but the pod is kept, so references to it
+            // do not fail as well.
+            self.report.identifier(&p.name, "pod name", 40);
+            if !names.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text) {
+                continue;
+            }
+            // Checked before the worker, so a pod on an unknown worker has them checked too.
+            let mut ports = Unique::within("port", format!("pod `{}`", p.name.get_ref()));
+            for port in &p.ports {
+                if *port.get_ref() == 0 {
+                    self.report.error(
+                        port.span(),
+                        format!("port 0 of pod `{}` is not usable", p.name.get_ref()),
+                        "bad port",
+                        "ports are 1..=65535 (the pod's readiness is a TCP connect to its first port)",
+                    );
+                    continue;
+                }
+                ports.insert(&mut self.report, &port.get_ref().to_string(), port.span(), self.text);
+            }
+            let Some(worker) = cluster.worker(p.worker.get_ref()) else {
+                self.unknown(
+                    &p.worker,
+                    "worker",
+                    &cluster.name,
+                    cluster.workers.iter().map(|w| w.host.local.as_str()),
+                );
+                continue;
+            };
+            let slot = per_worker.entry(worker.host.name.clone()).or_default();
+            let next = |slot: &mut usize| loop {
+                let ip = allocate::pod_ip(worker.subnet, *slot);
+                *slot += 1;
+                match ip {
+                    Some(ip) if taken.contains(&ip) => continue,
+                    other => break other,
+                }
+            };
+            let ip = match pinned.get(&i).copied().or_else(|| next(slot)) {
+                Some(ip) => ip,
+                None => {
+                    self.report.error(
+                        p.name.span(),
+                        format!(
+                            "worker {} has no pod address left in {} for pod `{}`",
+                            worker.host.name,
+                            worker.subnet,
+                            p.name.get_ref()
+                        ),
+                        "subnet full",
+                        "use a shorter flannel subnet_len, or place the pod on another worker",
+                    );
+                    Ipv4Addr::UNSPECIFIED
+                }
+            };
+            if let Some(cmd) = &p.command {
+                if !matches!(cmd.get_ref().first(), Some(program) if !program.trim().is_empty()) {
+                    self.report.error(
+                        cmd.span(),
+                        format!("pod `{}` has an empty command", p.name.get_ref()),
+                        "no program",
+                        "give argv, e.g. [\"knetsim\", \"serve\", \"--text\", \"hello\"]",
+                    );
+                }
+            }
+            cluster.pods.push(Pod {
+                name: p.name.get_ref().clone(),
+                worker: worker.host.name.clone(),
+                netns: self.naming.pod_netns(cluster.index, p.name.get_ref()),
+                ip,
+                container_id: format!("{}-{}", cluster.name, p.name.get_ref()),
+                command: p.command.as_ref().map(|c| c.get_ref().clone()),
+                ports: p.ports.iter().map(|p| *p.get_ref()).collect(),
+                deleted: p.deleted,
+            });
+        }
+    }
+
+    /// `cidr_ok`: the service CIDR was valid (VIPs are only checked against a valid one).
+    pub(super) fn services(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster, cidr_ok: bool) {
+        let mut names = Unique::within("service", format!("cluster `{}`", cluster.name));
+        let mut vips = Unique::within("VIP", format!("cluster `{}`", cluster.name));
+        let mut given = HashSet::new();
+        let mut resolved: Vec<(usize, Option<Ipv4Addr>)> = Vec::new();
+        for (i, s) in cs.services.iter().enumerate() {
+            self.report.identifier(&s.name, "service name", 40);
+            if !names.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text) {
+                continue;
+            }
+            // A bad VIP is reported and the service gets an allocated one instead,
+            // so ingress rules and exposes that name it are still checked.
+            let vip = match &s.vip {
+                Some(v) => 'vip: {
+                    let Some(ip) = self.report.ipv4_addr(v, "VIP") else {
+                        break 'vip None;
+                    };
+                    if !cidr_ok {
+                        break 'vip None;
+                    }
+                    let slot = allocate::Slot::of(cluster.service_cidr, ip);
+                    if slot != allocate::Slot::Host {
+                        let (label, why) = match slot {
+                            allocate::Slot::Outside => ("outside service CIDR", ""),
+                            allocate::Slot::Network => ("network address", " and cannot be a VIP"),
+                            _ => ("broadcast address", " and cannot be a VIP"),
+                        };
+                        let hint = match allocate::nth_host(cluster.service_cidr, 1) {
+                            Some(first) => format!(
+                                "pick a host address of service_cidr (e.g. \"{first}\"), or leave vip out to have one allocated"
+                            ),
+                            None => "service_cidr has no host address: use a larger one".to_string(),
+                        };
+                        self.report.error(
+                            v.span(),
+                            format!(
+                                "VIP {ip} {} the service CIDR {} of cluster `{}`{why}",
+                                slot.relation(),
+                                cluster.service_cidr,
+                                cluster.name
+                            ),
+                            label,
+                            &hint,
+                        );
+                        break 'vip None;
+                    }
+                    if !vips.insert(&mut self.report, &ip.to_string(), v.span(), self.text) {
+                        break 'vip None;
+                    }
+                    given.insert(ip);
+                    Some(ip)
+                }
+                None => None,
+            };
+            resolved.push((i, vip));
+        }
+        let mut alloc = VipAllocator::new(cluster.service_cidr, given);
+        for (i, vip) in resolved {
+            let s = &cs.services[i];
+            let vip = match vip.or_else(|| alloc.next_free()) {
+                Some(v) => v,
+                None => {
+                    self.report.error(
+                        s.name.span(),
+                        format!("service CIDR {} has no VIP left", cluster.service_cidr),
+                        "no VIP",
+                        "use a larger service_cidr",
+                    );
+                    continue;
+                }
+            };
+            let mut endpoints = Vec::new();
+            let mut seen = Unique::within("backend", format!("service `{}`", s.name.get_ref()));
+            for p in s.pods.get_ref() {
+                if !seen.insert(&mut self.report, p.get_ref(), p.span(), self.text) {
+                    continue;
+                }
+                match cluster.pods.iter().find(|x| &x.name == p.get_ref()) {
+                    Some(pod) => endpoints.push(Endpoint {
+                        pod: pod.name.clone(),
+                        ip: pod.ip,
+                    }),
+                    None if cs.services.iter().any(|other| other.name.get_ref() == p.get_ref()) => {
+                        let pods: Vec<&str> = cluster.pods.iter().map(|p| p.name.as_str()).collect();
+                        self.report.error(
+                            p.span(),
+                            format!(
+                                "backend `{}` of service `{}` is a service, not a pod",
+                                p.get_ref(),
+                                s.name.get_ref()
+                            ),
+                            "not a pod",
+                            &if pods.is_empty() {
+                                format!(
+                                    "services load-balance to pods, and cluster `{}` declares none",
+                                    cluster.name
+                                )
+                            } else {
+                                format!(
+                                    "services load-balance to pods; list pods of `{}`: {}",
+                                    cluster.name,
+                                    pods.iter().take(8).copied().collect::<Vec<_>>().join(", ")
+                                )
+                            },
+                        );
+                    }
+                    // Declared but not placed (its worker is unknown): already reported.
+                    None if cs.pods.iter().any(|x| x.name.get_ref() == p.get_ref()) => {}
+                    None => self.unknown(p, "pod", &cluster.name, cluster.pods.iter().map(|p| p.name.as_str())),
+                }
+            }
+            if s.pods.get_ref().is_empty() {
+                self.report.error(
+                    s.pods.span(),
+                    format!("service `{}` has no backend pods", s.name.get_ref()),
+                    "empty",
+                    "list at least one pod of this cluster",
+                );
+            }
+            let ports = self.service_ports(s);
+            cluster.services.push(Service {
+                name: s.name.get_ref().clone(),
+                vip,
+                endpoints,
+                ports,
+            });
+        }
+    }
+
+    pub(super) fn service_ports(&mut self, s: &spec::ServiceSpec) -> Vec<ServicePort> {
+        let mut out: Vec<ServicePort> = Vec::new();
+        for p in &s.ports {
+            let (port, target_port, protocol, protocol_span) = match p.get_ref() {
+                PortSpec::Number(n) => (*n, *n, "tcp".to_string(), p.span()),
+                PortSpec::Full {
+                    port,
+                    target_port,
+                    protocol,
+                } => (
+                    *port,
+                    target_port.unwrap_or(*port),
+                    protocol
+                        .as_ref()
+                        .map(|p| p.get_ref().to_ascii_lowercase())
+                        .unwrap_or_else(|| "tcp".into()),
+                    protocol.as_ref().map(|p| p.span()).unwrap_or(p.span()),
+                ),
+            };
+            if port == 0 || target_port == 0 {
+                self.report
+                    .error(p.span(), "port 0 is not usable", "bad port", "ports are 1..=65535");
+                continue;
+            }
+            if protocol != "tcp" && protocol != "udp" {
+                self.report.error(
+                    protocol_span,
+                    format!(
+                        "protocol `{protocol}` of service `{}` port {port} is not supported",
+                        s.name.get_ref()
+                    ),
+                    "bad protocol",
+                    "use \"tcp\" or \"udp\"",
+                );
+                continue;
+            }
+            if out.iter().any(|o| o.port == port && o.protocol == protocol) {
+                self.report.error(
+                    p.span(),
+                    format!("service `{}` declares {protocol} port {port} twice", s.name.get_ref()),
+                    "duplicate port",
+                    "each port/protocol once",
+                );
+                continue;
+            }
+            out.push(ServicePort {
+                port,
+                target_port,
+                protocol,
+            });
+        }
+        out
+    }
+
+    pub(super) fn ingresses(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
+        let mut names = Unique::within("ingress", format!("cluster `{}`", cluster.name));
+        for ing in &cs.ingresses {
+            self.report.identifier(&ing.name, "ingress name", 40);
+            if !names.insert(&mut self.report, ing.name.get_ref(), ing.name.span(), self.text) {
+                continue;
+            }
+            // An unknown worker is reported, and the rules are still checked.
+            let worker = cluster.worker(ing.worker.get_ref()).map(|w| w.host.name.clone());
+            if worker.is_none() {
+                self.unknown(
+                    &ing.worker,
+                    "worker",
+                    &cluster.name,
+                    cluster.workers.iter().map(|w| w.host.local.as_str()),
+                );
+            }
+            let port = *ing.port.get_ref();
+            if port == 0 {
+                self.report.error(
+                    ing.port.span(),
+                    "port 0 is not usable",
+                    "bad port",
+                    "ports are 1..=65535",
+                );
+            } else if let Some(worker) = &worker {
+                self.ports.claim(
+                    &mut self.report,
+                    worker,
+                    port,
+                    format!("ingress `{}`", ing.name.get_ref()),
+                    Some(ing.port.span()),
+                    ing.port.span(),
+                );
+            }
+            let mut paths = Unique::new("ingress path");
+            let mut routes = Vec::new();
+            if ing.rules.is_empty() {
+                self.report.error(
+                    ing.name.span(),
+                    format!("ingress `{}` has no rules", ing.name.get_ref()),
+                    "no rules",
+                    "add rules = [{ path = \"/svc1\", service = \"...\" }]",
+                );
+            }
+            for r in &ing.rules {
+                if !r.path.get_ref().starts_with('/')
+                    || r.path
+                        .get_ref()
+                        .chars()
+                        .any(|c| c.is_whitespace() || c == ';' || c == '{' || c == '}')
+                {
+                    self.report.error(
+                        r.path.span(),
+                        format!("ingress path `{}` is not a URL path", r.path.get_ref()),
+                        "bad path",
+                        "paths start with '/' and contain no spaces, ';' or braces",
+                    );
+                    continue;
+                }
+                paths.insert(&mut self.report, r.path.get_ref(), r.path.span(), self.text);
+                let Some(svc) = cluster.services.iter().find(|s| &s.name == r.service.get_ref()) else {
+                    self.unknown(
+                        &r.service,
+                        "service",
+                        &cluster.name,
+                        cluster.services.iter().map(|s| s.name.as_str()),
+                    );
+                    continue;
+                };
+                let port = match (&r.port, svc.ports.as_slice()) {
+                    (Some(p), _) if *p.get_ref() == 0 => {
+                        self.report
+                            .error(p.span(), "port 0 is not usable", "bad port", "ports are 1..=65535");
+                        continue;
+                    }
+                    (Some(p), ports)
+                        if ports.is_empty()
+                            || ports.iter().any(|sp| sp.port == *p.get_ref() && sp.protocol == "tcp") =>
+                    {
+                        *p.get_ref()
+                    }
+                    (Some(p), _) => {
+                        self.report.error(
+                            p.span(),
+                            format!("service `{}` has no tcp port {}", svc.name, p.get_ref()),
+                            "unknown service port",
+                            "use one of the service's ports",
+                        );
+                        continue;
+                    }
+                    (None, [one]) => one.port,
+                    (None, []) => {
+                        self.report.error(
+                            r.service.span(),
+                            format!(
+                                "ingress rule `{}` needs a port: service `{}` is IP-wide (it declares no ports)",
+                                r.path.get_ref(),
+                                svc.name
+                            ),
+                            "which port?",
+                            "add port = ... to the rule, e.g. { path = \"/x\", service = \"s1\", port = 8000 }",
+                        );
+                        continue;
+                    }
+                    (None, ports) => {
+                        let list: Vec<String> = ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect();
+                        self.report.error(
+                            r.service.span(),
+                            format!(
+                                "ingress rule `{}` needs a port: service `{}` has several ({})",
+                                r.path.get_ref(),
+                                svc.name,
+                                list.join(", ")
+                            ),
+                            "which port?",
+                            "add port = ... to the rule",
+                        );
+                        continue;
+                    }
+                };
+                routes.push(IngressRoute {
+                    path: r.path.get_ref().clone(),
+                    service: svc.name.clone(),
+                    vip: svc.vip,
+                    port,
+                });
+            }
+            if let Some(worker) = worker {
+                cluster.ingresses.push(Ingress {
+                    name: ing.name.get_ref().clone(),
+                    worker,
+                    port,
+                    routes,
+                });
+            }
+        }
+    }
+}
