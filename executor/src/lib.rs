@@ -25,6 +25,7 @@ pub mod etcd;
 pub mod flannel;
 pub mod layout;
 pub mod live;
+pub mod observe;
 pub mod par;
 pub mod preflight;
 pub mod state;

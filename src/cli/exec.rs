@@ -3,8 +3,9 @@
 //! enters the namespace between fork and exec; knetsim itself never does.
 
 use super::running::recorded_state;
-use super::status::{display_name, Inventory};
+use super::status::display_name;
 use super::Target;
+use knetsim_executor::observe::Inventory;
 use knetsim_executor::system::linux::open_netns;
 use knetsim_executor::system::process::{command_in_netns, exit_code, run_foreground, which};
 

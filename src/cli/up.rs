@@ -1,7 +1,7 @@
 //! `knetsim up`: compile, preflight (nothing changes if something is missing),
 //! apply the plan with the real system, print a summary.
 
-use super::status::{display_name, name_flag, print_table, Inventory};
+use super::status::{display_name, name_flag, print_table};
 use super::{load_options_and_source, report_diagnostics, Target};
 use clap::CommandFactory;
 use knetsim_compiler::artifacts::paths::{CHECKS, INVENTORY, PLAN};
@@ -9,6 +9,7 @@ use knetsim_compiler::plan::{Component, Op, Plan};
 use knetsim_compiler::{self as compiler, Bundle};
 use knetsim_executor::engine::{apply_with, ApplyError, Event, Options};
 use knetsim_executor::live::store_first_generation;
+use knetsim_executor::observe::Inventory;
 use knetsim_executor::preflight::{self, RealMachine};
 use knetsim_executor::state::{self, StateFile};
 use knetsim_executor::LinuxSystem;

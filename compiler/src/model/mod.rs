@@ -14,10 +14,10 @@ pub use checks::{BodyMatch, Check, CheckProbe, Expectation};
 pub use names::Naming;
 
 use ipnetwork::Ipv4Network;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Model {
     /// Emulation name ("" for the default emulation).
     pub name: String,
@@ -32,14 +32,14 @@ pub struct Model {
     pub checks: Vec<Check>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Underlay {
     pub network: Ipv4Network,
     pub switches: Vec<Switch>,
     pub links: Vec<Link>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Switch {
     pub name: String,
     /// Cluster index, or None for the top switch.
@@ -48,14 +48,14 @@ pub struct Switch {
 
 /// A veth pair: `a` is the node side (host eth0, or a cluster switch's uplink port),
 /// `b` is a port on switch `b_switch`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Link {
     pub a: LinkEnd,
     pub b: LinkEnd,
     pub impairment: Option<Impairment>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkEnd {
     /// Host or switch name.
     pub node: String,
@@ -65,7 +65,7 @@ pub struct LinkEnd {
     pub bridge: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Impairment {
     /// tc rate, e.g. "10mbit".
     pub rate: Option<String>,
@@ -75,7 +75,7 @@ pub struct Impairment {
     pub loss: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cluster {
     pub name: String,
     pub index: usize,
@@ -104,7 +104,7 @@ impl Cluster {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Host {
     /// Global name, e.g. `C0w1`.
     pub name: String,
@@ -116,7 +116,7 @@ pub struct Host {
     pub ifname: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Worker {
     pub host: Host,
     /// Flannel subnet reserved for this worker.
@@ -125,7 +125,7 @@ pub struct Worker {
     pub vtep_mac: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flannel {
     pub network: Ipv4Network,
     pub subnet_len: u8,
@@ -135,7 +135,7 @@ pub struct Flannel {
     pub vni: u32,
     pub port: u16,
     /// flanneld runs with `-ip-masq` (left out of the inventory when false, the seed's way).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ip_masq: bool,
 }
 
@@ -146,7 +146,7 @@ impl Flannel {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pod {
     pub name: String,
     /// Global name of the worker host.
@@ -158,11 +158,11 @@ pub struct Pod {
     pub command: Option<Vec<String>>,
     pub ports: Vec<u16>,
     /// Deleted, its endpoints kept (nothing is created for it).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
     pub vip: Ipv4Addr,
@@ -171,13 +171,13 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Endpoint {
     pub pod: String,
     pub ip: Ipv4Addr,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePort {
     pub port: u16,
     pub target_port: u16,
@@ -185,7 +185,7 @@ pub struct ServicePort {
     pub protocol: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ingress {
     pub name: String,
     /// Global name of the worker host.
@@ -194,7 +194,7 @@ pub struct Ingress {
     pub routes: Vec<IngressRoute>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngressRoute {
     pub path: String,
     pub service: String,
@@ -202,7 +202,7 @@ pub struct IngressRoute {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Router {
     /// Router id, as skrouterd's `router.id`.
     pub id: String,
@@ -218,7 +218,7 @@ pub struct Router {
     pub tcp_connectors: Vec<TcpConnector>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouterConnector {
     pub name: String,
     pub to_cluster: String,
@@ -228,14 +228,14 @@ pub struct RouterConnector {
     pub tls: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TcpListener {
     pub name: String,
     pub port: u16,
     pub address: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TcpConnector {
     pub name: String,
     pub host: Ipv4Addr,

@@ -1,18 +1,54 @@
-//! The routers part of `knetsim status`: for each router process, its `/metrics`
+//! The routers of a running emulation: for each router process, its `/metrics`
 //! fetched from inside its worker's namespace, read back into its links (peer, cost,
 //! up/down) and the addresses it serves; a configured connector with no link up is
 //! shown down. A router is healthy when its `/healthz` answers 200, its metrics are
 //! readable and every inter-router link its connectors should hold is up; otherwise its
-//! `problems` say why (and `knetsim status` reports the emulation degraded).
+//! `problems` say why.
 
-use knetsim_executor::state::ProcessRecord;
-use knetsim_executor::system::linux;
+use crate::state::ProcessRecord;
+use crate::system::linux;
 use knetsim_router::config::Role;
 use knetsim_router::Config;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+/// One router as observed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterHealth {
+    /// The process's name (`router C0`).
+    pub name: String,
+    /// The router id from its config.
+    pub id: Option<String>,
+    pub netns: String,
+    /// The URL its metrics were read from.
+    pub metrics: String,
+    /// Its metrics could be read.
+    pub reachable: bool,
+    /// Its /healthz answered 200 (None: it has no healthz listener).
+    pub healthz: Option<bool>,
+    pub healthy: bool,
+    pub problems: Vec<String>,
+    pub links: Vec<RouterLink>,
+    pub addresses: Vec<RouterAddress>,
+}
+
+/// An inter-router link: up as the metrics report it, or down for a configured
+/// connector the metrics do not show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterLink {
+    pub peer: String,
+    pub via: String,
+    pub cost: u64,
+    pub up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterAddress {
+    pub address: String,
+    pub reachable: bool,
+}
 
 /// The value of `key="..."` in a Prometheus label set.
 fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
@@ -31,21 +67,21 @@ fn samples(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
 }
 
 /// Links and addresses of one router from its metrics and its config.
-pub fn from_metrics(metrics: &str, cfg: Option<&Config>) -> (Vec<Value>, Vec<Value>) {
+pub fn from_metrics(metrics: &str, cfg: Option<&Config>) -> (Vec<RouterLink>, Vec<RouterAddress>) {
     let mut links = Vec::new();
     let mut addresses = Vec::new();
     for (name, labels, value) in samples(metrics) {
         match name {
-            "skrouter_link_cost" => links.push(json!({
-                "peer": label(labels, "peer").unwrap_or(""),
-                "via": label(labels, "link").unwrap_or(""),
-                "cost": value.parse::<u64>().unwrap_or(0),
-                "up": true,
-            })),
-            "skrouter_address_reachable" => addresses.push(json!({
-                "address": label(labels, "address").unwrap_or(""),
-                "reachable": value == "1",
-            })),
+            "skrouter_link_cost" => links.push(RouterLink {
+                peer: label(labels, "peer").unwrap_or("").to_string(),
+                via: label(labels, "link").unwrap_or("").to_string(),
+                cost: value.parse::<u64>().unwrap_or(0),
+                up: true,
+            }),
+            "skrouter_address_reachable" => addresses.push(RouterAddress {
+                address: label(labels, "address").unwrap_or("").to_string(),
+                reachable: value == "1",
+            }),
             _ => {}
         }
     }
@@ -55,13 +91,13 @@ pub fn from_metrics(metrics: &str, cfg: Option<&Config>) -> (Vec<Value>, Vec<Val
         .filter(|c| c.role == Role::InterRouter)
     {
         let via = format!("connector {}", c.name);
-        if !links.iter().any(|l| l["via"] == via.as_str()) {
-            links.push(json!({
-                "peer": format!("{}:{}", c.host, c.port),
-                "via": via,
-                "cost": c.cost,
-                "up": false,
-            }));
+        if !links.iter().any(|l| l.via == via) {
+            links.push(RouterLink {
+                peer: format!("{}:{}", c.host, c.port),
+                via,
+                cost: u64::from(c.cost),
+                up: false,
+            });
         }
     }
     (links, addresses)
@@ -71,7 +107,7 @@ pub fn from_metrics(metrics: &str, cfg: Option<&Config>) -> (Vec<Value>, Vec<Val
 fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let path = path.to_string();
     linux::in_netns(netns, move || {
-        let io = |e: std::io::Error| knetsim_executor::system::SysError::io(format!("GET {addr}{path}"), e);
+        let io = |e: std::io::Error| crate::system::SysError::io(format!("GET {addr}{path}"), e);
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(io)?;
         s.set_read_timeout(Some(Duration::from_secs(2))).map_err(io)?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io)?;
@@ -88,7 +124,7 @@ fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> 
 
 /// Why a router is unhealthy: its /healthz (None when it has no healthz listener), its
 /// metrics (None when unreadable) and its links; empty when healthy.
-pub fn problems(id: &str, healthz: Option<Result<(), String>>, metrics_ok: bool, links: &[Value]) -> Vec<String> {
+pub fn problems(id: &str, healthz: Option<Result<(), String>>, metrics_ok: bool, links: &[RouterLink]) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(Err(why)) = healthz {
         out.push(format!("router {id}: /healthz {why}"));
@@ -96,18 +132,17 @@ pub fn problems(id: &str, healthz: Option<Result<(), String>>, metrics_ok: bool,
     if !metrics_ok {
         out.push(format!("router {id}: /metrics unreachable"));
     }
-    for l in links.iter().filter(|l| l["up"] != true) {
+    for l in links.iter().filter(|l| !l.up) {
         out.push(format!(
             "router {id}: inter-router link to {} ({}) is down",
-            l["peer"].as_str().unwrap_or("?"),
-            l["via"].as_str().unwrap_or("?")
+            l.peer, l.via
         ));
     }
     out
 }
 
 /// The router status of a recorded process, or None if it is no router.
-pub fn router(p: &ProcessRecord) -> Option<Value> {
+pub fn router(p: &ProcessRecord) -> Option<RouterHealth> {
     if !p.name.starts_with("router ") {
         return None;
     }
@@ -147,65 +182,32 @@ pub fn router(p: &ProcessRecord) -> Option<Value> {
         metrics.is_some(),
         &links,
     );
-    Some(json!({
-        "name": p.name,
-        "id": id,
-        "netns": p.netns,
-        "metrics": format!("http://{http}/metrics"),
-        "reachable": metrics.is_some(),
-        "healthz": healthz.map(|h| h.is_ok()),
-        "healthy": problems.is_empty(),
-        "problems": problems,
-        "links": links,
-        "addresses": addresses,
-    }))
-}
-
-/// Rows of the ROUTER table: one per link, then one per address.
-pub fn rows(routers: &[Value]) -> Vec<Vec<String>> {
-    let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-    let mut rows = Vec::new();
-    for r in routers {
-        let id = s(&r["id"]);
-        if r["reachable"] != true {
-            rows.push(vec![
-                id.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "metrics unreachable".into(),
-            ]);
-        }
-        for l in r["links"].as_array().into_iter().flatten() {
-            rows.push(vec![
-                id.clone(),
-                format!("link {}", s(&l["peer"])),
-                s(&l["cost"]),
-                if l["up"] == true { "up" } else { "down" }.into(),
-                s(&l["via"]),
-            ]);
-        }
-        for a in r["addresses"].as_array().into_iter().flatten() {
-            rows.push(vec![
-                id.clone(),
-                format!("address {}", s(&a["address"])),
-                "-".into(),
-                if a["reachable"] == true {
-                    "reachable"
-                } else {
-                    "unreachable"
-                }
-                .into(),
-                String::new(),
-            ]);
-        }
-    }
-    rows
+    Some(RouterHealth {
+        name: p.name.clone(),
+        id,
+        netns: p.netns.clone(),
+        metrics: format!("http://{http}/metrics"),
+        reachable: metrics.is_some(),
+        healthz: healthz.map(|h| h.is_ok()),
+        healthy: problems.is_empty(),
+        problems,
+        links,
+        addresses,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(peer: &str, via: &str, cost: u64, up: bool) -> RouterLink {
+        RouterLink {
+            peer: peer.into(),
+            via: via.into(),
+            cost,
+            up,
+        }
+    }
 
     #[test]
     fn metrics_become_links_and_addresses_and_a_silent_connector_is_down() {
@@ -220,23 +222,22 @@ mod tests {
         )
         .unwrap();
         let (links, addrs) = from_metrics(m, Some(&cfg));
-        assert_eq!(links.len(), 2, "{links:?}");
-        assert_eq!(links[0]["peer"], "c0");
-        assert_eq!(links[0]["up"], true);
-        assert_eq!(links[1]["peer"], "10.0.0.9:55671");
-        assert_eq!(links[1]["up"], false);
-        assert_eq!(links[1]["cost"], 5);
+        assert_eq!(
+            links,
+            [
+                link("c0", "connector link-c0", 1, true),
+                link("10.0.0.9:55671", "connector link-c2", 5, false)
+            ]
+        );
         assert_eq!(addrs.len(), 2);
-        assert_eq!(addrs[0]["address"], "web");
-        assert_eq!(addrs[1]["reachable"], false);
-        let r = json!({"id": "c1", "reachable": true, "links": links, "addresses": addrs});
-        assert_eq!(rows(&[r]).len(), 4);
+        assert_eq!(addrs[0].address, "web");
+        assert!(!addrs[1].reachable);
     }
 
     #[test]
     fn a_failing_healthz_or_a_down_link_makes_a_router_unhealthy_with_reasons() {
-        let up = json!({"peer": "c0", "via": "connector link-c0", "cost": 1, "up": true});
-        let down = json!({"peer": "10.0.0.9:55671", "via": "connector link-c2", "cost": 5, "up": false});
+        let up = link("c0", "connector link-c0", 1, true);
+        let down = link("10.0.0.9:55671", "connector link-c2", 5, false);
         assert!(problems("c1", Some(Ok(())), true, std::slice::from_ref(&up)).is_empty());
         assert!(
             problems("c1", None, true, &[]).is_empty(),
