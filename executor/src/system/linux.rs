@@ -16,6 +16,7 @@
 //! in namespaces, the probes, starting processes, impairments and etcd puts.
 //! CNI ADD returns [`SysError::Unsupported`].
 
+use super::process::run;
 use super::{certs, CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
 use crate::cni::{CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
 use knetsim_compiler::plan::{Probe, VethEnd};
@@ -135,29 +136,6 @@ fn check_name(what: &str, name: &str) -> SysResult<()> {
         Err(SysError::Invalid {
             what: what.into(),
             detail: format!("`{name}`"),
-        })
-    }
-}
-
-/// Runs an argv (never a shell), returning stdout; a non-zero exit is an error
-/// carrying stderr.
-fn run(argv: &[&str], stdin: Option<&str>) -> SysResult<String> {
-    let line = argv.join(" ");
-    let mut expr = duct::cmd(argv[0], &argv[1..])
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
-    if let Some(input) = stdin {
-        expr = expr.stdin_bytes(input.as_bytes().to_vec());
-    }
-    let out = expr.run().map_err(|e| SysError::io(format!("running `{line}`"), e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(SysError::Command {
-            argv: line,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
 }
