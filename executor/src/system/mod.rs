@@ -8,6 +8,7 @@ pub mod fake;
 pub mod garp;
 pub mod impair;
 pub mod linux;
+pub mod probe;
 pub mod process;
 
 use knetsim_compiler::plan::{Op, Probe, VethEnd};
