@@ -1,5 +1,8 @@
-//! knetsim: the command line. Parsing and dispatch only; the work is in the
-//! compiler and executor libraries.
+//! knetsim: the command line. `cli` has one module per subcommand, which parses its
+//! arguments, calls the compiler and executor libraries and renders what they return
+//! (status tables, graphs, the `knetsim>` prompt, change summaries), or runs one of the
+//! built-in programs (`flanneld`, `router`, `serve`). The same binary is also the
+//! built-in CNI plugins, chosen by `argv[0]` before anything else.
 
 mod cli;
 

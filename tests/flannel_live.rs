@@ -10,6 +10,7 @@ use knetsim_compiler::artifacts::etcd::EtcdMember;
 use knetsim_compiler::artifacts::flannel::{LeaseAttrs, VxlanLeaseAttrs};
 use knetsim_executor::etcd::Client;
 use knetsim_executor::system::linux::in_netns;
+use knetsim_executor::system::process::{is_root, which};
 use knetsim_executor::system::SysError;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -29,23 +30,6 @@ fn skip_or_panic(reason: &str) {
         panic!("flannel_live: {reason}, and CI is set");
     }
     println!("SKIP: flannel_live: {reason}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
 }
 
 fn run(argv: &[&str]) -> String {
@@ -307,7 +291,7 @@ fn two_agents_share_leases_through_etcd() {
         return skip_or_panic("needs root");
     }
     for program in ["etcd", "ip", "bridge", "ping"] {
-        if !on_path(program) {
+        if which(program).is_none() {
             return skip_or_panic(&format!("`{program}` is not installed"));
         }
     }

@@ -1,5 +1,5 @@
 //! A small, blocking etcd v3 client speaking the JSON gRPC gateway (`/v3/...`) over
-//! plain HTTP/1.1 on a [`TcpStream`]: no TLS, no gRPC, no async runtime.
+//! plain HTTP/1.1 ([`crate::http`]): no TLS, no gRPC, no async runtime.
 //!
 //! Keys and values travel base64-encoded; 64-bit integers come back as JSON strings.
 //! Every unary call is one short connection (`Connection: close`); a call that cannot
@@ -12,12 +12,11 @@
 //! The client does blocking socket I/O on the calling thread, so it works inside a
 //! network namespace entered by that thread (see `system::linux::in_netns`).
 
+use crate::http;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -271,7 +270,7 @@ impl Client {
         let body = json!({ "ID": id.to_string() });
         self.with_failover(|ep| {
             let mut stream = Stream::open(ep, "/v3/lease/keepalive", &body, false)?;
-            if stream.status != 200 {
+            if stream.status() != 200 {
                 return Err(stream.error_body());
             }
             let deadline = Instant::now() + IO_TIMEOUT;
@@ -303,10 +302,10 @@ impl Client {
         let body = json!({ "create_request": create });
         self.with_failover(|ep| {
             let mut stream = Stream::open(ep, "/v3/watch", &body, true)?;
-            if stream.status != 200 {
+            if stream.status() != 200 {
                 return Err(stream.error_body());
             }
-            set_keepalive(&stream.sock);
+            stream.response.probe_dead_peer();
             let mut watch = Watch {
                 endpoint: ep.url.clone(),
                 stream,
@@ -545,42 +544,6 @@ fn io_err(ep: &Endpoint, source: io::Error) -> Error {
     }
 }
 
-fn connect(ep: &Endpoint) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = ep.authority.to_socket_addrs().map_err(|e| io_err(ep, e))?.collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(io_err(ep, last))
-}
-
-/// Probes a dead peer on an idle watch connection within about 20 s.
-fn set_keepalive(sock: &TcpStream) {
-    let fd = sock.as_raw_fd();
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: setsockopt on an open socket with a pointer to a live c_int and its size.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 3);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
-}
-
 fn unary(ep: &Endpoint, path: &str, body: &Value) -> Result<Value> {
     let mut stream = Stream::open(ep, path, body, false)?;
     let deadline = Instant::now() + IO_TIMEOUT;
@@ -597,9 +560,8 @@ fn unary(ep: &Endpoint, path: &str, body: &Value) -> Result<Value> {
             all.push(b'\n');
         }
     }
-    if stream.status != 200 {
-        stream.body = all;
-        return Err(stream.error_body());
+    if stream.status() != 200 {
+        return Err(answer_error(&ep.url, stream.status(), &all));
     }
     let v = parse_json(&ep.url, &all)?;
     if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
@@ -610,423 +572,72 @@ fn unary(ep: &Endpoint, path: &str, body: &Value) -> Result<Value> {
     Ok(v)
 }
 
-#[derive(Debug)]
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilEof,
+/// The error a non-200 answer carries: etcd's gRPC status when the body is one.
+fn answer_error(endpoint: &str, status: u16, body: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(body).trim().to_string();
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) if v.get("code").is_some() || v.get("message").is_some() => grpc_error(endpoint, &v),
+        _ => Error::Http {
+            endpoint: endpoint.to_string(),
+            status,
+            body: text,
+        },
+    }
 }
 
-/// One HTTP/1.1 response being read: the head is parsed, the body is decoded
-/// incrementally into newline-separated records.
+/// One answer of the gateway being read: an [`http::Response`] whose errors name
+/// the endpoint.
 #[derive(Debug)]
 struct Stream {
     endpoint: String,
-    sock: TcpStream,
-    status: u16,
-    framing: Framing,
-    /// Bytes read but not yet decoded.
-    raw: Vec<u8>,
-    /// Decoded body bytes not yet returned.
-    body: Vec<u8>,
-    /// In a chunked body: bytes left in the current chunk.
-    chunk_left: usize,
-    /// The body is complete (or the connection closed).
-    done: bool,
-    /// The last read was interrupted by a signal: the caller may want to stop.
-    interrupted: bool,
+    response: http::Response,
 }
 
 impl Stream {
-    fn open(ep: &Endpoint, path: &str, body: &Value, stream: bool) -> Result<Stream> {
-        let mut sock = connect(ep)?;
+    /// POSTs `body` to `path` on a new connection; `watch` asks etcd to end the stream
+    /// if this member loses its leader.
+    fn open(ep: &Endpoint, path: &str, body: &Value, watch: bool) -> Result<Stream> {
+        let sock = http::connect(&ep.authority, CONNECT_TIMEOUT).map_err(|e| io_err(ep, e))?;
         let payload = body.to_string();
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n",
-            ep.authority,
-            payload.len()
-        );
-        if stream {
-            // Have etcd end the watch if this member loses its leader (clientv3's WithRequireLeader).
-            head.push_str("Grpc-Metadata-hasleader: true\r\n");
+        let mut request = http::Request::post_json(&ep.authority, path, payload.as_bytes());
+        if watch {
+            // clientv3's WithRequireLeader.
+            request = request.header("Grpc-Metadata-hasleader", "true");
         }
-        head.push_str("Connection: close\r\n\r\n");
-        let _ = sock.set_write_timeout(Some(IO_TIMEOUT));
-        sock.write_all(head.as_bytes())
-            .and_then(|_| sock.write_all(payload.as_bytes()))
-            .map_err(|e| io_err(ep, e))?;
-        let mut s = Stream {
+        let response = http::Response::send(sock, &request, IO_TIMEOUT).map_err(|e| http_error(&ep.url, e))?;
+        Ok(Stream {
             endpoint: ep.url.clone(),
-            sock,
-            status: 0,
-            framing: Framing::UntilEof,
-            raw: Vec::new(),
-            body: Vec::new(),
-            chunk_left: 0,
-            done: false,
-            interrupted: false,
-        };
-        s.read_head(Instant::now() + IO_TIMEOUT)?;
-        Ok(s)
+            response,
+        })
+    }
+
+    fn status(&self) -> u16 {
+        self.response.status()
     }
 
     fn finished(&self) -> bool {
-        self.done && self.body.is_empty()
+        self.response.finished()
     }
 
-    /// The error in a non-200 response.
+    /// The error in a non-200 answer (what of it arrives within a second).
     fn error_body(&mut self) -> Error {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !self.done && Instant::now() < deadline {
-            if self.fill(deadline).is_err() {
-                break;
-            }
-            let _ = self.decode();
-        }
-        let text = String::from_utf8_lossy(&self.body).trim().to_string();
-        match serde_json::from_str::<Value>(&text) {
-            Ok(v) if v.get("code").is_some() || v.get("message").is_some() => grpc_error(&self.endpoint, &v),
-            _ => Error::Http {
-                endpoint: self.endpoint.clone(),
-                status: self.status,
-                body: text,
-            },
-        }
+        let body = self.response.rest(Instant::now() + Duration::from_secs(1));
+        answer_error(&self.endpoint, self.status(), &body)
     }
 
-    /// Reads more bytes into `raw`; `Ok(false)` = timed out, nothing read. Sets
-    /// `done` at end of stream.
-    fn fill(&mut self, deadline: Instant) -> Result<bool> {
-        let now = Instant::now();
-        let wait = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
-        let _ = self.sock.set_read_timeout(Some(wait));
-        let mut buf = [0u8; 8192];
-        match self.sock.read(&mut buf) {
-            Ok(0) => {
-                self.done = true;
-                Ok(false)
-            }
-            Ok(n) => {
-                self.raw.extend_from_slice(&buf[..n]);
-                Ok(true)
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                self.interrupted = true;
-                Ok(false)
-            }
-            Err(e) => Err(Error::Io {
-                endpoint: self.endpoint.clone(),
-                source: e,
-            }),
-        }
-    }
-
-    fn read_head(&mut self, deadline: Instant) -> Result<()> {
-        loop {
-            if let Some(end) = find(&self.raw, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.raw[..end]).into_owned();
-                self.raw.drain(..end + 4);
-                return self.parse_head(&head);
-            }
-            if self.done {
-                return Err(protocol(&self.endpoint, "connection closed before the response head"));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Io {
-                    endpoint: self.endpoint.clone(),
-                    source: io::Error::new(io::ErrorKind::TimedOut, "no response"),
-                });
-            }
-            self.fill(deadline)?;
-            if self.raw.len() > 64 * 1024 {
-                return Err(protocol(&self.endpoint, "response head too large"));
-            }
-        }
-    }
-
-    fn parse_head(&mut self, head: &str) -> Result<()> {
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.split_whitespace();
-        let version = parts.next().unwrap_or_default();
-        self.status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if !version.starts_with("HTTP/1.") || self.status == 0 {
-            return Err(protocol(&self.endpoint, format!("bad status line `{status_line}`")));
-        }
-        self.framing = Framing::UntilEof;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-            if name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked") {
-                self.framing = Framing::Chunked;
-            } else if name == "content-length" && !matches!(self.framing, Framing::Chunked) {
-                let n = value
-                    .parse()
-                    .map_err(|_| protocol(&self.endpoint, format!("bad Content-Length `{value}`")))?;
-                self.framing = Framing::Length(n);
-            }
-        }
-        if matches!(self.framing, Framing::Length(0)) {
-            self.done = true;
-        }
-        Ok(())
-    }
-
-    /// Moves what can be decoded from `raw` to `body`.
-    fn decode(&mut self) -> Result<()> {
-        match self.framing {
-            Framing::UntilEof => self.body.append(&mut self.raw),
-            Framing::Length(ref mut left) => {
-                let n = (*left).min(self.raw.len());
-                self.body.extend(self.raw.drain(..n));
-                *left -= n;
-                if *left == 0 {
-                    self.done = true;
-                }
-            }
-            Framing::Chunked => loop {
-                if self.chunk_left > 0 {
-                    let n = self.chunk_left.min(self.raw.len());
-                    if n == 0 {
-                        break;
-                    }
-                    self.body.extend(self.raw.drain(..n));
-                    // The CRLF after the chunk's data is stripped with the next size line.
-                    self.chunk_left -= n;
-                    continue;
-                }
-                // A size line, possibly preceded by the previous chunk's CRLF.
-                while self.raw.starts_with(b"\r\n") {
-                    self.raw.drain(..2);
-                }
-                let Some(eol) = find(&self.raw, b"\r\n") else { break };
-                let line = String::from_utf8_lossy(&self.raw[..eol]).into_owned();
-                let size_text = line.split(';').next().unwrap_or_default().trim();
-                let size = usize::from_str_radix(size_text, 16)
-                    .map_err(|_| protocol(&self.endpoint, format!("bad chunk size `{line}`")))?;
-                self.raw.drain(..eol + 2);
-                if size == 0 {
-                    self.done = true;
-                    self.raw.clear();
-                    break;
-                }
-                self.chunk_left = size;
-            },
-        }
-        Ok(())
-    }
-
-    /// The next newline-terminated record of the body (or the unterminated rest at
-    /// its end), reading until `deadline`; `Ok(None)` = none yet (or the body ended).
     fn next_record(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>> {
-        loop {
-            self.decode()?;
-            if let Some(pos) = self.body.iter().position(|&b| b == b'\n') {
-                let mut rec: Vec<u8> = self.body.drain(..=pos).collect();
-                rec.pop();
-                if rec.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Ok(Some(rec));
-            }
-            if self.done {
-                if self.body.iter().all(u8::is_ascii_whitespace) {
-                    self.body.clear();
-                    return Ok(None);
-                }
-                return Ok(Some(std::mem::take(&mut self.body)));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            if !self.fill(deadline)? && !self.done && Instant::now() >= deadline {
-                return Ok(None);
-            }
-            // A signal (flanneld's SIGTERM) ends the wait early, so the caller sees it.
-            if std::mem::take(&mut self.interrupted) {
-                return Ok(None);
-            }
-        }
+        self.response
+            .next_record(deadline)
+            .map_err(|e| http_error(&self.endpoint, e))
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff"), vec![0]);
-    }
-
-    #[test]
-    fn parses_endpoints() {
-        let c = Client::from_list("http://10.1.0.1:2379, http://10.1.0.2:2379").unwrap();
-        assert_eq!(c.endpoints(), ["http://10.1.0.1:2379", "http://10.1.0.2:2379"]);
-        assert_eq!(
-            Client::new(&["127.0.0.1"]).unwrap().endpoints(),
-            ["http://127.0.0.1:2379"]
-        );
-        assert!(Client::new(&["https://x:1"]).is_err());
-        assert!(Client::from_list("").is_err());
-    }
-
-    /// Serves one canned response per connection and records each request.
-    fn serve(responses: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handle = std::thread::spawn(move || {
-            let mut requests = Vec::new();
-            for resp in responses {
-                let (mut sock, _) = listener.accept().unwrap();
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                loop {
-                    let n = sock.read(&mut tmp).unwrap();
-                    buf.extend_from_slice(&tmp[..n]);
-                    if let Some(end) = find(&buf, b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                requests.push(String::from_utf8_lossy(&buf).into_owned());
-                // Dribble the response out in small pieces to exercise reassembly.
-                for piece in resp.chunks(7) {
-                    sock.write_all(piece).unwrap();
-                    sock.flush().unwrap();
-                }
-            }
-            requests
-        });
-        (format!("http://{addr}"), handle)
-    }
-
-    fn chunked(records: &[&str]) -> Vec<u8> {
-        let mut out =
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        for r in records {
-            let data = format!("{r}\n");
-            out.extend(format!("{:x}\r\n{data}\r\n", data.len()).into_bytes());
-        }
-        out.extend(b"0\r\n\r\n");
-        out
-    }
-
-    fn plain(status: &str, body: &str) -> Vec<u8> {
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    }
-
-    #[test]
-    fn range_put_txn_and_errors_over_fake_gateway() {
-        let key = B64.encode("/coreos.com/network/config");
-        let val = B64.encode("{\"Network\":\"11.0.0.0/8\"}");
-        let (url, server) = serve(vec![
-            plain(
-                "200 OK",
-                &format!(
-                    r#"{{"header":{{"revision":"7"}},"kvs":[{{"key":"{key}","create_revision":"2","mod_revision":"5","version":"3","value":"{val}","lease":"42"}}],"count":"1"}}"#
-                ),
-            ),
-            plain("200 OK", r#"{"header":{"revision":"8"}}"#),
-            plain("200 OK", r#"{"header":{"revision":"8"}}"#),
-            plain(
-                "404 Not Found",
-                r#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#,
-            ),
-            chunked(&[r#"{"header":{"revision":"9"},"ID":"77","TTL":"30"}"#]),
-        ]);
-        let c = Client::new(&[url]).unwrap();
-        let (kv, rev) = c.get("/coreos.com/network/config").unwrap();
-        let kv = kv.unwrap();
-        assert_eq!(rev, 7);
-        assert_eq!(kv.key, "/coreos.com/network/config");
-        assert_eq!(kv.value, b"{\"Network\":\"11.0.0.0/8\"}");
-        assert_eq!(
-            (kv.create_revision, kv.mod_revision, kv.version, kv.lease),
-            (2, 5, 3, 42)
-        );
-        assert_eq!(c.put("/k", b"v", 0).unwrap(), 8);
-        assert!(!c.create("/k", b"v", 5).unwrap());
-        let err = c.revoke(5).unwrap_err();
-        assert!(matches!(err, Error::Grpc { code: 5, .. }), "{err}");
-        assert!(!err.is_transient());
-        assert_eq!(c.grant(30).unwrap(), Lease { id: 77, ttl: 30 });
-        let requests = server.join().unwrap();
-        assert!(requests[0].starts_with("POST /v3/kv/range HTTP/1.1\r\n"));
-        assert!(requests[1].contains(&format!(r#""key":"{}""#, B64.encode("/k"))));
-        assert!(!requests[1].contains("lease"));
-        assert!(requests[2].starts_with("POST /v3/kv/txn "));
-        assert!(requests[2].contains(r#""lease":"5""#));
-        assert!(requests[4].contains(r#""TTL":"30""#));
-    }
-
-    #[test]
-    fn watch_stream_decodes_events_across_chunks() {
-        let key = B64.encode("/p/subnets/11.10.0.0-20");
-        let val = B64.encode("{}");
-        let (url, server) = serve(vec![chunked(&[
-            r#"{"result":{"header":{"revision":"3"},"created":true}}"#,
-            &format!(
-                r#"{{"result":{{"header":{{"revision":"4"}},"events":[{{"kv":{{"key":"{key}","mod_revision":"4","value":"{val}","lease":"9"}}}},{{"type":"DELETE","kv":{{"key":"{key}","mod_revision":"5"}}}}]}}}}"#
-            ),
-            r#"{"result":{"header":{"raft_term":"2"},"canceled":true,"compact_revision":"5"}}"#,
-        ])]);
-        let c = Client::new(&[url]).unwrap();
-        let mut w = c.watch_prefix("/p/subnets/", 4).unwrap();
-        let r = w.next(Duration::from_secs(2)).unwrap().unwrap();
-        assert_eq!(r.revision, 4);
-        assert_eq!(r.events.len(), 2);
-        assert_eq!(r.events[0].kind, EventKind::Put);
-        assert_eq!(r.events[0].kv.lease, 9);
-        assert_eq!(r.events[1].kind, EventKind::Delete);
-        assert_eq!(r.events[1].kv.key, "/p/subnets/11.10.0.0-20");
-        let r = w.next(Duration::from_secs(2)).unwrap().unwrap();
-        assert!(r.canceled);
-        assert_eq!(r.compact_revision, 5);
-        assert!(w.next(Duration::from_secs(2)).is_err(), "closed stream is an error");
-        let requests = server.join().unwrap();
-        assert!(requests[0].contains("Grpc-Metadata-hasleader: true"));
-        let body = requests[0].split("\r\n\r\n").nth(1).unwrap();
-        let v: Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["create_request"]["start_revision"], "4");
-        assert_eq!(v["create_request"]["range_end"], B64.encode("/p/subnets0"));
-    }
-
-    #[test]
-    fn fails_over_to_the_next_endpoint() {
-        // A port with nothing listening, then a working fake.
-        let dead = TcpListener::bind("127.0.0.1:0").unwrap();
-        let dead_url = format!("http://{}", dead.local_addr().unwrap());
-        drop(dead);
-        let (url, server) = serve(vec![
-            plain("200 OK", r#"{"header":{"revision":"1"}}"#),
-            plain("200 OK", r#"{"header":{"revision":"2"}}"#),
-        ]);
-        let c = Client::new(&[dead_url, url]).unwrap();
-        assert_eq!(c.put("/a", b"1", 0).unwrap(), 1);
-        // The endpoint that answered is now tried first.
-        assert_eq!(c.put("/a", b"2", 0).unwrap(), 2);
-        server.join().unwrap();
+fn http_error(endpoint: &str, e: http::Error) -> Error {
+    match e {
+        http::Error::Io(source) => Error::Io {
+            endpoint: endpoint.to_string(),
+            source,
+        },
+        http::Error::Protocol(detail) => protocol(endpoint, detail),
     }
 }

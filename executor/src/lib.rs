@@ -7,6 +7,7 @@
 //! - [`checks`]: the topology's validation probes (`knetsim test`), run in the emulation's namespaces.
 //! - [`preflight`]: every program and plugin a plan needs, checked before `up` changes anything.
 //! - [`etcd`]: a small etcd v3 client (JSON gateway over HTTP/1.1).
+//! - [`http`]: the small HTTP/1.1 client of the etcd client, the probes and `status`.
 //! - [`flannel`]: the built-in flannel agent (`knetsim flanneld`): etcd subnet manager, vxlan backend.
 //! - [`par`]: a scoped thread pool for independent blocking calls, results in order.
 //! - [`system`]: the side-effect boundary ([`system::System`]), with the real Linux
@@ -23,6 +24,7 @@ pub mod delta;
 pub mod engine;
 pub mod etcd;
 pub mod flannel;
+pub mod http;
 pub mod layout;
 pub mod live;
 pub mod observe;

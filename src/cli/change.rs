@@ -7,7 +7,6 @@
 //! half-way is rolled back, and so is one whose process was killed (by the next).
 
 use super::status::display_name;
-use super::up::is_root;
 use super::{report_diagnostics, Target};
 use knetsim_compiler::plan::{delta, Action, Component};
 use knetsim_compiler::{self as compiler, Bundle, CompileOptions, Source};
@@ -15,6 +14,7 @@ use knetsim_executor::engine::Options;
 use knetsim_executor::layout::StateLayout;
 use knetsim_executor::live::{plan_of, Locked};
 use knetsim_executor::state::{self, LockWait, DEFAULT_LOCK_TIMEOUT};
+use knetsim_executor::system::process::is_root;
 use knetsim_executor::LinuxSystem;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

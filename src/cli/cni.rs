@@ -7,7 +7,7 @@
 //! runs cnitool on the worker) or in the one named by `--in`.
 
 use knetsim_executor::cni::{
-    default_container_id, netns_path, parse_cni_args, runtime::split_path, CniRuntime, Error, NetworkConf, RuntimeConf,
+    default_container_id, netns_path, parse_cni_args, split_path, CniRuntime, Error, NetworkConf, RuntimeConf,
 };
 use knetsim_executor::system::linux::in_netns;
 use std::path::{Path, PathBuf};

@@ -2,10 +2,10 @@
 //! PID, namespaces, files), or every emulation that has state with `--all`.
 
 use super::status::{display_name, emulations, name_flag};
-use super::up::is_root;
 use super::Target;
 use knetsim_executor::engine::DownError;
 use knetsim_executor::state::{self, LockWait, StateError};
+use knetsim_executor::system::process::is_root;
 use knetsim_executor::LinuxSystem;
 use std::path::Path;
 use std::time::Instant;

@@ -12,6 +12,7 @@ use knetsim_executor::live::store_first_generation;
 use knetsim_executor::observe::Inventory;
 use knetsim_executor::preflight::{self, RealMachine};
 use knetsim_executor::state::{self, StateFile};
+use knetsim_executor::system::process::is_root;
 use knetsim_executor::LinuxSystem;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -39,18 +40,6 @@ pub struct UpArgs {
     /// Do not run the topology's [[checks]] once it is up.
     #[arg(long)]
     no_checks: bool,
-}
-
-/// Whether this process runs as root (effective uid 0).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Subcommands of this knetsim, which can stand in for missing programs (`flanneld`).

@@ -42,9 +42,7 @@ pub fn skip(test: &str, reason: &str) -> bool {
 }
 
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    knetsim_executor::system::process::which(program).is_some()
 }
 
 /// The subcommands this build of knetsim has.
@@ -105,14 +103,7 @@ pub fn pod_ip(status: &serde_json::Value, pod: &str) -> String {
 }
 
 pub fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+    knetsim_executor::system::process::is_root()
 }
 
 /// Runs `knetsim down --name NAME` when dropped (after a failure, or always: down of

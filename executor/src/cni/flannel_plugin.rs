@@ -24,9 +24,8 @@
 //! own (no code of the specification fits) are code 999, as the reference plugin
 //! library reports them.
 
-use super::runtime::{
-    check_container_id, check_ifname, code, exec_plugin, Builtins, Error, PluginEnv, PluginError, SPEC_VERSION,
-    SUPPORTED_VERSIONS,
+use super::spec::{
+    check_container_id, check_ifname, code, Error, PluginEnv, PluginError, SPEC_VERSION, SUPPORTED_VERSIONS,
 };
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
@@ -37,6 +36,11 @@ use std::path::{Path, PathBuf};
 pub const NAME: &str = "flannel";
 pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
+
+/// How the plugin runs its delegate: the delegate's type, its `CNI_*` environment and
+/// its configuration in, what the delegate printed out (the runtime passes
+/// `exec::delegate`, which executes the delegate plugin found in `CNI_PATH`).
+pub type Delegate<'a> = &'a dyn Fn(&str, &PluginEnv, &[u8]) -> Result<Vec<u8>, Error>;
 
 /// What the flannel agent wrote into its subnet file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -281,10 +285,10 @@ fn delegate(
     command: &str,
     env: &PluginEnv,
     conf: &[u8],
-    builtins: &Builtins,
+    run_delegate: Delegate,
 ) -> Result<Vec<u8>, PluginError> {
     let env = env.with_command(command);
-    exec_plugin(kind, &env.plugin_dirs(), builtins, &env, conf).map_err(|e| match e {
+    run_delegate(kind, &env, conf).map_err(|e| match e {
         Error::Plugin { error, .. } => PluginError {
             msg: format!("failed to delegate {} to {kind}: {}", command.to_lowercase(), error.msg),
             ..error
@@ -303,14 +307,14 @@ fn delegate_type(conf: &Map<String, Value>) -> Result<String, PluginError> {
     }
 }
 
-fn cmd_add(env: &PluginEnv, n: &NetConf, builtins: &Builtins) -> Result<Vec<u8>, PluginError> {
+fn cmd_add(env: &PluginEnv, n: &NetConf, run_delegate: Delegate) -> Result<Vec<u8>, PluginError> {
     let fenv = SubnetEnv::load(&n.subnet_file).map_err(internal)?;
     let conf = build_delegate_from(n, &fenv)?;
     let kind = delegate_type(&conf)?;
     let bytes = serde_json::to_vec(&Value::Object(conf)).expect("a JSON value serializes");
     // Saved first, so that DEL can undo a half-done ADD.
     save_delegate(&n.data_dir, &env.container_id, &bytes)?;
-    let out = delegate(&kind, "ADD", env, &bytes, builtins)?;
+    let out = delegate(&kind, "ADD", env, &bytes, run_delegate)?;
     if serde_json::from_slice::<Value>(&out).is_err() {
         return Err(PluginError::new(
             code::DECODING_FAILURE,
@@ -331,7 +335,7 @@ fn saved_delegate(n: &NetConf, container_id: &str) -> Result<Option<(PathBuf, Ve
     }
 }
 
-fn cmd_del(env: &PluginEnv, n: &NetConf, builtins: &Builtins) -> Result<Vec<u8>, PluginError> {
+fn cmd_del(env: &PluginEnv, n: &NetConf, run_delegate: Delegate) -> Result<Vec<u8>, PluginError> {
     // Nothing saved: already deleted (or never added), which is not an error.
     let Some((path, bytes)) = saved_delegate(n, &env.container_id)? else {
         return Ok(Vec::new());
@@ -345,12 +349,12 @@ fn cmd_del(env: &PluginEnv, n: &NetConf, builtins: &Builtins) -> Result<Vec<u8>,
         }
     };
     let kind = delegate_type(&conf)?;
-    delegate(&kind, "DEL", env, &bytes, builtins)?;
+    delegate(&kind, "DEL", env, &bytes, run_delegate)?;
     let _ = std::fs::remove_file(&path);
     Ok(Vec::new())
 }
 
-fn cmd_check(env: &PluginEnv, n: &NetConf, builtins: &Builtins) -> Result<Vec<u8>, PluginError> {
+fn cmd_check(env: &PluginEnv, n: &NetConf, run_delegate: Delegate) -> Result<Vec<u8>, PluginError> {
     let Some((path, bytes)) = saved_delegate(n, &env.container_id)? else {
         return Err(PluginError::new(
             code::UNKNOWN_CONTAINER,
@@ -370,7 +374,7 @@ fn cmd_check(env: &PluginEnv, n: &NetConf, builtins: &Builtins) -> Result<Vec<u8
         conf.insert("prevResult".into(), with_route_gateways(prev));
     }
     let bytes = serde_json::to_vec(&Value::Object(conf)).expect("a JSON value serializes");
-    delegate(&kind, "CHECK", env, &bytes, builtins)?;
+    delegate(&kind, "CHECK", env, &bytes, run_delegate)?;
     Ok(Vec::new())
 }
 
@@ -415,8 +419,8 @@ fn version_info() -> Vec<u8> {
 
 /// Runs the plugin for one invocation: `env` is its `CNI_*` environment, `stdin` its
 /// configuration; returns what it prints on stdout. Delegates run through
-/// [`exec_plugin`] with `CNI_PATH` and `builtins`.
-pub fn run(env: &PluginEnv, stdin: &[u8], builtins: &Builtins) -> Result<Vec<u8>, PluginError> {
+/// `run_delegate`.
+pub fn run(env: &PluginEnv, stdin: &[u8], run_delegate: Delegate) -> Result<Vec<u8>, PluginError> {
     let required: &[(&str, &str)] = match env.command.as_str() {
         "VERSION" => return Ok(version_info()),
         "ADD" | "CHECK" => &[
@@ -487,16 +491,16 @@ pub fn run(env: &PluginEnv, stdin: &[u8], builtins: &Builtins) -> Result<Vec<u8>
         ));
     }
     match env.command.as_str() {
-        "ADD" => cmd_add(env, &n, builtins),
-        "DEL" => cmd_del(env, &n, builtins),
-        _ => cmd_check(env, &n, builtins),
+        "ADD" => cmd_add(env, &n, run_delegate),
+        "DEL" => cmd_del(env, &n, run_delegate),
+        _ => cmd_check(env, &n, run_delegate),
     }
 }
 
 /// The plugin as a program (knetsim started with `argv[0]` = `flannel`): the
 /// invocation from the environment and stdin, the result on stdout, an error as
 /// the specification's error object on stdout with exit code 1.
-pub fn main() -> i32 {
+pub fn main(run_delegate: Delegate) -> i32 {
     let env = PluginEnv::from_process_env();
     let mut stdin = Vec::new();
     let read = if env.command == "VERSION" {
@@ -505,7 +509,7 @@ pub fn main() -> i32 {
         std::io::stdin().read_to_end(&mut stdin)
     };
     let outcome = match read {
-        Ok(_) => run(&env, &stdin, &Builtins::detect()),
+        Ok(_) => run(&env, &stdin, run_delegate),
         Err(e) => Err(io_error("reading the network configuration from stdin".into(), e)),
     };
     let mut stdout = std::io::stdout().lock();
@@ -531,7 +535,13 @@ pub fn main() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cni::exec::{delegate, Builtins};
     use serde_json::json;
+
+    /// The plugin as the runtime runs it in process, its delegates run with `builtins`.
+    fn run(env: &PluginEnv, stdin: &[u8], builtins: &Builtins) -> Result<Vec<u8>, PluginError> {
+        super::run(env, stdin, &delegate(builtins))
+    }
 
     const SUBNET_ENV: &str =
         "FLANNEL_NETWORK=11.0.0.0/8\nFLANNEL_SUBNET=11.10.16.1/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";

@@ -6,32 +6,17 @@
 use super::config::Subnet;
 use super::lease::{normalize_mac, Change};
 use super::log::{info, warning};
+use crate::system::process;
 use serde_json::Value;
 use std::net::Ipv4Addr;
 
 /// flannel's VXLAN encapsulation overhead.
 pub const ENCAP_OVERHEAD: u32 = 50;
 
-/// Runs an argv, returning stdout; a failure carries stderr.
+/// [`process::run`] with its error as text: an argv, returning stdout; a failure
+/// carries stderr.
 pub(super) fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut expr = duct::cmd(argv[0], &argv[1..])
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
-    if let Some(input) = stdin {
-        expr = expr.stdin_bytes(input.as_bytes().to_vec());
-    }
-    let out = expr.run().map_err(|e| format!("running `{}`: {e}", argv.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{}` failed ({}): {}",
-            argv.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    process::run(argv, stdin).map_err(|e| e.to_string())
 }
 
 fn ip_json(args: &[&str]) -> Result<Value, String> {

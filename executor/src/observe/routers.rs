@@ -5,13 +5,13 @@
 //! readable and every inter-router link its connectors should hold is up; otherwise its
 //! `problems` say why.
 
+use crate::http;
 use crate::state::ProcessRecord;
 use crate::system::linux;
 use knetsim_router::config::Role;
 use knetsim_router::Config;
 use serde::Serialize;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// One router as observed.
@@ -103,23 +103,14 @@ pub fn from_metrics(metrics: &str, cfg: Option<&Config>) -> (Vec<RouterLink>, Ve
     (links, addresses)
 }
 
-/// The status code and body of a GET, or None if the request failed.
+/// The status code and body of a GET from inside `netns`, or None if the request failed.
 fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let path = path.to_string();
-    linux::in_netns(netns, move || {
-        let io = |e: std::io::Error| crate::system::SysError::io(format!("GET {addr}{path}"), e);
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(io)?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).map_err(io)?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io)?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).map_err(io)?;
-        Ok(text)
+    linux::in_netns(netns, || {
+        Ok(http::get(addr, path, Duration::from_secs(1), Duration::from_secs(2)).ok())
     })
     .ok()
-    .and_then(|t| {
-        let code = t.split_whitespace().nth(1)?.parse().ok()?;
-        t.split_once("\r\n\r\n").map(|(_, body)| (code, body.to_string()))
-    })
+    .flatten()
+    .map(|(code, body)| (code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Why a router is unhealthy: its /healthz (None when it has no healthz listener), its

@@ -9,13 +9,15 @@
 //! - Sysctls are written to `/proc/sys` by a thread that has entered the namespace.
 //! - Processes are started detached (own session) by a child that enters the
 //!   namespace between fork and exec ([`super::process`]); impairments are tc
-//!   and, without netem, nft ([`super::impair`]); etcd puts use [`crate::etcd`].
+//!   and, without netem, nft ([`super::impair`]); etcd puts and deletes use
+//!   [`crate::etcd`]; CNI ADD and DEL run [`crate::cni`]'s runtime from a thread
+//!   inside the worker's namespace; HTTP probes use [`crate::http`].
 //!
-//! Implemented so far: the underlay (namespaces, bridges, veths, addresses,
-//! routes, sysctls), files, `nft -f`, stopping processes, finding the processes
-//! in namespaces, the probes, starting processes, impairments and etcd puts.
-//! CNI ADD returns [`SysError::Unsupported`].
+//! Every method of [`System`] is implemented, the undoing ones too (CNI DEL, etcd
+//! deletes, deleting links, addresses and routes, clearing impairments) and reloads.
 
+use super::probe::{connect, http_get_ok, parse_http_url, resolve};
+use super::process::run;
 use super::{certs, CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
 use crate::cni::{CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
 use knetsim_compiler::plan::{Probe, VethEnd};
@@ -25,8 +27,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -135,29 +136,6 @@ fn check_name(what: &str, name: &str) -> SysResult<()> {
         Err(SysError::Invalid {
             what: what.into(),
             detail: format!("`{name}`"),
-        })
-    }
-}
-
-/// Runs an argv (never a shell), returning stdout; a non-zero exit is an error
-/// carrying stderr.
-fn run(argv: &[&str], stdin: Option<&str>) -> SysResult<String> {
-    let line = argv.join(" ");
-    let mut expr = duct::cmd(argv[0], &argv[1..])
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
-    if let Some(input) = stdin {
-        expr = expr.stdin_bytes(input.as_bytes().to_vec());
-    }
-    let out = expr.run().map_err(|e| SysError::io(format!("running `{line}`"), e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(SysError::Command {
-            argv: line,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
 }
@@ -314,83 +292,6 @@ fn wait_gone(p: Pid, timeout: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Minimal `http://host:port/path` parser for probes.
-fn parse_http_url(url: &str) -> SysResult<(String, String)> {
-    let invalid = || SysError::Invalid {
-        what: "probe URL".into(),
-        detail: url.into(),
-    };
-    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(invalid());
-    }
-    let authority = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((authority, path.to_string()))
-}
-
-fn resolve(addr: &str) -> SysResult<SocketAddr> {
-    addr.to_socket_addrs()
-        .map_err(|e| SysError::io(format!("address {addr}"), e))?
-        .next()
-        .ok_or_else(|| SysError::Invalid {
-            what: "address".into(),
-            detail: addr.into(),
-        })
-}
-
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn connect(addr: SocketAddr) -> SysResult<Option<TcpStream>> {
-    match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
-        Ok(s) => Ok(Some(s)),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::WouldBlock
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::AddrNotAvailable
-            ) || e.raw_os_error() == Some(libc::ENETUNREACH)
-                || e.raw_os_error() == Some(libc::EHOSTUNREACH) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(SysError::io(format!("connecting to {addr}"), e)),
-    }
-}
-
-fn http_get_ok(authority: &str, path: &str) -> SysResult<bool> {
-    let Some(mut stream) = connect(resolve(authority)?)? else {
-        return Ok(false);
-    };
-    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return Ok(false);
-    }
-    let mut head = [0u8; 16];
-    let mut n = 0;
-    while n < head.len() {
-        match stream.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    // "HTTP/1.x 2xx"
-    let line = String::from_utf8_lossy(&head[..n]);
-    Ok(line.starts_with("HTTP/") && line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')))
 }
 
 /// Directories `mkdir -p path` would create, outermost first.
@@ -825,19 +726,6 @@ impl System for LinuxSystem {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_probe_urls() {
-        assert_eq!(
-            parse_http_url("http://10.1.0.1:2379/health").unwrap(),
-            ("10.1.0.1:2379".to_string(), "/health".to_string())
-        );
-        assert_eq!(
-            parse_http_url("http://127.0.0.1").unwrap(),
-            ("127.0.0.1:80".to_string(), "/".to_string())
-        );
-        assert!(parse_http_url("https://x/").is_err());
-    }
 
     #[test]
     fn reads_own_start_time() {

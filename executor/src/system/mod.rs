@@ -8,6 +8,7 @@ pub mod fake;
 pub mod garp;
 pub mod impair;
 pub mod linux;
+pub mod probe;
 pub mod process;
 
 use knetsim_compiler::plan::{Op, Probe, VethEnd};
@@ -34,8 +35,6 @@ pub enum SysError {
     NotFound { what: String },
     #[error("invalid {what}: {detail}")]
     Invalid { what: String, detail: String },
-    #[error("{op} is not implemented by this system yet")]
-    Unsupported { op: &'static str },
     /// An error injected by [`fake::RecordingSystem`].
     #[error("injected failure: {call}")]
     Injected { call: String },
@@ -197,31 +196,17 @@ pub trait System: Send + Sync {
     /// Runs a CNI ADD; returns the addresses (CIDR form) of the result.
     fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>>;
     /// Runs the CNI DEL matching an earlier ADD (the IPAM plugin frees the address).
-    fn cni_del(&self, _req: &CniAddRequest) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "cni-del" })
-    }
+    fn cni_del(&self, req: &CniAddRequest) -> SysResult<()>;
     /// Deletes `key` from etcd at `endpoints`, from inside `netns`.
-    fn etcd_delete(&self, _netns: &str, _endpoints: &[String], _key: &str) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "etcd-delete" })
-    }
+    fn etcd_delete(&self, netns: &str, endpoints: &[String], key: &str) -> SysResult<()>;
     /// Deletes a link (a bridge, or a veth together with its peer) inside `netns`.
-    fn delete_link(&self, _netns: &str, _ifname: &str) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "delete-link" })
-    }
-    fn delete_address(&self, _netns: &str, _ifname: &str, _cidr: &str) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "delete-address" })
-    }
-    fn delete_route(&self, _netns: &str, _dst: &str, _dev: &str) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "delete-route" })
-    }
+    fn delete_link(&self, netns: &str, ifname: &str) -> SysResult<()>;
+    fn delete_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()>;
+    fn delete_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()>;
     /// Undoes [`System::impair`]: the interface's qdiscs and loss rule go; an
     /// interface without them is not an error.
-    fn clear_impairment(&self, _netns: &str, _ifname: &str) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "clear-impairment" })
-    }
+    fn clear_impairment(&self, netns: &str, ifname: &str) -> SysResult<()>;
     /// Asks a running process to reload its configuration (SIGHUP, as `nginx -s reload`).
     /// A process that is gone (or whose PID was recycled) is an error.
-    fn reload(&self, _pid: Pid) -> SysResult<()> {
-        Err(SysError::Unsupported { op: "reload" })
-    }
+    fn reload(&self, pid: Pid) -> SysResult<()>;
 }

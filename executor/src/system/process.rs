@@ -1,5 +1,8 @@
-//! Which program a [`ProcessSpec`](super::ProcessSpec) runs: PATH lookup and the
-//! built-in fallback, kept free of side effects so it is unit-tested without root.
+//! Programs and processes: PATH lookup ([`which`]), which program a
+//! [`ProcessSpec`](super::ProcessSpec) runs (the built-in fallback, kept free of side
+//! effects so it is unit-tested without root), running an argv to completion
+//! ([`run`]), starting detached or foreground processes in a namespace, and whether
+//! this process is root ([`is_root`]).
 //!
 //! - `argv[0] == "knetsim"` is this very executable;
 //! - a path (`/usr/sbin/nginx`, `./x`) is used as it is;
@@ -45,6 +48,34 @@ pub fn which_in(name: &str, path: Option<&OsStr>, executable: &dyn Fn(&Path) -> 
 /// [`which_in`] with this process's PATH and the real file system.
 pub fn which(name: &str) -> Option<PathBuf> {
     which_in(name, std::env::var_os("PATH").as_deref(), &is_executable)
+}
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs an argv (never a shell) to completion, with `stdin` as its input, and returns
+/// its stdout; a non-zero exit is [`SysError::Command`] carrying its stderr.
+pub fn run(argv: &[&str], stdin: Option<&str>) -> SysResult<String> {
+    let line = argv.join(" ");
+    let mut expr = duct::cmd(argv[0], &argv[1..])
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    if let Some(input) = stdin {
+        expr = expr.stdin_bytes(input.as_bytes().to_vec());
+    }
+    let out = expr.run().map_err(|e| SysError::io(format!("running `{line}`"), e))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(SysError::Command {
+            argv: line,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
 }
 
 /// This executable, as plans call it (`knetsim`). `KNETSIM_EXE` overrides it, for
@@ -285,6 +316,18 @@ mod tests {
         assert!(resolve_argv(&s(&["/nope/flanneld"]), Some("flanneld"), &lookup, &me).is_err());
         assert!(resolve_argv(&[], None, &lookup, &me).is_err());
         assert!(resolve_argv(&s(&[""]), None, &lookup, &me).is_err());
+    }
+
+    #[test]
+    fn run_returns_stdout_or_the_failure_with_stderr() {
+        assert_eq!(run(&["cat"], Some("in\n")).unwrap(), "in\n");
+        let err = run(&["sh", "-c", "echo oops >&2; exit 3"], None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`sh -c echo oops >&2; exit 3` failed (exit status: 3): oops"
+        );
+        let err = run(&["/nonexistent/prog"], None).unwrap_err().to_string();
+        assert!(err.starts_with("running `/nonexistent/prog`: "), "{err}");
     }
 
     #[test]

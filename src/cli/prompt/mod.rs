@@ -114,7 +114,7 @@ fn prompt(target: Target, ending: Ending) -> i32 {
             return 1;
         }
     };
-    if !super::up::is_root() {
+    if !knetsim_executor::system::process::is_root() {
         eprintln!("error: the knetsim prompt needs root (its commands enter network namespaces): run it with sudo");
         return 1;
     }
