@@ -32,6 +32,7 @@ pub mod par;
 pub mod preflight;
 pub mod state;
 pub mod system;
+pub mod teardown;
 
 pub use engine::{apply, apply_with, down, teardown, Applied, ApplyError, Event, Options, StepFailure};
 pub use state::{State, StateFile};

@@ -1,0 +1,316 @@
+//! Running one step of a plan: what each `Op` does through `System`, the readiness
+//! wait of a started process, and which paths may ever be removed.
+
+use super::{Effect, Options, StepError};
+use crate::state::{unix_now, ProcessRecord};
+use crate::system::{CertRequest, CniAddRequest, Impairment, ProcessSpec, System};
+use knetsim_compiler::plan::{Op, Probe};
+use knetsim_compiler::Bundle;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Runs one operation on the calling thread (for live changes), returning what it
+/// created in `effects`.
+pub(crate) fn run_op(
+    op: &Op,
+    bundle: &Bundle,
+    state_dir: &Path,
+    sys: &dyn System,
+    opts: &Options,
+    effects: &mut Vec<Effect>,
+    warnings: &mut Vec<String>,
+) -> Result<(), StepError> {
+    let cancel = AtomicBool::new(false);
+    Ctx {
+        bundle,
+        state_dir,
+        sys,
+        opts,
+        cancel: &cancel,
+    }
+    .execute(op, effects, warnings)
+}
+
+/// Starts the process of a `StartProcess` op, after removing what a predecessor
+/// wrote (etcd's data directory, the file its probe waits for: a started process
+/// always begins afresh). Records what it created, the process last, in `effects`.
+pub(crate) fn start_process(
+    op: &Op,
+    sys: &dyn System,
+    state_dir: &Path,
+    effects: &mut Vec<Effect>,
+) -> Result<ProcessRecord, StepError> {
+    let Op::StartProcess {
+        name,
+        netns,
+        argv,
+        builtin,
+        log,
+        ..
+    } = op
+    else {
+        unreachable!("start_process takes a StartProcess op");
+    };
+    for out in knetsim_compiler::plan::delta::process_outputs(op) {
+        let out = Path::new(out);
+        if removable(out, state_dir) {
+            sys.remove_path(out)?;
+            effects.push(Effect::Path(out.to_path_buf()));
+        }
+    }
+    let spawned = sys.start_process(&ProcessSpec {
+        name: name.clone(),
+        netns: netns.clone(),
+        argv: argv.clone(),
+        builtin: builtin.clone(),
+        log: log.clone(),
+    })?;
+    effects.extend(spawned.created.into_iter().map(Effect::Path));
+    let record = ProcessRecord {
+        name: name.clone(),
+        netns: netns.clone(),
+        pid: spawned.pid,
+        start_ticks: spawned.start_ticks,
+        argv: argv.clone(),
+        log: log.clone(),
+        started_at: unix_now(),
+    };
+    effects.push(Effect::Process(record.clone()));
+    Ok(record)
+}
+
+/// Waits until a started process passes its readiness probe.
+pub(crate) fn wait_process_ready(
+    op: &Op,
+    pid: u32,
+    bundle: &Bundle,
+    state_dir: &Path,
+    sys: &dyn System,
+    opts: &Options,
+) -> Result<(), StepError> {
+    let Op::StartProcess { ready, log, .. } = op else {
+        return Ok(());
+    };
+    let cancel = AtomicBool::new(false);
+    Ctx {
+        bundle,
+        state_dir,
+        sys,
+        opts,
+        cancel: &cancel,
+    }
+    .wait_ready(ready, Some((pid, log)))
+}
+
+/// What a worker needs to run one step.
+pub(super) struct Ctx<'a> {
+    pub(super) bundle: &'a Bundle,
+    /// Only paths inside it are ever removed.
+    pub(super) state_dir: &'a Path,
+    pub(super) sys: &'a dyn System,
+    pub(super) opts: &'a Options,
+    pub(super) cancel: &'a AtomicBool,
+}
+
+impl Ctx<'_> {
+    fn artifact(&self, name: &str) -> Result<&str, StepError> {
+        self.bundle
+            .get(name)
+            .ok_or_else(|| StepError::MissingArtifact(name.to_string()))
+    }
+
+    fn write(&self, path: &str, contents: &str, effects: &mut Vec<Effect>) -> Result<(), StepError> {
+        let dirs = self.sys.write_file(Path::new(path), contents.as_bytes())?;
+        effects.extend(dirs.into_iter().map(Effect::Path));
+        effects.push(Effect::Path(PathBuf::from(path)));
+        Ok(())
+    }
+
+    pub(super) fn execute(
+        &self,
+        op: &Op,
+        effects: &mut Vec<Effect>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), StepError> {
+        let sys = self.sys;
+        match op {
+            Op::CreateNetns { netns } => {
+                sys.create_netns(netns)?;
+                effects.push(Effect::Netns(netns.clone()));
+            }
+            Op::CreateBridge { netns, name } => sys.create_bridge(netns, name)?,
+            Op::CreateVeth { a, b } => sys.create_veth(a, b)?,
+            Op::AddAddress { netns, ifname, cidr } => sys.add_address(netns, ifname, cidr)?,
+            Op::AddRoute { netns, dst, dev } => sys.add_route(netns, dst, dev)?,
+            Op::SetSysctl { netns, key, value } => sys.set_sysctl(netns, key, value)?,
+            Op::Impair {
+                netns,
+                ifname,
+                rate,
+                delay,
+                loss,
+            } => warnings.extend(sys.impair(
+                netns,
+                ifname,
+                &Impairment {
+                    rate: rate.clone(),
+                    delay: delay.clone(),
+                    loss: *loss,
+                },
+            )?),
+            Op::MakeDir { path } => {
+                let dirs = sys.make_dir(Path::new(path))?;
+                effects.extend(dirs.into_iter().map(Effect::Path));
+            }
+            Op::WriteFile { path, artifact } => self.write(path, self.artifact(artifact)?, effects)?,
+            Op::GenerateCerts {
+                dir,
+                common_name,
+                ip_sans,
+                ca_dir,
+            } => {
+                let created = sys.generate_certs(&CertRequest {
+                    dir: dir.clone(),
+                    common_name: common_name.clone(),
+                    ip_sans: ip_sans.clone(),
+                    ca_dir: ca_dir.clone(),
+                })?;
+                effects.extend(created.into_iter().map(Effect::Path));
+            }
+            Op::NftLoad { netns, artifact, path } => {
+                self.write(path, self.artifact(artifact)?, effects)?;
+                sys.nft_load(netns, Path::new(path))?;
+            }
+            Op::StartProcess { log, ready, .. } => {
+                let started = start_process(op, sys, self.state_dir, effects)?;
+                self.wait_ready(ready, Some((started.pid, log)))?;
+            }
+            Op::EtcdPut {
+                netns,
+                endpoints,
+                key,
+                artifact,
+                pointer,
+            } => {
+                let text = self.artifact(artifact)?;
+                let value = if pointer.is_empty() {
+                    text.to_string()
+                } else {
+                    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| StepError::BadArtifact {
+                        artifact: artifact.clone(),
+                        detail: e.to_string(),
+                    })?;
+                    match doc.pointer(pointer) {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(v) => v.to_string(),
+                        None => {
+                            return Err(StepError::BadArtifact {
+                                artifact: artifact.clone(),
+                                detail: format!("no member at {pointer}"),
+                            })
+                        }
+                    }
+                };
+                sys.etcd_put(netns, endpoints, key, &value)?;
+            }
+            Op::CniAdd { ip, .. } => {
+                let request = CniAddRequest::of(op).expect("a CNI ADD");
+                let got = sys.cni_add(&request)?;
+                if !got.iter().any(|a| a.split('/').next() == Some(ip.as_str())) {
+                    return Err(StepError::IpMismatch {
+                        expected: ip.clone(),
+                        got,
+                    });
+                }
+            }
+            Op::Wait { probe } => self.wait_ready(probe, None)?,
+        }
+        Ok(())
+    }
+
+    /// Sleeps unless cancelled; returns false when cancelled.
+    fn pause(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        loop {
+            if self.cancel.load(Ordering::SeqCst) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(10)));
+        }
+    }
+
+    fn wait_ready(&self, probe: &Probe, process: Option<(u32, &String)>) -> Result<(), StepError> {
+        let pid = process.map(|(p, _)| p);
+        let exited = || {
+            let (pid, log) = process.expect("alive probes belong to a process");
+            StepError::Exited { pid, log: log.clone() }
+        };
+        if matches!(probe, Probe::Alive) {
+            if !self.pause(self.opts.alive_grace) {
+                return Err(StepError::Cancelled);
+            }
+            return match self.sys.check(probe, pid)? {
+                true => Ok(()),
+                false => Err(exited()),
+            };
+        }
+        let start = Instant::now();
+        loop {
+            if self.sys.check(probe, pid)? {
+                return Ok(());
+            }
+            if pid.is_some() && !self.sys.check(&Probe::Alive, pid)? {
+                return Err(exited());
+            }
+            if start.elapsed() >= self.opts.probe_timeout {
+                return Err(StepError::NotReady {
+                    probe: describe_probe(probe),
+                    waited: start.elapsed(),
+                });
+            }
+            if !self.pause(self.opts.probe_interval) {
+                return Err(StepError::Cancelled);
+            }
+        }
+    }
+}
+
+pub fn describe_probe(p: &Probe) -> String {
+    match p {
+        Probe::Alive => "process alive".into(),
+        Probe::HttpGet { netns, url } => format!("GET {url} in {netns}"),
+        Probe::TcpConnect { netns, addr } => format!("TCP connect to {addr} in {netns}"),
+        Probe::FileExists { path } => format!("file {path} exists"),
+        Probe::RoutesVia { netns, dev, count } => format!("{count} routes via {dev} in {netns}"),
+    }
+}
+
+/// Only paths strictly inside an absolute state directory are ever removed.
+pub(crate) fn removable(path: &Path, state_dir: &Path) -> bool {
+    use std::path::Component;
+    let plain = |p: &Path| p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir));
+    plain(path) && plain(state_dir) && state_dir.parent().is_some() && path.starts_with(state_dir) && path != state_dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removable;
+    use std::path::Path;
+
+    #[test]
+    fn removes_only_inside_the_state_dir() {
+        let dir = Path::new("/tmp/knetsim");
+        assert!(removable(Path::new("/tmp/knetsim/C0w1/x.conf"), dir));
+        assert!(!removable(dir, dir));
+        assert!(!removable(Path::new("/tmp/knetsim/../etc"), dir));
+        assert!(!removable(Path::new("/etc/passwd"), dir));
+        assert!(!removable(Path::new("/etc/passwd"), Path::new("")));
+        assert!(!removable(Path::new("/etc/passwd"), Path::new("/")));
+        assert!(!removable(Path::new("rel/x"), Path::new("rel")));
+    }
+}
