@@ -6,7 +6,7 @@
 //! or that the running emulation cannot take, changes nothing; one that fails
 //! half-way is rolled back, and so is one whose process was killed (by the next).
 
-use super::status::display_name;
+use super::running::display_name;
 use super::{report_diagnostics, Target};
 use knetsim_compiler::plan::{delta, Action, Component};
 use knetsim_compiler::{self as compiler, Bundle, CompileOptions, Source};

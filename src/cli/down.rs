@@ -1,7 +1,7 @@
 //! `knetsim down`: tear an emulation down from its recorded state (processes by
 //! PID, namespaces, files), or every emulation that has state with `--all`.
 
-use super::status::{display_name, emulations, name_flag};
+use super::running::{display_name, emulations, name_flag};
 use super::Target;
 use knetsim_executor::engine::DownError;
 use knetsim_executor::state::{self, LockWait, StateError};

@@ -2,8 +2,8 @@
 //! interactive shell, inside a host's or a pod's network namespace. The child
 //! enters the namespace between fork and exec; knetsim itself never does.
 
+use super::running::display_name;
 use super::running::recorded_state;
-use super::status::display_name;
 use super::Target;
 use knetsim_executor::observe::Inventory;
 use knetsim_executor::system::linux::open_netns;

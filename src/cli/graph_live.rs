@@ -1,8 +1,8 @@
 //! `knetsim graph --live`: the running emulation's model (from its stored topology)
 //! and what really runs ([`knetsim_executor::observe::live_facts`]).
 
+use super::running::display_name;
 use super::running::{recorded_state, NotRunning};
-use super::status::display_name;
 use super::Target;
 use knetsim_compiler::graph::LiveFacts;
 use knetsim_compiler::{self as compiler, Model, Source};

@@ -1,11 +1,11 @@
 //! The recorded state of the emulation a subcommand names: what `exec`, `shell`,
 //! `test`, `status`, the prompt, live changes and `graph --live` read first.
 
-use super::status::display_name;
 use super::Target;
 use knetsim_compiler::CompileOptions;
 use knetsim_executor::state::{self, State};
 use std::fmt;
+use std::path::PathBuf;
 
 /// Why the emulation named by a [`Target`] has no recorded state to act on.
 pub enum NotRunning {
@@ -42,5 +42,51 @@ pub fn recorded_state(target: &Target) -> Result<(CompileOptions, State), NotRun
         Ok(Some(st)) => Ok((opts, st)),
         Ok(None) => Err(NotRunning::NotUp(opts)),
         Err(e) => Err(NotRunning::Error(e.to_string())),
+    }
+}
+
+/// Directories that may hold an emulation's state: `/tmp/knetsim` and `/tmp/knetsim-*`.
+pub fn state_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/tmp") {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if (name == "knetsim" || name.starts_with("knetsim-"))
+                && e.file_type().is_ok_and(|t| t.is_dir())
+                && e.path().join(state::STATE_FILE).exists()
+            {
+                dirs.push(e.path());
+            }
+        }
+    }
+    dirs.sort();
+    dirs
+}
+
+/// `(name, state dir)` of every emulation with recorded state.
+pub fn emulations() -> Vec<(String, PathBuf)> {
+    state_dirs()
+        .into_iter()
+        .filter_map(|d| match state::read(&d) {
+            Ok(Some(st)) => Some((st.name, d)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn display_name(name: &str) -> &str {
+    if name.is_empty() {
+        "default"
+    } else {
+        name
+    }
+}
+
+pub fn name_flag(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" --name {name}")
     }
 }

@@ -2,12 +2,10 @@
 //! way `kubectl get` shows them. What is looked at comes typed from
 //! [`knetsim_executor::observe`]; this file only renders it.
 
-use super::running::{recorded_state, NotRunning};
+use super::running::{display_name, emulations, name_flag, recorded_state, NotRunning};
 use super::Target;
 use knetsim_executor::observe::{self, Health, Inventory, RouterHealth};
-use knetsim_executor::state;
 use serde_json::json;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -50,52 +48,6 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r.clone());
-    }
-}
-
-/// Directories that may hold an emulation's state: `/tmp/knetsim` and `/tmp/knetsim-*`.
-pub fn state_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/tmp") {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if (name == "knetsim" || name.starts_with("knetsim-"))
-                && e.file_type().is_ok_and(|t| t.is_dir())
-                && e.path().join(state::STATE_FILE).exists()
-            {
-                dirs.push(e.path());
-            }
-        }
-    }
-    dirs.sort();
-    dirs
-}
-
-/// `(name, state dir)` of every emulation with recorded state.
-pub fn emulations() -> Vec<(String, PathBuf)> {
-    state_dirs()
-        .into_iter()
-        .filter_map(|d| match state::read(&d) {
-            Ok(Some(st)) => Some((st.name, d)),
-            _ => None,
-        })
-        .collect()
-}
-
-pub fn display_name(name: &str) -> &str {
-    if name.is_empty() {
-        "default"
-    } else {
-        name
-    }
-}
-
-pub fn name_flag(name: &str) -> String {
-    if name.is_empty() {
-        String::new()
-    } else {
-        format!(" --name {name}")
     }
 }
 

@@ -2,8 +2,9 @@
 //! against the running emulation and prints a pass/fail table, like netlab's
 //! `validate`. `knetsim up` runs the same checks when it is done.
 
+use super::running::display_name;
 use super::running::recorded_state;
-use super::status::{display_name, print_table};
+use super::status::print_table;
 use super::Target;
 use knetsim_compiler::artifacts::{checks, paths::CHECKS};
 use knetsim_compiler::model::Check;

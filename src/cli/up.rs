@@ -1,7 +1,8 @@
 //! `knetsim up`: compile, preflight (nothing changes if something is missing),
 //! apply the plan with the real system, print a summary.
 
-use super::status::{display_name, name_flag, print_table};
+use super::running::{display_name, name_flag};
+use super::status::print_table;
 use super::{load_options_and_source, report_diagnostics, Target};
 use clap::CommandFactory;
 use knetsim_compiler::artifacts::paths::{CHECKS, INVENTORY, PLAN};

@@ -165,7 +165,7 @@ fn repl(session: &mut Session, ending: Ending) -> rustyline::Result<bool> {
     }
     println!(
         "*** knetsim prompt for emulation {}: `help` lists the commands, TAB completes, Ctrl-D leaves",
-        super::status::display_name(&session.name)
+        super::running::display_name(&session.name)
     );
     loop {
         match rl.readline(PROMPT) {
@@ -219,8 +219,8 @@ fn repl(session: &mut Session, ending: Ending) -> rustyline::Result<bool> {
             "" | "n" | "N" | "no" => {
                 println!(
                     "emulation {} stays up (knetsim down{} removes it)",
-                    super::status::display_name(&session.name),
-                    super::status::name_flag(&session.name)
+                    super::running::display_name(&session.name),
+                    super::running::name_flag(&session.name)
                 );
                 return Ok(false);
             }
