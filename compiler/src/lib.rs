@@ -93,7 +93,23 @@ pub fn check(source: &Source, opts: &CompileOptions) -> Result<Model, Diagnostic
     model::build(source, &spec, opts)
 }
 
-/// Compiles a topology into its artifact bundle.
+/// A compiled topology, handed to the executor typed: the model, the plan, and the
+/// bundle (which carries both as `inventory.json` and `plan.json` for the disk).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub model: Model,
+    pub plan: plan::Plan,
+    pub bundle: Bundle,
+}
+
+/// Compiles a topology into its model, plan and artifact bundle.
+pub fn compile_all(source: &Source, opts: &CompileOptions) -> Result<Compiled, Diagnostics> {
+    let model = check(source, opts)?;
+    let (plan, bundle) = artifacts::render(&model);
+    Ok(Compiled { model, plan, bundle })
+}
+
+/// Compiles a topology into its artifact bundle only (the model and plan dropped).
 pub fn compile(source: &Source, opts: &CompileOptions) -> Result<Bundle, Diagnostics> {
     let model = check(source, opts)?;
     Ok(artifacts::render_bundle(&model))

@@ -204,13 +204,14 @@ fn run_change(
 /// wrong is printed, and the exit code returned.
 fn compute(running: &Running, origin: &str, text: String) -> Result<(Source, Bundle, Vec<Action>), i32> {
     let source = Source::new(origin, text);
-    let new_bundle = compiler::compile(&source, &running.opts).map_err(|d| {
+    let compiled = compiler::compile_all(&source, &running.opts).map_err(|d| {
         report_diagnostics(&d);
         eprintln!("error: the change does not compile; nothing was changed");
         1
     })?;
-    let plans = plan_of(&running.bundle, &running.skip).and_then(|old| Ok((old, plan_of(&new_bundle, &running.skip)?)));
-    let (old_plan, new_plan) = plans.map_err(|e| {
+    let (new_plan, new_bundle) = (compiled.plan.without(&running.skip), compiled.bundle);
+    // The running plan comes from the stored generation, as the disk has it.
+    let old_plan = plan_of(&running.bundle, &running.skip).map_err(|e| {
         eprintln!("error: {e}");
         1
     })?;

@@ -5,9 +5,9 @@ use super::running::{display_name, name_flag};
 use super::status::print_table;
 use super::{load_options_and_source, report_diagnostics, Target};
 use clap::CommandFactory;
-use knetsim_compiler::artifacts::paths::{CHECKS, INVENTORY, PLAN};
+use knetsim_compiler::model::Check;
 use knetsim_compiler::plan::{Component, Op, Plan};
-use knetsim_compiler::{self as compiler, Bundle};
+use knetsim_compiler::{self as compiler, Compiled};
 use knetsim_executor::engine::{apply_with, ApplyError, Event, Options};
 use knetsim_executor::live::store_first_generation;
 use knetsim_executor::observe::Inventory;
@@ -272,17 +272,10 @@ fn print_summary(
 }
 
 /// Runs the bundle's checks after `up` and prints their table: 0 when none failed.
-fn checks_exit_code(text: &str, skip: &[Component], name: &str) -> i32 {
-    let checks = match super::test::parse_checks(text) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+fn checks_exit_code(checks: &[Check], skip: &[Component], name: &str) -> i32 {
     println!();
     let skipped: Vec<String> = skip.iter().map(|c| c.name().to_string()).collect();
-    if super::test::run_and_print(&checks, &skipped, &super::test::RunOptions::default()) {
+    if super::test::run_and_print(checks, &skipped, &super::test::RunOptions::default()) {
         return 0;
     }
     eprintln!(
@@ -298,16 +291,14 @@ pub fn up(a: UpArgs) -> i32 {
     let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
         return 1;
     };
-    let bundle: Bundle = match compiler::compile(&source, &opts) {
-        Ok(b) => b,
+    let Compiled { model, plan, bundle } = match compiler::compile_all(&source, &opts) {
+        Ok(c) => c,
         Err(d) => {
             report_diagnostics(&d);
             return 1;
         }
     };
-    let plan: Plan = serde_json::from_str::<Plan>(bundle.get(PLAN).expect("bundle has a plan"))
-        .expect("plan.json parses")
-        .without(&a.skip);
+    let plan: Plan = plan.without(&a.skip);
     let name = opts.name.clone();
     let state_dir = opts.state_dir.clone();
 
@@ -375,23 +366,20 @@ pub fn up(a: UpArgs) -> i32 {
     progress.clear();
     match result {
         Ok(applied) => {
-            let inv = Inventory::parse(bundle.get(INVENTORY).expect("bundle has an inventory"));
-            match inv {
-                Ok(inv) => print_summary(
-                    &inv,
-                    &name,
-                    &state_dir,
-                    t0.elapsed(),
-                    applied.completed.len(),
-                    applied.processes.len(),
-                    &a.skip,
-                ),
-                Err(e) => eprintln!("warning: {e}"),
-            }
+            print_summary(
+                &Inventory::of(&model),
+                &name,
+                &state_dir,
+                t0.elapsed(),
+                applied.completed.len(),
+                applied.processes.len(),
+                &a.skip,
+            );
             // A failing check is reported in the exit code; the emulation stays up to be looked at.
-            let checks_code = match bundle.get(CHECKS) {
-                Some(text) if !a.no_checks => checks_exit_code(text, &a.skip, &name),
-                _ => 0,
+            let checks_code = if a.no_checks || model.checks.is_empty() {
+                0
+            } else {
+                checks_exit_code(&model.checks, &a.skip, &name)
             };
             if a.cli {
                 drop(sf); // the prompt's `pod` / `svc` lock the state themselves

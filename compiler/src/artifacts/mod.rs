@@ -21,7 +21,13 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     s
 }
 
+/// Every artifact of `model`, the plan among them (`plan.json`).
 pub fn render_bundle(model: &Model) -> Bundle {
+    render(model).1
+}
+
+/// The plan and the bundle of `model` (which carries the plan as `plan.json`).
+pub fn render(model: &Model) -> (crate::plan::Plan, Bundle) {
     let mut b = Bundle::default();
     b.insert(paths::INVENTORY, ArtifactKind::Inventory, None, None, to_json(model));
     let naming = model.naming();
@@ -98,9 +104,6 @@ pub fn render_bundle(model: &Model) -> Bundle {
         );
     }
     let plan = crate::plan::build(model, &b);
-    let plan_json = to_json(&plan);
-    // The plan is the largest structure of a big bundle: free it before its text is stored.
-    drop(plan);
-    b.insert(paths::PLAN, ArtifactKind::Plan, None, None, plan_json);
-    b
+    b.insert(paths::PLAN, ArtifactKind::Plan, None, None, to_json(&plan));
+    (plan, b)
 }
