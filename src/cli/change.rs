@@ -6,8 +6,9 @@
 //! or that the running emulation cannot take, changes nothing; one that fails
 //! half-way is rolled back, and so is one whose process was killed (by the next).
 
+use super::error::{failed, CliError, Outcome};
 use super::running::display_name;
-use super::{report_diagnostics, Target};
+use super::Target;
 use knetsim_compiler::plan::{delta, Action, Component};
 use knetsim_compiler::{self as compiler, Bundle, CompileOptions, Source};
 use knetsim_executor::engine::Options;
@@ -113,7 +114,7 @@ fn peek(target: &Target) -> Result<Running, String> {
 
 /// `pod`/`svc` edits: edit the running emulation's stored topology text and apply
 /// (or with `dry_run` print) the resulting change.
-pub fn edit_running(target: &Target, dry_run: bool, edit: impl FnOnce(&Running) -> Result<String, String>) -> i32 {
+pub fn edit_running(target: &Target, dry_run: bool, edit: impl FnOnce(&Running) -> Result<String, String>) -> Outcome {
     run_change(target, dry_run, "topology.toml (edited)", edit)
 }
 
@@ -124,7 +125,7 @@ fn run_change(
     dry_run: bool,
     origin: &str,
     edit: impl FnOnce(&Running) -> Result<String, String>,
-) -> i32 {
+) -> Outcome {
     let t0 = Instant::now();
     // KNETSIM_TIMING=1: where a change spends its time, on stderr.
     let timing = std::env::var_os("KNETSIM_TIMING").is_some();
@@ -134,104 +135,64 @@ fn run_change(
         }
     };
     if dry_run {
-        return match peek(target).and_then(|r| edit(&r).map(|text| (r, text))) {
-            Ok((running, text)) => match compute(&running, origin, text) {
-                Ok((_, _, actions)) => {
-                    for a in &actions {
-                        println!("{a}");
-                    }
-                    if actions.is_empty() {
-                        eprintln!("no changes");
-                    }
-                    0
-                }
-                Err(code) => code,
-            },
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        };
+        let running = peek(target)?;
+        let text = edit(&running)?;
+        let (_, _, actions) = compute(&running, origin, text)?;
+        for a in &actions {
+            println!("{a}");
+        }
+        if actions.is_empty() {
+            eprintln!("no changes");
+        }
+        return Ok(0);
     }
     if !is_root() {
-        eprintln!("error: changing a running emulation needs root: run it with sudo");
-        return 1;
+        return Err("changing a running emulation needs root: run it with sudo".into());
     }
     let sys = LinuxSystem::new();
-    let (mut locked, running) = match lock(target, &sys) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+    let (mut locked, running) = lock(target, &sys)?;
     mark("state locked");
-    let text = match edit(&running) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let (source, new_bundle, actions) = match compute(&running, origin, text) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let text = edit(&running)?;
+    let (source, new_bundle, actions) = compute(&running, origin, text)?;
     mark("delta computed");
-    let result = locked.change_to(&source.text, &new_bundle, &actions, &sys, &options(), &mut |a, d| {
-        eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0)
-    });
-    match result {
-        Ok(done) => {
-            mark("applied and stored");
-            println!(
-                "emulation {} changed in {:.1} ms ({} action{})",
-                display_name(&running.opts.name),
-                t0.elapsed().as_secs_f64() * 1000.0,
-                done.performed.len(),
-                if done.performed.len() == 1 { "" } else { "s" }
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+    let done = locked
+        .change_to(&source.text, &new_bundle, &actions, &sys, &options(), &mut |a, d| {
+            eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0)
+        })
+        .map_err(failed)?;
+    mark("applied and stored");
+    println!(
+        "emulation {} changed in {:.1} ms ({} action{})",
+        display_name(&running.opts.name),
+        t0.elapsed().as_secs_f64() * 1000.0,
+        done.performed.len(),
+        if done.performed.len() == 1 { "" } else { "s" }
+    );
+    Ok(0)
 }
 
-/// Compiles `text` and computes the actions that move `running` to it; what is
-/// wrong is printed, and the exit code returned.
-fn compute(running: &Running, origin: &str, text: String) -> Result<(Source, Bundle, Vec<Action>), i32> {
+/// Compiles `text` and computes the actions that move `running` to it.
+fn compute(running: &Running, origin: &str, text: String) -> Result<(Source, Bundle, Vec<Action>), CliError> {
     let source = Source::new(origin, text);
     let compiled = compiler::compile_all(&source, &running.opts).map_err(|d| {
-        report_diagnostics(&d);
-        eprintln!("error: the change does not compile; nothing was changed");
-        1
+        eprint!("{}", d.render());
+        CliError::from("the change does not compile; nothing was changed")
     })?;
     let (new_plan, new_bundle) = (compiled.plan.without(&running.skip), compiled.bundle);
     // The running plan comes from the stored generation, as the disk has it.
-    let old_plan = plan_of(&running.bundle, &running.skip).map_err(|e| {
-        eprintln!("error: {e}");
-        1
-    })?;
+    let old_plan = plan_of(&running.bundle, &running.skip).map_err(failed)?;
     let actions = delta(&old_plan, &running.bundle, &new_plan, &new_bundle).map_err(|unsupported| {
-        eprintln!("error: the running emulation cannot take this change (nothing was changed):");
-        for u in unsupported {
-            eprintln!("  - {u}");
-        }
-        1
+        let list: Vec<String> = unsupported.iter().map(|u| format!("  - {u}")).collect();
+        CliError::Failed(format!(
+            "the running emulation cannot take this change (nothing was changed):\n{}",
+            list.join("\n")
+        ))
     })?;
     Ok((source, new_bundle, actions))
 }
 
-pub fn apply(a: ApplyArgs) -> i32 {
-    let text = match std::fs::read_to_string(&a.topology) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read topology {}: {e}", a.topology.display());
-            return 1;
-        }
-    };
+pub fn apply(a: ApplyArgs) -> Outcome {
+    let text = std::fs::read_to_string(&a.topology)
+        .map_err(|e| format!("cannot read topology {}: {e}", a.topology.display()))?;
     run_change(&a.target, a.dry_run, &a.topology.display().to_string(), |_| Ok(text))
 }

@@ -1,6 +1,7 @@
 //! compile, check, plan, diff: the commands that need no root (`graph` is in graph.rs).
 
-use super::{load_options_and_source, report_diagnostics, Target};
+use super::error::{CliError, Outcome};
+use super::{load_options_and_source, Target};
 use knetsim_compiler::{self as compiler, diff, Bundle};
 use std::path::{Path, PathBuf};
 
@@ -50,86 +51,81 @@ pub struct DiffArgs {
     target: Target,
 }
 
-/// Compiles `path` (or the default topology) for `target`; reports problems and returns None on failure.
-fn compile_to_bundle(path: Option<&Path>, target: &Target) -> Option<Bundle> {
+/// Compiles `path` (or the default topology) for `target`.
+fn compile_to_bundle(path: Option<&Path>, target: &Target) -> Result<Bundle, CliError> {
     let (opts, source) = load_options_and_source(target, path)?;
-    compiler::compile(&source, &opts)
-        .map_err(|d| report_diagnostics(&d))
-        .ok()
+    Ok(compiler::compile(&source, &opts)?)
 }
 
-pub fn compile(a: CompileArgs) -> i32 {
-    let Some(bundle) = compile_to_bundle(a.topology.as_deref(), &a.target) else {
-        return 1;
-    };
-    if let Err(e) = bundle.write_to(&a.output) {
-        eprintln!("error: cannot write bundle to {}: {e}", a.output.display());
-        return 1;
-    }
+pub fn compile(a: CompileArgs) -> Outcome {
+    let bundle = compile_to_bundle(a.topology.as_deref(), &a.target)?;
+    bundle
+        .write_to(&a.output)
+        .map_err(|e| format!("cannot write bundle to {}: {e}", a.output.display()))?;
     println!(
         "wrote {} artifacts and manifest.json to {}",
         bundle.files.len(),
         a.output.display()
     );
-    0
+    Ok(0)
 }
 
-pub fn check(a: CheckArgs) -> i32 {
-    let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
-        return 1;
-    };
-    match compiler::check(&source, &opts) {
-        Ok(m) => {
-            let hosts = m.hosts().count();
-            let pods: usize = m.clusters.iter().map(|c| c.pods.len()).sum();
-            let services: usize = m.clusters.iter().map(|c| c.services.len()).sum();
-            println!(
-                "{}: ok ({} clusters, {hosts} hosts, {pods} pods, {services} services, {} routers)",
-                source.name,
-                m.clusters.len(),
-                m.routers.len()
-            );
-            0
-        }
-        Err(d) => {
-            report_diagnostics(&d);
-            1
-        }
-    }
+pub fn check(a: CheckArgs) -> Outcome {
+    let (opts, source) = load_options_and_source(&a.target, a.topology.as_deref())?;
+    let m = compiler::check(&source, &opts)?;
+    let hosts = m.hosts().count();
+    let pods: usize = m.clusters.iter().map(|c| c.pods.len()).sum();
+    let services: usize = m.clusters.iter().map(|c| c.services.len()).sum();
+    println!(
+        "{}: ok ({} clusters, {hosts} hosts, {pods} pods, {services} services, {} routers)",
+        source.name,
+        m.clusters.len(),
+        m.routers.len()
+    );
+    Ok(0)
 }
 
-pub fn plan(a: PlanArgs) -> i32 {
-    let Some(bundle) = compile_to_bundle(a.topology.as_deref(), &a.target) else {
-        return 1;
-    };
-    let text = bundle.get(compiler::artifacts::paths::PLAN).expect("bundle has a plan");
+pub fn plan(a: PlanArgs) -> Outcome {
+    let (opts, source) = load_options_and_source(&a.target, a.topology.as_deref())?;
+    let compiled = compiler::compile_all(&source, &opts)?;
     if a.json {
-        print!("{text}");
+        print!(
+            "{}",
+            compiled
+                .bundle
+                .get(compiler::artifacts::paths::PLAN)
+                .unwrap_or_default()
+        );
     } else {
-        let plan: compiler::plan::Plan = serde_json::from_str(text).expect("plan.json parses");
-        print!("{}", compiler::plan::to_text(&plan));
+        print!("{}", compiler::plan::to_text(&compiled.plan));
     }
-    0
+    Ok(0)
 }
 
 /// A topology file is compiled; a directory is read as a bundle.
-fn load_side(path: &Path, target: &Target) -> Option<Bundle> {
+fn load_side(path: &Path, target: &Target) -> Result<Bundle, CliError> {
     if path.is_dir() {
-        Bundle::read_from(path)
-            .map_err(|e| eprintln!("error: cannot read bundle {}: {e}", path.display()))
-            .ok()
+        Bundle::read_from(path).map_err(|e| format!("cannot read bundle {}: {e}", path.display()).into())
     } else {
         compile_to_bundle(Some(path), target)
     }
 }
 
-pub fn diff(a: DiffArgs) -> i32 {
-    let (Some(left), Some(right)) = (load_side(&a.a, &a.target), load_side(&a.b, &a.target)) else {
-        return 2;
+/// Exit 0: the same; 1: different; 2: a side could not be read or compiled.
+pub fn diff(a: DiffArgs) -> Outcome {
+    let exit2 = |e: CliError| match e {
+        CliError::Failed(m) => CliError::Code(2, m),
+        CliError::Diagnostics(d) => {
+            eprint!("{}", d.render());
+            CliError::Reported(2)
+        }
+        other => other,
     };
+    let left = load_side(&a.a, &a.target).map_err(exit2)?;
+    let right = load_side(&a.b, &a.target).map_err(exit2)?;
     let changes = diff::changes(&left, &right);
     if changes.is_empty() {
-        return 0;
+        return Ok(0);
     }
     if a.stat {
         for c in &changes {
@@ -143,5 +139,5 @@ pub fn diff(a: DiffArgs) -> i32 {
     } else {
         print!("{}", diff::unified(&left, &right, a.context));
     }
-    1
+    Ok(1)
 }

@@ -1,5 +1,6 @@
 //! Shell completions and the man page, generated from the command-line definition.
 
+use super::error::{failed, Outcome};
 use clap::CommandFactory;
 use std::io::Write;
 
@@ -11,24 +12,18 @@ pub struct CompletionsArgs {
 }
 
 /// `knetsim completions bash > /etc/bash_completion.d/knetsim`
-pub fn completions(a: CompletionsArgs) -> i32 {
+pub fn completions(a: CompletionsArgs) -> Outcome {
     let mut cmd = super::Cli::command();
     clap_complete::generate(a.shell, &mut cmd, "knetsim", &mut std::io::stdout());
-    0
+    Ok(0)
 }
 
 /// `knetsim man > knetsim.1`: the man page in roff.
-pub fn man() -> i32 {
+pub fn man() -> Outcome {
     let mut page = Vec::new();
-    if let Err(e) = clap_mangen::Man::new(super::Cli::command()).render(&mut page) {
-        eprintln!("error: cannot render the man page: {e}");
-        return 1;
-    }
-    match std::io::stdout().write_all(&page) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+    clap_mangen::Man::new(super::Cli::command())
+        .render(&mut page)
+        .map_err(|e| format!("cannot render the man page: {e}"))?;
+    std::io::stdout().write_all(&page).map_err(failed)?;
+    Ok(0)
 }

@@ -1,6 +1,7 @@
 //! `knetsim down`: tear an emulation down from its recorded state (processes by
 //! PID, namespaces, files), or every emulation that has state with `--all`.
 
+use super::error::Outcome;
 use super::running::{display_name, emulations, name_flag};
 use super::Target;
 use knetsim_executor::engine::DownError;
@@ -19,8 +20,8 @@ pub struct DownArgs {
     all: bool,
 }
 
-/// Tears one emulation down; prints what happened. Returns success.
-fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> bool {
+/// Tears one emulation down; prints what happened.
+fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> Result<(), String> {
     let t = Instant::now();
     let (namespaces, processes) = match state::read(state_dir) {
         Ok(Some(st)) => (st.namespaces.len(), st.processes.len()),
@@ -38,7 +39,7 @@ fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> bool {
                 display_name(name),
                 t.elapsed().as_secs_f64()
             );
-            true
+            Ok(())
         }
         Err(DownError::State(StateError::NotUp { .. })) if state::remove_abandoned(state_dir) => {
             println!(
@@ -46,7 +47,7 @@ fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> bool {
                 display_name(name),
                 state_dir.display()
             );
-            true
+            Ok(())
         }
         Err(DownError::State(StateError::NotUp { path, .. })) => {
             eprintln!(
@@ -54,19 +55,15 @@ fn down_one(state_dir: &Path, name: &str, sys: &LinuxSystem) -> bool {
                 display_name(name),
                 path.display()
             );
-            true
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("error: down{}: {e}", name_flag(name));
-            false
-        }
+        Err(e) => Err(format!("down{}: {e}", name_flag(name))),
     }
 }
 
-pub fn down(a: DownArgs) -> i32 {
+pub fn down(a: DownArgs) -> Outcome {
     if !is_root() {
-        eprintln!("error: knetsim down needs root (it deletes network namespaces and mounts): run it with sudo");
-        return 1;
+        return Err("knetsim down needs root (it deletes network namespaces and mounts): run it with sudo".into());
     }
     let sys = LinuxSystem::new();
     if a.all {
@@ -74,26 +71,26 @@ pub fn down(a: DownArgs) -> i32 {
         if found.is_empty() {
             println!("no emulation has state in /tmp/knetsim or /tmp/knetsim-*: nothing to do");
         }
-        let mut ok = true;
-        for (name, dir) in &found {
-            ok &= down_one(dir, name, &sys);
-        }
+        // Every emulation is tried; what failed is said together at the end.
+        let failed: Vec<String> = found
+            .iter()
+            .filter_map(|(name, dir)| down_one(dir, name, &sys).err())
+            .collect();
         for dir in abandoned_state_dirs() {
             if state::remove_abandoned(&dir) {
                 println!("removed {} (an `up` killed before its first state save)", dir.display());
             }
         }
         warn_unrecorded_namespaces();
-        return i32::from(!ok);
+        return if failed.is_empty() {
+            Ok(0)
+        } else {
+            Err(failed.join("\n").into())
+        };
     }
-    let opts = match a.target.options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    i32::from(!down_one(&opts.state_dir, &opts.name, &sys))
+    let opts = a.target.options()?;
+    down_one(&opts.state_dir, &opts.name, &sys)?;
+    Ok(0)
 }
 
 /// State directories under /tmp that hold only a lock: what an `up` killed in its

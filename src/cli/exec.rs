@@ -2,6 +2,7 @@
 //! interactive shell, inside a host's or a pod's network namespace. The child
 //! enters the namespace between fork and exec; knetsim itself never does.
 
+use super::error::{CliError, Outcome};
 use super::running::display_name;
 use super::running::recorded_state;
 use super::Target;
@@ -42,51 +43,35 @@ fn resolve(target: &Target, node: &str) -> Result<(String, String), String> {
     }
 }
 
-pub(super) fn run_in(netns: &str, node: &str, program: &str, args: &[String], env: &[(&str, String)]) -> i32 {
-    let fd = match open_netns(netns) {
-        Ok(fd) => fd,
-        Err(e) => {
-            eprintln!("error: {node}: {e}");
-            return 1;
-        }
-    };
+/// Runs `program` in `netns` in the foreground; `Ok` with its exit code.
+pub(super) fn run_in(netns: &str, node: &str, program: &str, args: &[String], env: &[(&str, String)]) -> Outcome {
+    let fd = open_netns(netns).map_err(|e| format!("{node}: {e}"))?;
     let mut cmd = command_in_netns(fd, program, args);
     cmd.env("KNETSIM_NODE", node);
     for (k, v) in env {
         cmd.env(k, v);
     }
     match run_foreground(&mut cmd) {
-        Ok(status) => exit_code(status),
-        Err(e) => {
-            eprintln!("error: cannot run `{program}` in {node}: {e}");
+        Ok(status) => Ok(exit_code(status)),
+        // As a shell says it: 127 not found, 126 not runnable.
+        Err(e) => Err(CliError::Code(
             if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
                 126
-            }
-        }
+            },
+            format!("cannot run `{program}` in {node}: {e}"),
+        )),
     }
 }
 
-pub fn exec(a: ExecArgs) -> i32 {
-    let (netns, _) = match resolve(&a.target, &a.node) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+pub fn exec(a: ExecArgs) -> Outcome {
+    let (netns, _) = resolve(&a.target, &a.node)?;
     run_in(&netns, &a.node, &a.command[0], &a.command[1..], &[])
 }
 
-pub fn shell(a: ShellArgs) -> i32 {
-    let (netns, name) = match resolve(&a.target, &a.node) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+pub fn shell(a: ShellArgs) -> Outcome {
+    let (netns, name) = resolve(&a.target, &a.node)?;
     let label = if name.is_empty() {
         a.node.clone()
     } else {

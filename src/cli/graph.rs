@@ -1,7 +1,8 @@
 //! `knetsim graph`: a topology, or with `--live` the running emulation, as Mermaid,
 //! Graphviz dot, or SVG (dot piped through Graphviz's `dot -Tsvg`).
 
-use super::{load_options_and_source, report_diagnostics, Target};
+use super::error::{failed, CliError, Outcome};
+use super::{load_options_and_source, Target};
 use knetsim_compiler::graph::{self, Picture};
 use knetsim_compiler::{self as compiler};
 use std::io::Write;
@@ -72,35 +73,22 @@ fn svg(dot: &str) -> Result<String, SvgError> {
     String::from_utf8(out.stdout).map_err(|e| SvgError::Failed(e.to_string()))
 }
 
-fn picture(a: &GraphArgs) -> Option<Picture> {
+fn picture(a: &GraphArgs) -> Result<Picture, CliError> {
     if a.live {
-        return super::graph_live::gather(&a.target)
-            .map(|(model, facts)| Picture::of_model(&model, Some(&facts)))
-            .map_err(|e| eprintln!("error: {e}"))
-            .ok();
+        let (model, facts) = super::graph_live::gather(&a.target)?;
+        return Ok(Picture::of_model(&model, Some(&facts)));
     }
     let (opts, source) = load_options_and_source(&a.target, a.topology.as_deref())?;
-    compiler::check(&source, &opts)
-        .map(|m| Picture::of_model(&m, None))
-        .map_err(|d| report_diagnostics(&d))
-        .ok()
+    Ok(Picture::of_model(&compiler::check(&source, &opts)?, None))
 }
 
-pub fn graph(a: GraphArgs) -> i32 {
-    let Some(p) = picture(&a) else {
-        return 1;
-    };
+pub fn graph(a: GraphArgs) -> Outcome {
+    let p = picture(&a)?;
     let text = match a.format {
         GraphFormat::Mermaid => graph::render_picture(&p, graph::Format::Mermaid),
         GraphFormat::Dot => graph::render_picture(&p, graph::Format::Dot),
-        GraphFormat::Svg => match svg(&graph::render_picture(&p, graph::Format::Dot)) {
-            Ok(svg) => svg,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        },
+        GraphFormat::Svg => svg(&graph::render_picture(&p, graph::Format::Dot)).map_err(failed)?,
     };
     print!("{text}");
-    0
+    Ok(0)
 }

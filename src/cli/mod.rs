@@ -7,6 +7,7 @@ mod docs;
 mod down;
 mod edit;
 mod edit_checks;
+mod error;
 mod exec;
 mod flanneld;
 mod graph;
@@ -23,7 +24,8 @@ mod test;
 mod up;
 
 use clap::{Parser, Subcommand};
-use knetsim_compiler::{CompileOptions, Diagnostics, Source};
+use error::{CliError, Outcome};
+use knetsim_compiler::{CompileOptions, Source};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -131,14 +133,20 @@ pub fn run_argv(argv: Vec<String>) -> i32 {
     }
 }
 
+/// Runs a subcommand; its error, if any, is printed here, once.
 fn dispatch(command: Command) -> i32 {
+    error::finish(outcome(command))
+}
+
+fn outcome(command: Command) -> Outcome {
     match command {
         Command::Compile(a) => compile::compile(a),
         Command::Check(a) => compile::check(a),
         Command::Plan(a) => compile::plan(a),
         Command::Diff(a) => compile::diff(a),
         Command::Graph(a) => graph::graph(a),
-        Command::Cni(a) => cni::cni(a),
+        // The built-in programs speak as the programs they stand in for.
+        Command::Cni(a) => Ok(cni::cni(a)),
         Command::Up(a) => up::up(a),
         Command::Pod(a) => pod::pod(a),
         Command::Svc(a) => svc::svc(a),
@@ -149,11 +157,11 @@ fn dispatch(command: Command) -> i32 {
         Command::Shell(a) => exec::shell(a),
         Command::Test(a) => test::test(a),
         Command::Cli(a) => prompt::cli(a),
-        Command::Serve(a) => serve::serve(a),
+        Command::Serve(a) => Ok(serve::serve(a)),
         Command::Completions(a) => docs::completions(a),
         Command::Man => docs::man(),
-        Command::Router(a) => router::router(a),
-        Command::Flanneld(a) => flanneld::flanneld(a),
+        Command::Router(a) => Ok(router::router(a)),
+        Command::Flanneld(a) => Ok(flanneld::flanneld(a)),
     }
 }
 
@@ -165,13 +173,8 @@ pub fn load_source(path: Option<&Path>) -> Result<Source, String> {
     }
 }
 
-/// The options for `target` and the topology at `path` (or the default); reports
-/// what is wrong on stderr and returns None.
-pub fn load_options_and_source(target: &Target, path: Option<&Path>) -> Option<(CompileOptions, Source)> {
-    let loaded = target.options().and_then(|opts| Ok((opts, load_source(path)?)));
-    loaded.map_err(|e| eprintln!("error: {e}")).ok()
-}
-
-pub fn report_diagnostics(d: &Diagnostics) {
-    eprint!("{}", d.render());
+/// The options for `target` and the topology at `path` (or the default).
+pub fn load_options_and_source(target: &Target, path: Option<&Path>) -> Result<(CompileOptions, Source), CliError> {
+    let opts = target.options()?;
+    Ok((opts, load_source(path)?))
 }

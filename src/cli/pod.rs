@@ -57,7 +57,7 @@ struct RmArgs {
     dry_run: bool,
 }
 
-pub fn pod(a: PodArgs) -> i32 {
+pub fn pod(a: PodArgs) -> super::error::Outcome {
     match a.command {
         PodCommand::Add(a) => edit_running(&a.target, a.dry_run, |r| add(r, &a)),
         PodCommand::Rm(a) => edit_running(&a.target, a.dry_run, |r| rm(r, &a)),

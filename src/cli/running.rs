@@ -35,6 +35,12 @@ impl From<NotRunning> for String {
     }
 }
 
+impl From<NotRunning> for super::error::CliError {
+    fn from(e: NotRunning) -> Self {
+        super::error::CliError::Failed(e.to_string())
+    }
+}
+
 /// The options and recorded state of the emulation named by `target`.
 pub fn recorded_state(target: &Target) -> Result<(CompileOptions, State), NotRunning> {
     let opts = target.options().map_err(NotRunning::Error)?;

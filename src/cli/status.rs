@@ -2,6 +2,7 @@
 //! way `kubectl get` shows them. What is looked at comes typed from
 //! [`knetsim_executor::observe`]; this file only renders it.
 
+use super::error::Outcome;
 use super::running::{display_name, emulations, name_flag, recorded_state, NotRunning};
 use super::Target;
 use knetsim_executor::observe::{self, Health, Inventory, RouterHealth};
@@ -214,13 +215,12 @@ fn router_rows(routers: &[RouterHealth]) -> Vec<Vec<String>> {
 }
 
 /// Exit 0: up and healthy; 1: not up, or some component is unhealthy.
-pub fn status(a: StatusArgs) -> i32 {
+pub fn status(a: StatusArgs) -> Outcome {
     let (opts, st) = match recorded_state(&a.target) {
         Ok(recorded) => recorded,
         Err(e) => {
             let NotRunning::NotUp(opts) = &e else {
-                eprintln!("error: {e}");
-                return 1;
+                return Err(e.into());
             };
             if a.json {
                 println!(
@@ -237,7 +237,7 @@ pub fn status(a: StatusArgs) -> i32 {
             if !others.is_empty() {
                 eprintln!("running emulations: {}", others.join("; "));
             }
-            return 1;
+            return Ok(1);
         }
     };
     let inv = match Inventory::load(&opts.state_dir) {
@@ -255,7 +255,7 @@ pub fn status(a: StatusArgs) -> i32 {
     } else {
         print_text(&h);
     }
-    i32::from(!h.healthy)
+    Ok(i32::from(!h.healthy))
 }
 
 #[cfg(test)]

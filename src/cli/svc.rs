@@ -51,7 +51,7 @@ struct RmArgs {
     dry_run: bool,
 }
 
-pub fn svc(a: SvcArgs) -> i32 {
+pub fn svc(a: SvcArgs) -> super::error::Outcome {
     match a.command {
         SvcCommand::Add(a) => edit_running(&a.target, a.dry_run, |r| add(r, &a)),
         SvcCommand::Rm(a) => edit_running(&a.target, a.dry_run, |r| rm(r, &a)),

@@ -2,6 +2,7 @@
 //! against the running emulation and prints a pass/fail table, like netlab's
 //! `validate`. `knetsim up` runs the same checks when it is done.
 
+use super::error::Outcome;
 use super::running::display_name;
 use super::running::recorded_state;
 use super::status::print_table;
@@ -118,45 +119,30 @@ fn run_and_report(checks: &[Check], skipped: &[String], opts: &RunOptions, json:
     failed == 0
 }
 
-pub fn test(a: TestArgs) -> i32 {
-    let (opts, st) = match recorded_state(&a.target) {
-        Ok(recorded) => recorded,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+/// Exit 0: every selected check passed (or was skipped); 1: one failed.
+pub fn test(a: TestArgs) -> Outcome {
+    let (opts, st) = recorded_state(&a.target)?;
     let path = StateLayout::new(&opts.state_dir)
         .running_bundle(st.generation)
         .join(CHECKS);
     let all = match std::fs::read_to_string(&path) {
-        Ok(text) => match parse_checks(&text) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        },
+        Ok(text) => parse_checks(&text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && a.json => {
             println!(r#"{{ "passed": 0, "failed": 0, "skipped": 0, "checks": [] }}"#);
-            return 0;
+            return Ok(0);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             println!(
                 "emulation {} has no checks: its topology declares no [[checks]]",
                 display_name(&opts.name)
             );
-            return 0;
+            return Ok(0);
         }
-        Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
-            return 1;
-        }
+        Err(e) => return Err(format!("{}: {e}", path.display()).into()),
     };
     if let Some(unknown) = a.only.iter().find(|n| !all.iter().any(|c| &&c.name == n)) {
         let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-        eprintln!("error: no check `{unknown}`; checks: {}", names.join(", "));
-        return 1;
+        return Err(format!("no check `{unknown}`; checks: {}", names.join(", ")).into());
     }
     let selected: Vec<Check> = all
         .into_iter()
@@ -166,9 +152,5 @@ pub fn test(a: TestArgs) -> i32 {
         settle: Duration::from_secs(a.settle),
         parallelism: a.parallelism,
     };
-    if run_and_report(&selected, &st.skip, &run, a.json) {
-        0
-    } else {
-        1
-    }
+    Ok(i32::from(!run_and_report(&selected, &st.skip, &run, a.json)))
 }

@@ -1,9 +1,10 @@
 //! `knetsim up`: compile, preflight (nothing changes if something is missing),
 //! apply the plan with the real system, print a summary.
 
+use super::error::{self, failed, CliError, Outcome};
 use super::running::{display_name, name_flag};
 use super::status::print_table;
-use super::{load_options_and_source, report_diagnostics, Target};
+use super::{load_options_and_source, Target};
 use clap::CommandFactory;
 use knetsim_compiler::model::Check;
 use knetsim_compiler::plan::{Component, Op, Plan};
@@ -271,70 +272,48 @@ fn print_summary(
     println!("     knetsim status{flag}    |  knetsim test{flag}    |  knetsim down{flag}");
 }
 
-/// Runs the bundle's checks after `up` and prints their table: 0 when none failed.
-fn checks_exit_code(checks: &[Check], skip: &[Component], name: &str) -> i32 {
+/// Runs the topology's checks after `up` and prints their table.
+fn run_checks(checks: &[Check], skip: &[Component], name: &str) -> Result<(), CliError> {
     println!();
     let skipped: Vec<String> = skip.iter().map(|c| c.name().to_string()).collect();
     if super::test::run_and_print(checks, &skipped, &super::test::RunOptions::default()) {
-        return 0;
+        return Ok(());
     }
-    eprintln!(
-        "error: some checks failed; {} stays up: look with `knetsim exec{flag} NODE -- ...`, rerun with `knetsim test{flag}`",
+    Err(format!(
+        "some checks failed; {} stays up: look with `knetsim exec{flag} NODE -- ...`, rerun with `knetsim test{flag}`",
         display_name(name),
         flag = name_flag(name)
-    );
-    1
+    )
+    .into())
 }
 
-pub fn up(a: UpArgs) -> i32 {
+pub fn up(a: UpArgs) -> Outcome {
     let t0 = Instant::now();
-    let Some((opts, source)) = load_options_and_source(&a.target, a.topology.as_deref()) else {
-        return 1;
-    };
-    let Compiled { model, plan, bundle } = match compiler::compile_all(&source, &opts) {
-        Ok(c) => c,
-        Err(d) => {
-            report_diagnostics(&d);
-            return 1;
-        }
-    };
+    let (opts, source) = load_options_and_source(&a.target, a.topology.as_deref())?;
+    let Compiled { model, plan, bundle } = compiler::compile_all(&source, &opts)?;
     let plan: Plan = plan.without(&a.skip);
     let name = opts.name.clone();
     let state_dir = opts.state_dir.clone();
 
     // Checks, in order, before anything changes.
-    match state::read(&state_dir) {
-        Ok(None) => {}
-        Ok(Some(_)) => {
-            eprintln!(
-                "error: emulation {} is already up (state in {}); run `knetsim down{}` first",
-                display_name(&name),
-                state_dir.join(state::STATE_FILE).display(),
-                name_flag(&name)
-            );
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    if state::read(&state_dir).map_err(failed)?.is_some() {
+        return Err(format!(
+            "emulation {} is already up (state in {}); run `knetsim down{}` first",
+            display_name(&name),
+            state_dir.join(state::STATE_FILE).display(),
+            name_flag(&name)
+        )
+        .into());
     }
     if let Some(report) = preflight_report(&plan) {
         eprint!("{report}");
-        return 1;
+        return Err(CliError::Reported(1));
     }
     if !is_root() {
-        eprintln!("error: knetsim up needs root (it creates network namespaces and mounts): run it with sudo");
-        return 1;
+        return Err("knetsim up needs root (it creates network namespaces and mounts): run it with sudo".into());
     }
 
-    let mut sf = match StateFile::create(&state_dir, &name) {
-        Ok(sf) => sf,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+    let mut sf = StateFile::create(&state_dir, &name).map_err(failed)?;
     // The desired topology and the skipped components, for live changes (`pod add`, `apply`).
     let layout = sf.layout();
     let remove_desired = || {
@@ -344,10 +323,9 @@ pub fn up(a: UpArgs) -> i32 {
     };
     sf.state_mut().skip = a.skip.iter().map(|c| c.name().to_string()).collect();
     if let Err(e) = store_first_generation(&mut sf, &source.text, &bundle) {
-        eprintln!("error: storing the desired state in {}: {e}", state_dir.display());
         remove_desired();
         let _ = sf.destroy();
-        return 1;
+        return Err(format!("storing the desired state in {}: {e}", state_dir.display()).into());
     }
     eprintln!(
         "bringing up {} ({} steps, {} namespaces) ...",
@@ -376,40 +354,37 @@ pub fn up(a: UpArgs) -> i32 {
                 &a.skip,
             );
             // A failing check is reported in the exit code; the emulation stays up to be looked at.
-            let checks_code = if a.no_checks || model.checks.is_empty() {
-                0
+            let checks = if a.no_checks || model.checks.is_empty() {
+                Ok(())
             } else {
-                checks_exit_code(&model.checks, &a.skip, &name)
+                run_checks(&model.checks, &a.skip, &name)
             };
             if a.cli {
                 drop(sf); // the prompt's `pod` / `svc` lock the state themselves
-                return super::prompt::after_up(&a.target).max(checks_code);
+                          // Said before the prompt opens, not after it closes.
+                let checks_code = checks.map_or_else(|e| error::finish(Err(e)), |()| 0);
+                return Ok(super::prompt::after_up(&a.target)?.max(checks_code));
             }
-            checks_code
+            checks.map(|()| 0)
         }
         Err(ApplyError::InvalidPlan(e)) => {
-            eprintln!("error: invalid plan: {e}");
             remove_desired();
             let _ = sf.destroy();
-            1
+            Err(format!("invalid plan: {e}").into())
         }
         Err(ApplyError::StepFailed(f)) if f.undo_errors.is_empty() => {
-            eprintln!("error: {f}");
             remove_desired();
-            match sf.destroy() {
-                Ok(()) => eprintln!("nothing of {} is left", display_name(&name)),
-                Err(e) => eprintln!("error: removing the state: {e}"),
-            }
-            1
+            let left = match sf.destroy() {
+                Ok(()) => format!("nothing of {} is left", display_name(&name)),
+                Err(e) => format!("removing the state: {e}"),
+            };
+            Err(format!("{f}\n{left}").into())
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!(
-                "the state is kept in {}: run `knetsim down{}` to remove what is left",
-                state_dir.display(),
-                name_flag(&name)
-            );
-            1
-        }
+        Err(e) => Err(format!(
+            "{e}\nthe state is kept in {}: run `knetsim down{}` to remove what is left",
+            state_dir.display(),
+            name_flag(&name)
+        )
+        .into()),
     }
 }

@@ -11,6 +11,7 @@ mod iperf_run;
 mod run;
 mod view;
 
+use super::error::{finish, Outcome};
 use super::Target;
 use run::{Flow, Session};
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
@@ -97,37 +98,31 @@ fn survive_sigint() {
     }
 }
 
-pub fn cli(a: CliArgs) -> i32 {
+pub fn cli(a: CliArgs) -> Outcome {
     prompt(a.target, Ending::Ask)
 }
 
 /// `up --cli`: the prompt over the emulation `up` just started, then teardown.
-pub fn after_up(target: &Target) -> i32 {
+pub fn after_up(target: &Target) -> Outcome {
     prompt(target.clone(), Ending::TearDown)
 }
 
-fn prompt(target: Target, ending: Ending) -> i32 {
-    let mut session = match Session::open(target) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+fn prompt(target: Target, ending: Ending) -> Outcome {
+    let mut session = Session::open(target)?;
     if !knetsim_executor::system::process::is_root() {
-        eprintln!("error: the knetsim prompt needs root (its commands enter network namespaces): run it with sudo");
-        return 1;
+        return Err("the knetsim prompt needs root (its commands enter network namespaces): run it with sudo".into());
     }
     survive_sigint();
     let tear_down = match repl(&mut session, ending) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: the prompt: {e}");
+            // Said now: the teardown below still runs.
+            finish(Err(format!("the prompt: {e}").into()));
             ending == Ending::TearDown
         }
     };
     if !tear_down {
-        return 0;
+        return Ok(0);
     }
     // `down` of this very emulation, as `knetsim down --name NAME` would do it.
     let mut argv = vec![
@@ -139,7 +134,7 @@ fn prompt(target: Target, ending: Ending) -> i32 {
     if let Some(dir) = &session.target.state_dir {
         argv.extend(["--state-dir".to_string(), dir.display().to_string()]);
     }
-    super::run_argv(argv)
+    Ok(super::run_argv(argv))
 }
 
 /// Reads and runs lines until `exit` or Ctrl-D; returns whether to tear down.

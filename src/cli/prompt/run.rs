@@ -184,7 +184,13 @@ impl Session {
                 None => eprintln!("*** note: {w} has no address reachable from {node}: left as a name"),
             }
         }
-        after_command(exec::run_in(netns, node, "sh", &["-c".to_string(), line], &[]));
+        after_command(super::super::error::finish(exec::run_in(
+            netns,
+            node,
+            "sh",
+            &["-c".to_string(), line],
+            &[],
+        )));
     }
 
     /// `knetsim SUBCOMMAND [first] --name NAME rest...`, run here. The target flags go
