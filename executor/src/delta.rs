@@ -207,27 +207,11 @@ fn kill_starting(sys: &dyn System, st: &mut State) {
 }
 
 fn undo_effect(e: &Effect, sys: &dyn System, st: &mut State) -> Result<(), SysError> {
-    match e {
-        Effect::Netns(n) => {
-            stop_all_in(n, sys, st)?;
-            sys.delete_netns(n)?;
-            st.namespaces.retain(|x| x != n);
-        }
-        Effect::Process(p) => {
-            sys.kill(Pid {
-                pid: p.pid,
-                start_ticks: p.start_ticks,
-            })?;
-            st.processes.retain(|x| x.pid != p.pid);
-        }
-        Effect::Path(p) => {
-            if removable(p, Path::new(&st.state_dir)) {
-                sys.remove_path(p)?;
-            }
-            let p = p.display().to_string();
-            st.paths.retain(|x| *x != p);
-        }
+    if let Effect::Netns(n) = e {
+        stop_all_in(n, sys, st)?;
     }
+    e.undo(sys, Path::new(&st.state_dir))?;
+    e.forget(st);
     Ok(())
 }
 

@@ -6,17 +6,20 @@
 //! state ([`teardown`], [`down`]) in `crate::teardown`.
 
 use crate::state::{ProcessRecord, State, StateError, StateFile};
-use crate::system::{Pid, SysError, System};
+use crate::system::{SysError, System};
 use knetsim_compiler::plan::{Op, Plan};
 use knetsim_compiler::Bundle;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+mod effect;
 mod step;
+
+pub(crate) use effect::{record_effects, Effect};
 
 pub use crate::teardown::{down, down_waiting, teardown, DownError, TeardownError};
 pub use step::describe_probe;
@@ -142,24 +145,6 @@ fn describe_failure(
         }
     }
     s
-}
-
-/// Something a step did to the machine, which undo and teardown reverse.
-#[derive(Debug, Clone)]
-pub(crate) enum Effect {
-    Netns(String),
-    Process(ProcessRecord),
-    Path(PathBuf),
-}
-
-impl Effect {
-    fn describe(&self) -> String {
-        match self {
-            Effect::Netns(n) => format!("delete namespace {n}"),
-            Effect::Process(p) => format!("stop {} (pid {})", p.name, p.pid),
-            Effect::Path(p) => format!("remove {}", p.display()),
-        }
-    }
 }
 
 struct Report {
@@ -393,68 +378,9 @@ pub fn apply_with(
 
     let Some((index, error)) = failure else {
         debug_assert_eq!(completed.len(), plan.steps.len());
-        let mut applied = Applied {
-            completed,
-            namespaces: Vec::new(),
-            processes: Vec::new(),
-            elapsed: started.elapsed(),
-        };
-        for (_, e) in undo {
-            match e {
-                Effect::Netns(n) => applied.namespaces.push(n),
-                Effect::Process(p) => applied.processes.push(p),
-                Effect::Path(_) => {}
-            }
-        }
-        if let Some(st) = state {
-            st.state_mut().complete = true;
-            st.save().map_err(|e| {
-                ApplyError::StepFailed(Box::new(StepFailure {
-                    step: "(state)".into(),
-                    error: e.into(),
-                    also_failed: Vec::new(),
-                    undone: 0,
-                    undo_errors: Vec::new(),
-                }))
-            })?;
-        }
-        return Ok(applied);
+        return finish(completed, undo, started.elapsed(), state);
     };
-
-    // Roll back, newest effect first.
-    let mut undo_errors = Vec::new();
-    let mut undone = 0;
-    let mut st = state;
-    for (i, effect) in undo.into_iter().rev() {
-        let step = plan.steps[i].id.clone();
-        let what = effect.describe();
-        let result = match &effect {
-            Effect::Netns(n) => sys.delete_netns(n),
-            Effect::Process(p) => sys.kill(Pid {
-                pid: p.pid,
-                start_ticks: p.start_ticks,
-            }),
-            Effect::Path(p) if removable(p, &state_dir) => sys.remove_path(p),
-            Effect::Path(_) => Ok(()),
-        };
-        undone += 1;
-        match result {
-            Ok(()) => {
-                if let Some(s) = st.as_deref_mut() {
-                    forget(s.state_mut(), &effect, &step);
-                    let _ = s.save();
-                }
-                on_event(&Event::Undone { step, what });
-            }
-            Err(error) => undo_errors.push(UndoError { step, what, error }),
-        }
-    }
-    if let Some(s) = st {
-        // Steps without effects of their own (links, addresses...) went with their namespace.
-        let done: HashSet<&String> = completed.iter().collect();
-        s.state_mut().applied.retain(|id| !done.contains(id));
-        let _ = s.save();
-    }
+    let (undone, undo_errors) = roll_back(plan, undo, &completed, sys, &state_dir, state, on_event);
     Err(ApplyError::StepFailed(Box::new(StepFailure {
         step: plan.steps[index].id.clone(),
         error,
@@ -462,6 +388,79 @@ pub fn apply_with(
         undone,
         undo_errors,
     })))
+}
+
+/// Every step ran: the state says so, and what was made is listed.
+fn finish(
+    completed: Vec<String>,
+    made: Vec<(usize, Effect)>,
+    elapsed: Duration,
+    state: Option<&mut StateFile>,
+) -> Result<Applied, ApplyError> {
+    let mut applied = Applied {
+        completed,
+        namespaces: Vec::new(),
+        processes: Vec::new(),
+        elapsed,
+    };
+    for (_, e) in made {
+        match e {
+            Effect::Netns(n) => applied.namespaces.push(n),
+            Effect::Process(p) => applied.processes.push(p),
+            Effect::Path(_) => {}
+        }
+    }
+    if let Some(st) = state {
+        st.state_mut().complete = true;
+        st.save().map_err(|e| {
+            ApplyError::StepFailed(Box::new(StepFailure {
+                step: "(state)".into(),
+                error: e.into(),
+                also_failed: Vec::new(),
+                undone: 0,
+                undo_errors: Vec::new(),
+            }))
+        })?;
+    }
+    Ok(applied)
+}
+
+/// Undoes every effect, newest first, forgetting each in the state as it goes.
+/// Returns how many undo actions ran and which failed.
+fn roll_back(
+    plan: &Plan,
+    made: Vec<(usize, Effect)>,
+    completed: &[String],
+    sys: &dyn System,
+    state_dir: &Path,
+    mut state: Option<&mut StateFile>,
+    on_event: &mut dyn FnMut(&Event),
+) -> (usize, Vec<UndoError>) {
+    let mut undo_errors = Vec::new();
+    let mut undone = 0;
+    for (i, effect) in made.into_iter().rev() {
+        let step = plan.steps[i].id.clone();
+        let what = effect.describe();
+        undone += 1;
+        match effect.undo(sys, state_dir) {
+            Ok(()) => {
+                if let Some(s) = state.as_deref_mut() {
+                    s.state_mut().applied.retain(|id| *id != step);
+                    effect.forget(s.state_mut());
+                    let _ = s.save();
+                }
+                on_event(&Event::Undone { step, what });
+            }
+            Err(error) => undo_errors.push(UndoError { step, what, error }),
+        }
+    }
+    if let Some(s) = state {
+        // Steps without effects of their own (links, addresses...) went with their namespace.
+        let done: HashSet<&String> = completed.iter().collect();
+        s.state_mut().applied.retain(|id| !done.contains(id));
+        let _ = s.save();
+    }
+    (undone, undo_errors)
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -489,36 +488,4 @@ fn record_intents(plan: &Plan, batch: &[usize], st: &mut State) -> bool {
         }
     }
     changed
-}
-
-pub(crate) fn record_effects(st: Option<&mut State>, effects: &[Effect]) {
-    let Some(st) = st else { return };
-    for e in effects {
-        match e {
-            Effect::Netns(n) => {
-                if !st.namespaces.contains(n) {
-                    st.namespaces.push(n.clone());
-                }
-            }
-            Effect::Process(p) => st.processes.push(p.clone()),
-            Effect::Path(p) => {
-                let p = p.display().to_string();
-                if !st.paths.contains(&p) {
-                    st.paths.push(p);
-                }
-            }
-        }
-    }
-}
-
-fn forget(st: &mut State, effect: &Effect, step: &str) {
-    st.applied.retain(|s| s != step);
-    match effect {
-        Effect::Netns(n) => st.namespaces.retain(|x| x != n),
-        Effect::Process(p) => st.processes.retain(|x| x.pid != p.pid),
-        Effect::Path(p) => {
-            let p = p.display().to_string();
-            st.paths.retain(|x| *x != p);
-        }
-    }
 }
