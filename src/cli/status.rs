@@ -150,18 +150,7 @@ fn print_text(h: &Health) {
     let rows: Vec<Vec<String>> = h
         .services
         .iter()
-        .map(|s| {
-            vec![
-                s.name.clone(),
-                s.vip.clone(),
-                if s.ports.is_empty() {
-                    "(all)".into()
-                } else {
-                    s.ports.join(",")
-                },
-                s.endpoints.join(", "),
-            ]
-        })
+        .map(|s| service_row(&s.name, &s.vip, &s.ports, &s.endpoints))
         .collect();
     table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
     table(
@@ -170,8 +159,18 @@ fn print_text(h: &Health) {
     );
 }
 
+/// A row of the SERVICE table (`status`, and `up`'s summary).
+pub fn service_row(name: &str, vip: &str, ports: &[String], endpoints: &[String]) -> Vec<String> {
+    let ports = if ports.is_empty() {
+        "(all)".to_string()
+    } else {
+        ports.join(",")
+    };
+    vec![name.to_string(), vip.to_string(), ports, endpoints.join(", ")]
+}
+
 /// A table after a blank line, unless it has no rows.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
     if !rows.is_empty() {
         println!();
         print_table(header, rows);

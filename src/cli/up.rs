@@ -3,7 +3,7 @@
 
 use super::error::{self, failed, CliError, Outcome};
 use super::running::{display_name, name_flag};
-use super::status::print_table;
+use super::status::{print_table, service_row, table};
 use super::{load_options_and_source, Target};
 use clap::CommandFactory;
 use knetsim_compiler::model::Check;
@@ -216,43 +216,25 @@ fn print_summary(
         })
         .collect();
     print_table(&["HOST", "ROLE", "NAMESPACE", "IP", "POD SUBNET"], &rows);
-    if !inv.pods.is_empty() {
-        println!();
-        let rows: Vec<Vec<String>> = inv
-            .pods
-            .iter()
-            .map(|p| vec![p.id.clone(), p.worker.clone(), p.netns.clone(), p.ip.clone()])
-            .collect();
-        print_table(&["POD", "WORKER", "NAMESPACE", "IP"], &rows);
-    }
-    if !inv.services.is_empty() {
-        println!();
-        let rows: Vec<Vec<String>> = inv
-            .services
-            .iter()
-            .map(|s| {
-                vec![
-                    s.id.clone(),
-                    s.vip.clone(),
-                    if s.ports.is_empty() {
-                        "(all)".into()
-                    } else {
-                        s.ports.join(",")
-                    },
-                    s.endpoints.join(", "),
-                ]
-            })
-            .collect();
-        print_table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
-    }
-    if !inv.ingresses.is_empty() && !skipped.contains(&Component::Ingress) {
-        println!();
+    let rows: Vec<Vec<String>> = inv
+        .pods
+        .iter()
+        .map(|p| vec![p.id.clone(), p.worker.clone(), p.netns.clone(), p.ip.clone()])
+        .collect();
+    table(&["POD", "WORKER", "NAMESPACE", "IP"], &rows);
+    let rows: Vec<Vec<String>> = inv
+        .services
+        .iter()
+        .map(|s| service_row(&s.id, &s.vip, &s.ports, &s.endpoints))
+        .collect();
+    table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
+    if !skipped.contains(&Component::Ingress) {
         let rows: Vec<Vec<String>> = inv
             .ingresses
             .iter()
             .map(|i| vec![i.id.clone(), i.worker.clone(), i.port.to_string(), i.routes.join(", ")])
             .collect();
-        print_table(&["INGRESS", "WORKER", "PORT", "ROUTES"], &rows);
+        table(&["INGRESS", "WORKER", "PORT", "ROUTES"], &rows);
     }
     if !skipped.is_empty() {
         let names: Vec<&str> = skipped.iter().map(|c| c.name()).collect();
