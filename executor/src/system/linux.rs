@@ -450,7 +450,9 @@ impl System for LinuxSystem {
             Some(parent) if !parent.as_os_str().is_empty() => self.make_dir(parent)?,
             _ => Vec::new(),
         };
-        std::fs::write(path, contents).map_err(|e| SysError::io(format!("writing {}", path.display()), e))?;
+        // Replaced whole: a running process (nginx on reload) never reads half a file.
+        crate::layout::write_atomic(path, contents)
+            .map_err(|e| SysError::io(format!("writing {}", path.display()), e))?;
         Ok(created)
     }
 
