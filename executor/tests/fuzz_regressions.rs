@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 #[test]
 fn one_wide_lease_does_not_make_the_subnet_choice_walk_every_subnet() {
     let config = NetworkConfig::parse(r#"{"Network":"0.0.0.0/1","SubnetLen":30}"#).unwrap();
-    let mut keys: Vec<String> = (1..=50).map(|i| format!("/coreos.com/network/subnets/1.{i}.0.0-16")).collect();
+    let mut keys: Vec<String> = (1..=50)
+        .map(|i| format!("/coreos.com/network/subnets/1.{i}.0.0-16"))
+        .collect();
     keys.push("/coreos.com/network/subnets/0.0.0.0-0".into());
     let leased: Vec<Subnet> = keys
         .iter()

@@ -30,7 +30,12 @@ fn an_array_of_empty_elements_cannot_claim_more_than_its_size() {
     let ok = [0xe0, 6, 4, 0x56, 1, 0, 1, 0];
     assert_eq!(
         Value::decode(&ok).unwrap().0,
-        Value::Array(vec![Value::Bool(true), Value::Bool(false), Value::Bool(true), Value::Bool(false)])
+        Value::Array(vec![
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Bool(false)
+        ])
     );
 }
 
@@ -40,7 +45,11 @@ fn an_array_of_empty_elements_cannot_claim_more_than_its_size() {
 #[test]
 fn deeply_nested_values_are_refused_not_a_stack_overflow() {
     // Described in described..., lists in lists..., arrays of arrays of ...
-    for (head, unit) in [(&[][..], &[0x00u8][..]), (&[], &[0xc0, 0xff, 0x01]), (&[0xe0], &[0xff, 0x01, 0xe0])] {
+    for (head, unit) in [
+        (&[][..], &[0x00u8][..]),
+        (&[], &[0xc0, 0xff, 0x01]),
+        (&[0xe0], &[0xff, 0x01, 0xe0]),
+    ] {
         let mut input = head.to_vec();
         input.extend(unit.iter().copied().cycle().take(1 << 20));
         let e = Value::decode(&input).unwrap_err();

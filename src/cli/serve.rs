@@ -76,7 +76,12 @@ mod tests {
 
     #[test]
     fn answers_any_request_head() {
-        for head in ["GET /svc1 HTTP/1.1\r\nHost: x\r\n\r\n", "POST / HTTP/1.0\n\nbody", "", "\u{0}\u{ff}"] {
+        for head in [
+            "GET /svc1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST / HTTP/1.0\n\nbody",
+            "",
+            "\u{0}\u{ff}",
+        ] {
             let mut out = Vec::new();
             respond(head.as_bytes(), &mut out, "S1-W2\n");
             let out = String::from_utf8(out).unwrap();
