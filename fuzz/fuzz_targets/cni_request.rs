@@ -5,7 +5,7 @@
 //! plugin results and errors, and `CNI_ARGS`.
 #![no_main]
 
-use knetsim_executor::cni::flannel_plugin::{build_delegate, parse_request, Request, SubnetEnv};
+use knetsim_executor::cni::flannel_plugin::{build_delegate, parse_request, SubnetEnv};
 use knetsim_executor::cni::{parse_cni_args, CniResult, NetworkConf, PluginEnv, PluginError};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -36,14 +36,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     match parse_request(&env, stdin) {
-        Ok(Request::Network(_)) => {
+        Ok(Some(_)) => {
             if let (Ok(Value::Object(conf)), Ok(fenv)) =
                 (serde_json::from_slice::<Value>(stdin), SubnetEnv::parse(&subnet_file))
             {
                 let _ = build_delegate(&conf, &fenv);
             }
         }
-        Ok(Request::Version) => {}
+        Ok(None) => {}
         Err(e) => {
             let _ = e.to_json("1.0.0");
         }
