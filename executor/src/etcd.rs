@@ -375,11 +375,7 @@ impl Watch {
         }
         let deadline = Instant::now() + wait;
         match self.stream.next_record(deadline)? {
-            Some(rec) => {
-                let v = parse_json(&self.endpoint, &rec)?;
-                let v = unwrap_result(&self.endpoint, v)?;
-                parse_watch_response(&self.endpoint, &v).map(Some)
-            }
+            Some(rec) => decode_watch_message(&self.endpoint, &rec).map(Some),
             None if self.stream.finished() => Err(Error::Io {
                 endpoint: self.endpoint.clone(),
                 source: io::Error::new(io::ErrorKind::UnexpectedEof, "watch stream closed"),
@@ -388,6 +384,15 @@ impl Watch {
             None => Ok(None),
         }
     }
+}
+
+/// The parsing entry point for what a watch stream carries: one message (`rec`, a JSON
+/// `{"result": ...}` or `{"error": ...}` from `endpoint`) decoded into a [`WatchResponse`],
+/// keys and values base64-decoded.
+pub fn decode_watch_message(endpoint: &str, rec: &[u8]) -> Result<WatchResponse> {
+    let v = parse_json(endpoint, rec)?;
+    let v = unwrap_result(endpoint, v)?;
+    parse_watch_response(endpoint, &v)
 }
 
 fn b64(bytes: &[u8]) -> String {

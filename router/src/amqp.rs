@@ -244,7 +244,7 @@ impl Value {
 
     /// Decodes one value from the front of `buf`, returning it and the bytes it took.
     pub fn decode(buf: &[u8]) -> Result<(Value, usize), DecodeError> {
-        let mut c = Cursor { buf, pos: 0 };
+        let mut c = Cursor { buf, pos: 0, depth: 0 };
         let v = c.value()?;
         Ok((v, c.pos))
     }
@@ -271,9 +271,15 @@ fn encode_compound(out: &mut Vec<u8>, short: u8, long: u8, count: usize, body: &
     out.extend(body);
 }
 
+/// How deeply described and compound values may nest: far more than any performative
+/// needs, and little enough that a hostile frame cannot exhaust a thread's stack.
+const MAX_DEPTH: usize = 64;
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Described and compound values being decoded around the current one.
+    depth: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -306,14 +312,34 @@ impl<'a> Cursor<'a> {
     fn value(&mut self) -> Result<Value, DecodeError> {
         let code = self.u8()?;
         if code == 0x00 {
-            let d = self.value()?;
-            let v = self.value()?;
-            return Ok(Value::Described(Box::new(d), Box::new(v)));
+            return self.nested(|c| {
+                let d = c.value()?;
+                let v = c.value()?;
+                Ok(Value::Described(Box::new(d), Box::new(v)))
+            });
         }
         self.with_ctor(code)
     }
 
+    /// Runs `f` one nesting level deeper, refusing values nested beyond [`MAX_DEPTH`].
+    fn nested(&mut self, f: impl FnOnce(&mut Self) -> Result<Value, DecodeError>) -> Result<Value, DecodeError> {
+        if self.depth >= MAX_DEPTH {
+            return err(format!("values nested deeper than {MAX_DEPTH}"));
+        }
+        self.depth += 1;
+        let v = f(self);
+        self.depth -= 1;
+        v
+    }
+
     fn with_ctor(&mut self, code: u8) -> Result<Value, DecodeError> {
+        match code {
+            0xc0 | 0xc1 | 0xd0 | 0xd1 | 0xe0 | 0xf0 => self.nested(|c| c.scalar_or_compound(code)),
+            _ => self.scalar_or_compound(code),
+        }
+    }
+
+    fn scalar_or_compound(&mut self, code: u8) -> Result<Value, DecodeError> {
         Ok(match code {
             0x40 => Value::Null,
             0x41 => Value::Bool(true),
@@ -409,6 +435,11 @@ impl<'a> Cursor<'a> {
                 let ctor = self.u8()?;
                 if ctor == 0x00 {
                     return err("arrays of described values are not supported");
+                }
+                // Elements of these constructors take no bytes: without this bound a
+                // count of 2^32 in a few bytes would make that many values.
+                if matches!(ctor, 0x40..=0x45) && count > size {
+                    return err(format!("array of {count} empty elements in {size} bytes"));
                 }
                 let mut items = Vec::with_capacity(count.min(1024));
                 for _ in 0..count {

@@ -143,7 +143,7 @@ impl SubnetEnv {
 
 /// The plugin's own configuration (stdin).
 #[derive(Debug, Clone)]
-struct NetConf {
+pub struct NetConf {
     name: String,
     cni_version: String,
     subnet_file: PathBuf,
@@ -417,12 +417,13 @@ fn version_info() -> Vec<u8> {
     .expect("a JSON value serializes")
 }
 
-/// Runs the plugin for one invocation: `env` is its `CNI_*` environment, `stdin` its
-/// configuration; returns what it prints on stdout. Delegates run through
-/// `run_delegate`.
-pub fn run(env: &PluginEnv, stdin: &[u8], run_delegate: Delegate) -> Result<Vec<u8>, PluginError> {
+/// The parsing entry point of the plugin: checks the `CNI_*` environment `env` and
+/// decodes the configuration `stdin` as [`run`] does, without touching the system.
+/// `None` for `CNI_COMMAND=VERSION` (stdin is not read), else the configuration of the
+/// ADD, DEL or CHECK in `env.command`.
+pub fn parse_request(env: &PluginEnv, stdin: &[u8]) -> Result<Option<NetConf>, PluginError> {
     let required: &[(&str, &str)] = match env.command.as_str() {
-        "VERSION" => return Ok(version_info()),
+        "VERSION" => return Ok(None),
         "ADD" | "CHECK" => &[
             ("CNI_CONTAINERID", &env.container_id),
             ("CNI_NETNS", &env.netns),
@@ -490,6 +491,16 @@ pub fn run(env: &PluginEnv, stdin: &[u8], run_delegate: Delegate) -> Result<Vec<
             format!("config is \"{version}\", plugin supports {SUPPORTED_VERSIONS:?}"),
         ));
     }
+    Ok(Some(n))
+}
+
+/// Runs the plugin for one invocation: `env` is its `CNI_*` environment, `stdin` its
+/// configuration; returns what it prints on stdout. Delegates run through
+/// `run_delegate`.
+pub fn run(env: &PluginEnv, stdin: &[u8], run_delegate: Delegate) -> Result<Vec<u8>, PluginError> {
+    let Some(n) = parse_request(env, stdin)? else {
+        return Ok(version_info());
+    };
     match env.command.as_str() {
         "ADD" => cmd_add(env, &n, run_delegate),
         "DEL" => cmd_del(env, &n, run_delegate),

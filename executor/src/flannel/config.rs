@@ -266,10 +266,19 @@ impl NetworkConfig {
             if s.ip > self.subnet_max || free.len() >= 100 {
                 break;
             }
-            if !leased.iter().any(|l| l.overlaps(&s)) {
-                free.push(s);
-            }
-            sn = s.next();
+            sn = match leased.iter().find(|l| l.overlaps(&s)) {
+                None => {
+                    free.push(s);
+                    s.next()
+                }
+                // A lease wider than a subnet covers every subnet up to its end: skip
+                // them at once (one `0.0.0.0-0` lease used to mean 2^29 steps).
+                Some(l) if l.len < s.len => {
+                    let end = u64::from(u32::from(l.network())) + l.size();
+                    u32::try_from(end).ok().map(|n| Subnet::new(Ipv4Addr::from(n), s.len))
+                }
+                Some(_) => s.next(),
+            };
         }
         free
     }
