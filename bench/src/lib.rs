@@ -4,13 +4,10 @@
 //! `docs/topology.md`), so the benchmark measures the whole pipeline: TOML parsing
 //! with spans, model building and checks, artifact rendering, plan and JSON.
 //!
-//! The emulation benchmark (`up-bench`) uses [`generate`] too, plus [`json`] to read
-//! knetsim's state and plan files and [`progress_step`] to read `knetsim up`'s
-//! progress lines.
+//! The emulation benchmark (`up-bench`) uses [`generate`] too, and [`progress_step`] to
+//! read `knetsim up`'s progress lines.
 
 use std::fmt::Write;
-
-pub mod json;
 
 /// The machine's CPU as /proc/cpuinfo names it, for the benchmarks' headers.
 pub fn cpu_model() -> String {

@@ -19,8 +19,9 @@
 //! Without root it prints why and exits 0; it always exits 0 once it has run (it is a
 //! report, not a test), and 2 when the knetsim binary is missing.
 
-use knetsim_bench::json::Json;
 use knetsim_bench::{cpu_model, generate, progress_step};
+use knetsim_compiler::plan::Plan;
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -293,21 +294,32 @@ struct Recorded {
     start_ticks: Option<u64>,
 }
 
+/// The part of state.json this benchmark reads.
+#[derive(Deserialize)]
+struct StateFile {
+    #[serde(default)]
+    processes: Vec<ProcessEntry>,
+}
+
+#[derive(Deserialize)]
+struct ProcessEntry {
+    name: String,
+    pid: u32,
+    #[serde(default)]
+    start_ticks: Option<u64>,
+}
+
 fn recorded_processes(state_dir: &Path) -> Result<Vec<Recorded>, String> {
     let path = state_dir.join("state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let state = Json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let state: StateFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(state
-        .get("processes")
-        .map(Json::items)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| {
-            Some(Recorded {
-                kind: p.get("name")?.as_str()?.to_string(),
-                pid: u32::try_from(p.get("pid")?.as_u64()?).ok()?,
-                start_ticks: p.get("start_ticks").and_then(Json::as_u64),
-            })
+        .processes
+        .into_iter()
+        .map(|p| Recorded {
+            kind: p.name,
+            pid: p.pid,
+            start_ticks: p.start_ticks,
         })
         .collect())
 }
@@ -315,25 +327,10 @@ fn recorded_processes(state_dir: &Path) -> Result<Vec<Recorded>, String> {
 /// step id -> the ids it runs after, from the bundle's plan.json.
 fn plan_deps(state_dir: &Path) -> HashMap<String, Vec<String>> {
     let text = std::fs::read_to_string(state_dir.join("bundle").join("plan.json")).unwrap_or_default();
-    let Ok(plan) = Json::parse(&text) else {
+    let Ok(plan) = serde_json::from_str::<Plan>(&text) else {
         return HashMap::new();
     };
-    plan.get("steps")
-        .map(Json::items)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| {
-            let id = s.get("id")?.as_str()?.to_string();
-            let after = s
-                .get("after")
-                .map(Json::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|a| a.as_str().map(str::to_string))
-                .collect();
-            Some((id, after))
-        })
-        .collect()
+    plan.steps.into_iter().map(|s| (s.id, s.after)).collect()
 }
 
 /// Memory of a process in kB: VmRSS, VmHWM, RssAnon, RssFile, Pss.
