@@ -9,6 +9,8 @@
 
 use std::fmt::Write;
 
+pub mod procfs;
+
 /// The machine's CPU as /proc/cpuinfo names it, for the benchmarks' headers.
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -20,6 +22,18 @@ pub fn cpu_model() -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The cases `--only ID,...` names (every case without `--only`), in their own order.
+pub fn selected<C: Copy>(cases: &[C], only: Option<&[String]>, id: impl Fn(&C) -> &str) -> Vec<C> {
+    cases
+        .iter()
+        .copied()
+        .filter(|c| match only {
+            None => true,
+            Some(o) => o.iter().any(|x| x == id(c)),
+        })
+        .collect()
 }
 
 /// One progress line of `knetsim up` on a non-TTY stderr, `[ 12/120] etcd:C0e1 (120 ms)`:

@@ -3,6 +3,7 @@
 //! /proc (memory, context switches, sampled peaks).
 
 use crate::READY_LIMIT;
+use knetsim_bench::procfs::status_kb;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -195,13 +196,7 @@ pub(super) struct Mem {
 impl Mem {
     pub(super) fn of(pid: u32) -> Mem {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kb = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
+        let kb = |key: &str| status_kb(&status, key).unwrap_or(0);
         Mem {
             rss_kb: kb("VmRSS"),
             hwm_kb: kb("VmHWM"),

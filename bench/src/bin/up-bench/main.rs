@@ -26,7 +26,9 @@ mod report;
 mod run;
 
 use format::{secs, utc};
-use observe::{is_root, namespaces_of, still_running};
+use knetsim_bench::procfs::is_root;
+use knetsim_bench::selected;
+use observe::{namespaces_of, still_running};
 use report::report;
 use run::{Bench, Outcome};
 use std::path::Path;
@@ -163,14 +165,7 @@ fn main() {
         }
     }
 
-    let cases: Vec<Case> = CASES
-        .iter()
-        .copied()
-        .filter(|c| match &only {
-            None => true,
-            Some(o) => o.iter().any(|x| x == c.id),
-        })
-        .collect();
+    let cases: Vec<Case> = selected(&CASES, only.as_deref(), |c| c.id);
     // Run a private copy: other builds in this target directory during the run
     // (`cargo build --release` by someone else) must not change what is measured.
     let built = std::fs::metadata(&bin)

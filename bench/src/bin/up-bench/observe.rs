@@ -2,6 +2,7 @@
 //! recorded in state.json, the step dependencies in the bundle's plan.json, and the
 //! memory, CPU time and liveness of processes and namespaces from /proc and /run/netns.
 
+use knetsim_bench::procfs::status_kb;
 use knetsim_compiler::plan::Plan;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -66,21 +67,15 @@ pub(super) struct Mem {
     pub(super) pss: u64,
 }
 
-fn kb_field(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 fn mem(pid: u32) -> Option<Mem> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     Some(Mem {
-        rss: kb_field(&status, "VmRSS")?,
-        hwm: kb_field(&status, "VmHWM")?,
-        anon: kb_field(&status, "RssAnon").unwrap_or(0),
-        file: kb_field(&status, "RssFile").unwrap_or(0),
-        pss: kb_field(&rollup, "Pss").unwrap_or(0),
+        rss: status_kb(&status, "VmRSS")?,
+        hwm: status_kb(&status, "VmHWM")?,
+        anon: status_kb(&status, "RssAnon").unwrap_or(0),
+        file: status_kb(&status, "RssFile").unwrap_or(0),
+        pss: status_kb(&rollup, "Pss").unwrap_or(0),
     })
 }
 
@@ -143,11 +138,6 @@ pub(super) fn namespaces_of(name: &str) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-pub(super) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 pub(super) fn loadavg() -> String {
