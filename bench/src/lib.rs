@@ -4,13 +4,12 @@
 //! `docs/topology.md`), so the benchmark measures the whole pipeline: TOML parsing
 //! with spans, model building and checks, artifact rendering, plan and JSON.
 //!
-//! The emulation benchmark (`up-bench`) uses [`generate`] too, plus [`json`] to read
-//! knetsim's state and plan files and [`progress_step`] to read `knetsim up`'s
-//! progress lines.
+//! The emulation benchmark (`up-bench`) uses [`generate`] too, and [`progress_step`] to
+//! read `knetsim up`'s progress lines.
 
 use std::fmt::Write;
 
-pub mod json;
+pub mod procfs;
 
 /// The machine's CPU as /proc/cpuinfo names it, for the benchmarks' headers.
 pub fn cpu_model() -> String {
@@ -23,6 +22,18 @@ pub fn cpu_model() -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The cases `--only ID,...` names (every case without `--only`), in their own order.
+pub fn selected<C: Copy>(cases: &[C], only: Option<&[String]>, id: impl Fn(&C) -> &str) -> Vec<C> {
+    cases
+        .iter()
+        .copied()
+        .filter(|c| match only {
+            None => true,
+            Some(o) => o.iter().any(|x| x == id(c)),
+        })
+        .collect()
 }
 
 /// One progress line of `knetsim up` on a non-TTY stderr, `[ 12/120] etcd:C0e1 (120 ms)`:

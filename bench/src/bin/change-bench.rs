@@ -13,6 +13,7 @@
 //! and back. It always tears the emulations down. Without root it says
 //! `SKIP` and exits 0: it is a report, not a test.
 
+use knetsim_bench::procfs::is_root;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,17 +24,6 @@ fn knetsim_bin() -> PathBuf {
     }
     let me = std::env::current_exe().expect("own path");
     me.parent().expect("a directory").join("knetsim")
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Runs knetsim; returns (wall time, the reported change time in ms if any).

@@ -11,7 +11,8 @@
 //! A second child per case times the compiler's phases one by one.
 //! The program always exits 0: it is a report, not a test.
 
-use knetsim_bench::{cpu_model, generate};
+use knetsim_bench::procfs::status_kb;
+use knetsim_bench::{cpu_model, generate, selected};
 use knetsim_compiler::artifacts::{self, cni, etcd, flannel, nginx, skupper};
 use knetsim_compiler::{self as compiler, plan, topology, CompileOptions, Source};
 use std::collections::BTreeMap;
@@ -314,11 +315,7 @@ fn join(v: &[u128]) -> String {
 /// A `Vm*:` line of /proc/self/status, in KiB (0 if unavailable).
 fn proc_status_kb(key: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    status_kb(&status, key).unwrap_or(0)
 }
 
 /// `getrusage(RUSAGE_SELF).ru_maxrss`, in KiB on Linux.
@@ -407,14 +404,7 @@ fn parent(args: &[String]) {
             other => eprintln!("ignoring unknown argument {other}"),
         }
     }
-    let cases: Vec<Case> = CASES
-        .iter()
-        .copied()
-        .filter(|c| match &only {
-            None => true,
-            Some(o) => o.iter().any(|x| x == c.id),
-        })
-        .collect();
+    let cases: Vec<Case> = selected(&CASES, only.as_deref(), |c| c.id);
 
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let started = Instant::now();
@@ -531,11 +521,16 @@ fn parent(args: &[String]) {
     println!("total benchmark wall time: {}", dur(started.elapsed().as_nanos()));
 }
 
-fn phase_table(results: &[Outcome]) {
-    let ok: Vec<(&Case, &Measured)> = results
+/// The cases whose phase measurement succeeded, with what it measured.
+fn measured_phases(results: &[Outcome]) -> Vec<(&Case, &Measured)> {
+    results
         .iter()
         .filter_map(|o| o.phases.as_ref().ok().map(|p| (&o.case, p)))
-        .collect();
+        .collect()
+}
+
+fn phase_table(results: &[Outcome]) {
+    let ok = measured_phases(results);
     if ok.is_empty() {
         return;
     }
@@ -598,10 +593,7 @@ fn phase_table(results: &[Outcome]) {
 }
 
 fn kind_table(results: &[Outcome]) {
-    let ok: Vec<(&Case, &Measured)> = results
-        .iter()
-        .filter_map(|o| o.phases.as_ref().ok().map(|p| (&o.case, p)))
-        .collect();
+    let ok = measured_phases(results);
     if ok.is_empty() {
         return;
     }
