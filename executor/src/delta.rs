@@ -581,8 +581,10 @@ mod tests {
         std::fs::read_to_string(format!("{}/../topologies/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
-    /// What a state says is there, PIDs aside.
-    fn contents(st: &State) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {
+    /// What a state says is there: namespaces, applied steps, processes (PIDs aside).
+    type Contents = (Vec<String>, Vec<String>, Vec<(String, String)>);
+
+    fn contents(st: &State) -> Contents {
         let mut namespaces = st.namespaces.clone();
         let mut applied = st.applied.clone();
         let mut processes: Vec<(String, String)> =
@@ -658,15 +660,23 @@ mod tests {
         }
     }
 
+    /// The default topology "up" on the fake, what its state says is there, its bundle,
+    /// and the actions that move it to chain3 (an underlay change).
+    fn default_up_and_chain3(dir: &Path, sys: &RecordingSystem) -> (StateFile, Contents, Bundle, Vec<Action>) {
+        let (dp, db, sf) = up_from(&topology("default"), dir, sys);
+        let running = contents(sf.state());
+        let (vp, vb) = compiled(&topology("chain3"), dir);
+        let actions = delta(&dp, &db, &vp, &vb).unwrap();
+        (sf, running, db, actions)
+    }
+
     #[test]
     fn a_rebuild_failing_half_way_rolls_back_to_the_running_state() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("emu");
         let sys = RecordingSystem::new();
-        let (dp, db, mut sf) = up_from(&topology("default"), &dir, &sys);
-        let running = contents(sf.state());
-        let (vp, vb) = compiled(&topology("chain3"), &dir);
-        let actions = delta(&dp, &db, &vp, &vb).unwrap();
+        let (mut sf, running, db, actions) = default_up_and_chain3(&dir, &sys);
+        let vb = compiled(&topology("chain3"), &dir).1;
         let once = std::sync::atomic::AtomicBool::new(false);
         sys.fail_when(move |c| {
             c.to_string() == "start-process d-C1w1 flanneld C1w1"
@@ -700,10 +710,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("emu");
         let sys = RecordingSystem::new();
-        let (dp, db, mut sf) = up_from(&topology("default"), &dir, &sys);
-        let running = contents(sf.state());
-        let (vp, vb) = compiled(&topology("chain3"), &dir);
-        let actions = delta(&dp, &db, &vp, &vb).unwrap();
+        let (mut sf, running, db, actions) = default_up_and_chain3(&dir, &sys);
+        let vb = compiled(&topology("chain3"), &dir).1;
         for killed_after in [0, 1, actions.len() / 2, actions.len() - 1, actions.len()] {
             // What a process killed after `killed_after` actions leaves: those done and
             // recorded, the rest not begun.

@@ -21,15 +21,19 @@ pub(crate) fn run_op(
     effects: &mut Vec<Effect>,
     warnings: &mut Vec<String>,
 ) -> Result<(), StepError> {
+    standalone(bundle, state_dir, sys, opts, |ctx| ctx.execute(op, effects, warnings))
+}
+
+/// A context for one step run on the calling thread (live changes): nothing cancels it.
+fn standalone<R>(bundle: &Bundle, state_dir: &Path, sys: &dyn System, opts: &Options, f: impl FnOnce(&Ctx) -> R) -> R {
     let cancel = AtomicBool::new(false);
-    Ctx {
+    f(&Ctx {
         bundle,
         state_dir,
         sys,
         opts,
         cancel: &cancel,
-    }
-    .execute(op, effects, warnings)
+    })
 }
 
 /// Starts the process of a `StartProcess` op, after removing what a predecessor
@@ -92,15 +96,9 @@ pub(crate) fn wait_process_ready(
     let Op::StartProcess { ready, log, .. } = op else {
         return Ok(());
     };
-    let cancel = AtomicBool::new(false);
-    Ctx {
-        bundle,
-        state_dir,
-        sys,
-        opts,
-        cancel: &cancel,
-    }
-    .wait_ready(ready, Some((pid, log)))
+    standalone(bundle, state_dir, sys, opts, |ctx| {
+        ctx.wait_ready(ready, Some((pid, log)))
+    })
 }
 
 /// What a worker needs to run one step.
