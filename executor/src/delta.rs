@@ -596,7 +596,7 @@ mod tests {
     }
 
     /// A fresh "up" of `text` compiled for `dir`, its state kept elsewhere.
-    fn fresh(text: &str, dir: &Path) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {
+    fn fresh(text: &str, dir: &Path) -> Contents {
         let (plan, bundle) = compiled(text, dir);
         let elsewhere = tempfile::tempdir().unwrap();
         let mut sf = StateFile::create(elsewhere.path(), "d").unwrap();
