@@ -384,6 +384,19 @@ fn holder_of(file: &mut File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
+/// The PID of the process holding an exclusive `flock` on the file `m` describes, as
+/// the kernel lists it in /proc/locks (`1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE ...`).
+fn kernel_holder(m: &std::fs::Metadata) -> Option<u32> {
+    let dev = m.dev();
+    let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), m.ino());
+    std::fs::read_to_string("/proc/locks").ok()?.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 5 && f[1] == "FLOCK" && f[3] == "WRITE" && f[5] == id)
+            .then(|| f[4].parse().ok())
+            .flatten()
+    })
+}
+
 /// A PID whose process still exists (the holder may have just been replaced).
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -408,14 +421,21 @@ fn lock(state_dir: &Path, name: &str, wait: &mut LockWait) -> Result<Flock<File>
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((mut file, Errno::EWOULDBLOCK)) => {
-                let mut holder = holder_of(&mut file);
-                if holder.is_some_and(|p| !alive(p)) {
-                    // The previous holder's PID, not yet overwritten by the new one.
-                    std::thread::sleep(Duration::from_millis(5));
-                    let _ = std::io::Seek::rewind(&mut file);
-                    holder = holder_of(&mut file).or(holder);
-                }
+                // The kernel knows who holds it; the file says who wrote last.
+                let holder = file
+                    .metadata()
+                    .ok()
+                    .and_then(|m| kernel_holder(&m))
+                    .or_else(|| holder_of(&mut file));
                 let waited = started.elapsed();
+                // A PID of no live process is the previous holder's: the new one has
+                // the lock but has not written its PID yet. Look again shortly rather
+                // than name the wrong process (for up to a second).
+                let stale = !holder.is_some_and(alive);
+                if stale && waited < wait.timeout.min(Duration::from_secs(1)) && !wait.timeout.is_zero() {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 let busy = StateError::Locked {
                     name: name.to_string(),
                     path: path.clone(),
@@ -593,5 +613,18 @@ mod tests {
         assert!(!f.state().created_state_dir);
         f.destroy().unwrap();
         assert!(dir.join("notes.txt").exists());
+    }
+
+    #[test]
+    fn the_kernel_names_the_holder_even_before_it_writes_its_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(LOCK_FILE);
+        // A lock file naming a long-gone process, held now by us.
+        std::fs::write(&path, "999999999\n").unwrap();
+        let held = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(kernel_holder(&meta), Some(std::process::id()));
+        drop(held);
+        assert_eq!(kernel_holder(&meta), None);
     }
 }
