@@ -241,10 +241,9 @@ impl StateFile {
         // own default directory for this name once our lock is in it (what a crashed
         // emulation left); a directory of the user's (`--state-dir`) with files of
         // theirs never does.
-        let default_dir = knetsim_compiler::CompileOptions::named(name).state_dir;
         let ours = !state_dir.exists()
             || only_lock_files(state_dir)
-            || (state_dir == default_dir && state_dir.join(LOCK_FILE).exists());
+            || (is_default_dir(state_dir) && (state_dir.join(LOCK_FILE).exists() || is_empty(state_dir)));
         std::fs::create_dir_all(state_dir).map_err(io(format!("creating {}", state_dir.display())))?;
         let lock = lock(state_dir, name, wait)?;
         let path = state_dir.join(STATE_FILE);
@@ -354,10 +353,31 @@ pub fn only_lock_files(dir: &Path) -> bool {
         })
 }
 
+/// knetsim's own state directories: `/tmp/knetsim` and `/tmp/knetsim-NAME`.
+pub fn is_default_dir(dir: &Path) -> bool {
+    dir.parent() == Some(Path::new("/tmp"))
+        && dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n == "knetsim" || n.starts_with("knetsim-"))
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
 /// Removes a state directory that an `up` killed before its first state save left
-/// (nothing but the lock in it), if no one holds its lock. True if it was removed.
+/// (nothing but the lock in it, or, for knetsim's own directories, nothing at all),
+/// if no one holds its lock. True if it was removed.
 pub fn remove_abandoned(state_dir: &Path) -> bool {
-    if state_dir.join(STATE_FILE).exists() || !only_lock_files(state_dir) {
+    if state_dir.join(STATE_FILE).exists() {
+        return false;
+    }
+    if is_default_dir(state_dir) && is_empty(state_dir) {
+        // Only if still empty: an `up` that made its lock meanwhile keeps it.
+        return std::fs::remove_dir(state_dir).is_ok();
+    }
+    if !only_lock_files(state_dir) {
         return false;
     }
     let Ok(file) = File::open(state_dir.join(LOCK_FILE)) else {
@@ -411,13 +431,22 @@ fn lock(state_dir: &Path, name: &str, wait: &mut LockWait) -> Result<Flock<File>
     let started = Instant::now();
     let mut told = false;
     loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(format!("opening {}", path.display())))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        // A `down --all` may remove an empty state directory between our mkdir and here.
+        let file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(state_dir).and_then(|()| open())
+            }
+            other => other,
+        }
+        .map_err(io(format!("opening {}", path.display())))?;
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((mut file, Errno::EWOULDBLOCK)) => {
@@ -626,5 +655,19 @@ mod tests {
         assert_eq!(kernel_holder(&meta), Some(std::process::id()));
         drop(held);
         assert_eq!(kernel_holder(&meta), None);
+    }
+
+    #[test]
+    fn an_empty_knetsim_directory_is_abandoned_and_a_users_is_not() {
+        // What an `up` killed between its mkdir and its lock leaves.
+        let ours = PathBuf::from(format!("/tmp/knetsim-u{}", std::process::id()));
+        std::fs::create_dir_all(&ours).unwrap();
+        assert!(is_default_dir(&ours));
+        assert!(remove_abandoned(&ours));
+        assert!(!ours.exists());
+        let theirs = tempfile::tempdir().unwrap();
+        assert!(!is_default_dir(theirs.path()));
+        assert!(!remove_abandoned(theirs.path()));
+        assert!(theirs.path().exists());
     }
 }

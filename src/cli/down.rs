@@ -93,8 +93,8 @@ pub fn down(a: DownArgs) -> Outcome {
     Ok(0)
 }
 
-/// State directories under /tmp that hold only a lock: what an `up` killed in its
-/// first instants leaves.
+/// knetsim's state directories under /tmp without a state: an `up` killed in its
+/// first instants may have left them (`state::remove_abandoned` decides).
 fn abandoned_state_dirs() -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir("/tmp") else {
         return Vec::new();
@@ -104,7 +104,9 @@ fn abandoned_state_dirs() -> Vec<std::path::PathBuf> {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            (name == "knetsim" || name.starts_with("knetsim-")) && state::only_lock_files(&e.path())
+            (name == "knetsim" || name.starts_with("knetsim-"))
+                && !e.path().join(state::STATE_FILE).exists()
+                && e.file_type().is_ok_and(|t| t.is_dir())
         })
         .map(|e| e.path())
         .collect()
