@@ -8,9 +8,11 @@
 
 use crate::engine::{record_effects, removable, run_op, start_process, wait_process_ready, Effect, Options, StepError};
 use crate::state::{StartingProcess, State, StateFile};
-use crate::system::{CniAddRequest, Pid, SysError, System};
-use knetsim_compiler::plan::delta::process_outputs;
-use knetsim_compiler::plan::{Action, Op, Step};
+use crate::system::{Pid, SysError, System};
+use knetsim_compiler::plan::{
+    Action, CreateBridge, CreateNetns, CreateVeth, EtcdPut, GenerateCerts, Impair, MakeDir, NftLoad, Op, StartProcess,
+    Step, WriteFile,
+};
 use knetsim_compiler::Bundle;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -241,22 +243,28 @@ fn run(
     let mut intent = false;
     let mut new_netns = false;
     match &step.op {
-        Op::CreateNetns { netns } if !st.namespaces.contains(netns) => {
+        Op::CreateNetns(CreateNetns { netns }) if !st.namespaces.contains(netns) => {
             st.namespaces.push(netns.clone());
             new_netns = true;
             intent = true;
         }
-        Op::WriteFile { path, .. } | Op::NftLoad { path, .. } if !st.paths.contains(path) => {
+        Op::WriteFile(WriteFile { path, .. }) | Op::NftLoad(NftLoad { path, .. }) if !st.paths.contains(path) => {
             st.paths.push(path.clone());
             intent = true;
         }
-        Op::StartProcess { name, netns, log, .. } => {
+        Op::StartProcess(StartProcess {
+            name,
+            netns,
+            log,
+            outputs,
+            ..
+        }) => {
             st.starting.push(StartingProcess {
                 name: name.clone(),
                 netns: netns.clone(),
                 log: log.clone(),
             });
-            for p in process_outputs(&step.op).into_iter().chain([log.as_str()]) {
+            for p in outputs.iter().chain([log]) {
                 if !st.paths.iter().any(|x| x == p) {
                     st.paths.push(p.to_string());
                 }
@@ -269,7 +277,7 @@ fn run(
         sf.save()?;
     }
     let result = match &step.op {
-        Op::StartProcess { log, .. } => {
+        Op::StartProcess(StartProcess { log, .. }) => {
             let started = start_process(&step.op, sys, &state_dir, effects);
             // The PID is recorded at once, before the wait for readiness.
             let st = sf.state_mut();
@@ -286,7 +294,7 @@ fn run(
         }
     };
     let st = sf.state_mut();
-    if let (Op::CreateNetns { netns }, true, true) = (&step.op, new_netns, effects.is_empty()) {
+    if let (Op::CreateNetns(CreateNetns { netns }), true, true) = (&step.op, new_netns, effects.is_empty()) {
         if result.is_err() {
             // It was not created (e.g. someone else's namespace of that name): not ours.
             st.namespaces.retain(|n| n != netns);
@@ -310,34 +318,42 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
         Ok(())
     };
     match &step.op {
-        Op::CreateNetns { netns } => {
+        Op::CreateNetns(CreateNetns { netns }) => {
             stop_all_in(netns, sys, st)?;
             sys.delete_netns(netns)?;
             st.namespaces.retain(|n| n != netns);
         }
-        Op::CniAdd { .. } => sys.cni_del(&CniAddRequest::of(&step.op).expect("a CNI ADD"))?,
-        Op::StartProcess { name, netns, log, .. } => {
+        Op::CniAdd(add) => sys.cni_del(add)?,
+        Op::StartProcess(StartProcess {
+            name,
+            netns,
+            log,
+            outputs,
+            ..
+        }) => {
             stop(name, netns, sys, st)?;
             remove_file(log, st)?;
             // Stopped for good: what it wrote goes too, so a new one starts afresh.
-            for path in process_outputs(&step.op) {
+            for path in outputs {
                 remove_file(path, st)?;
             }
         }
-        Op::WriteFile { path, .. } | Op::NftLoad { path, .. } | Op::MakeDir { path } => remove_file(path, st)?,
+        Op::WriteFile(WriteFile { path, .. }) | Op::NftLoad(NftLoad { path, .. }) | Op::MakeDir(MakeDir { path }) => {
+            remove_file(path, st)?
+        }
         // Certificates no router uses any more: the directory goes (keys included).
-        Op::GenerateCerts { dir, .. } => remove_file(dir, st)?,
-        Op::EtcdPut {
+        Op::GenerateCerts(GenerateCerts { dir, .. }) => remove_file(dir, st)?,
+        Op::EtcdPut(EtcdPut {
             netns, endpoints, key, ..
-        } => sys.etcd_delete(netns, endpoints, key)?,
-        Op::CreateBridge { netns, name } => sys.delete_link(netns, name)?,
-        Op::CreateVeth { a, .. } => sys.delete_link(&a.netns, &a.ifname)?,
-        Op::AddAddress { netns, ifname, cidr } => sys.delete_address(netns, ifname, cidr)?,
-        Op::AddRoute { netns, dst, dev } => sys.delete_route(netns, dst, dev)?,
-        Op::Impair { netns, ifname, .. } => sys.clear_impairment(netns, ifname)?,
+        }) => sys.etcd_delete(netns, endpoints, key)?,
+        Op::CreateBridge(CreateBridge { netns, name }) => sys.delete_link(netns, name)?,
+        Op::CreateVeth(CreateVeth { a, .. }) => sys.delete_link(&a.netns, &a.ifname)?,
+        Op::AddAddress(addr) => sys.delete_address(addr)?,
+        Op::AddRoute(route) => sys.delete_route(route)?,
+        Op::Impair(Impair { netns, ifname, .. }) => sys.clear_impairment(netns, ifname)?,
         // A sysctl is only ever removed with its namespace (the delta refuses otherwise);
         // a wait has nothing to undo.
-        Op::SetSysctl { .. } | Op::Wait { .. } => {}
+        Op::SetSysctl(_) | Op::Wait(_) => {}
     }
     st.applied.retain(|id| *id != step.id);
     Ok(())
@@ -383,21 +399,21 @@ fn perform(
             new: after,
         } => {
             match (&before.op, &after.op) {
-                (Op::CniAdd { .. }, _) => sys.cni_del(&CniAddRequest::of(&before.op).expect("a CNI ADD"))?,
+                (Op::CniAdd(add), _) => sys.cni_del(add)?,
                 // The restarted process begins afresh (its outputs are removed as it starts).
-                (Op::StartProcess { name, netns, .. }, _) => stop(name, netns, sys, sf.state_mut())?,
+                (Op::StartProcess(StartProcess { name, netns, .. }), _) => stop(name, netns, sys, sf.state_mut())?,
                 (
-                    Op::EtcdPut {
+                    Op::EtcdPut(EtcdPut {
                         netns, endpoints, key, ..
-                    },
-                    Op::EtcdPut { key: new_key, .. },
+                    }),
+                    Op::EtcdPut(EtcdPut { key: new_key, .. }),
                 ) if key != new_key => sys.etcd_delete(netns, endpoints, key)?,
                 _ => {}
             }
             run(after, new, sys, opts, sf, effects)
         }
         Action::Reload(step) => {
-            let Op::StartProcess { name, netns, .. } = &step.op else {
+            let Op::StartProcess(StartProcess { name, netns, .. }) = &step.op else {
                 return Ok(());
             };
             let p = sf
@@ -750,10 +766,10 @@ mod tests {
         // the process recorded as starting, no PID recorded.
         let starting = actions
             .iter()
-            .position(|a| matches!(&a.step().op, Op::StartProcess { .. }))
+            .position(|a| matches!(&a.step().op, Op::StartProcess(_)))
             .unwrap();
         apply_changes(&actions[..starting], &ob, &nb, &sys, &fast(), &mut sf, &mut |_, _| {}).unwrap();
-        let Op::StartProcess { name, netns, log, .. } = &actions[starting].step().op else {
+        let Op::StartProcess(StartProcess { name, netns, log, .. }) = &actions[starting].step().op else {
             unreachable!()
         };
         sf.state_mut().starting.push(StartingProcess {

@@ -3,7 +3,7 @@
 //! package that provides them.
 
 use crate::system::process::{provider, Provider, SELF_NAME};
-use knetsim_compiler::plan::{Op, Plan};
+use knetsim_compiler::plan::{Impair, Op, Plan, StartProcess};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -139,16 +139,14 @@ pub fn check(plan: &Plan, machine: &dyn Machine, builtins: &[&str], cni_dirs: &[
     for s in &plan.steps {
         let id = s.id.as_str();
         match &s.op {
-            Op::CreateBridge { .. }
-            | Op::CreateVeth { .. }
-            | Op::AddAddress { .. }
-            | Op::AddRoute { .. }
-            | Op::Wait { .. } => needs.program("ip", None, id),
-            Op::NftLoad { .. } => {
+            Op::CreateBridge(_) | Op::CreateVeth(_) | Op::AddAddress(_) | Op::AddRoute(_) | Op::Wait(_) => {
+                needs.program("ip", None, id)
+            }
+            Op::NftLoad(_) => {
                 needs.program("ip", None, id);
                 needs.program("nft", None, id);
             }
-            Op::Impair { rate, delay, loss, .. } => {
+            Op::Impair(Impair { rate, delay, loss, .. }) => {
                 needs.program("ip", None, id);
                 if rate.is_some() || delay.is_some() || loss.is_some() {
                     needs.program("tc", None, id);
@@ -158,7 +156,7 @@ pub fn check(plan: &Plan, machine: &dyn Machine, builtins: &[&str], cni_dirs: &[
                     needs.program("nft", None, id);
                 }
             }
-            Op::StartProcess { argv, builtin, .. } => match argv.first().map(String::as_str) {
+            Op::StartProcess(StartProcess { argv, builtin, .. }) => match argv.first().map(String::as_str) {
                 // This executable: its subcommand must exist.
                 Some(SELF_NAME) => {
                     let sub = argv.get(1).cloned().unwrap_or_default();
@@ -168,18 +166,18 @@ pub fn check(plan: &Plan, machine: &dyn Machine, builtins: &[&str], cni_dirs: &[
                 Some(p) => needs.program(p, builtin.as_deref(), id),
                 None => {}
             },
-            Op::CniAdd { .. } => {
+            Op::CniAdd(_) => {
                 for p in CNI_PLUGINS {
                     let e = needs.plugins.entry(p.to_string()).or_default();
                     e.push(id.to_string());
                 }
             }
-            Op::CreateNetns { .. }
-            | Op::SetSysctl { .. }
-            | Op::MakeDir { .. }
-            | Op::WriteFile { .. }
-            | Op::GenerateCerts { .. }
-            | Op::EtcdPut { .. } => {}
+            Op::CreateNetns(_)
+            | Op::SetSysctl(_)
+            | Op::MakeDir(_)
+            | Op::WriteFile(_)
+            | Op::GenerateCerts(_)
+            | Op::EtcdPut(_) => {}
         }
     }
     let mut missing = Vec::new();

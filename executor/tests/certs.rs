@@ -2,8 +2,9 @@
 //! certificate per router, keys mode 0600, and two built-in routers on 127.0.0.1 that
 //! link over TLS with exactly those files (the rcgen output is what rustls accepts).
 
+use knetsim_compiler::plan::GenerateCerts;
 use knetsim_executor::system::linux::LinuxSystem;
-use knetsim_executor::system::{CertRequest, System};
+use knetsim_executor::system::System;
 use knetsim_router::{Config, Router};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -30,7 +31,7 @@ fn generated_certificates_link_two_routers_over_tls() {
     let sys = LinuxSystem::new();
     let ca = tmp.path().join("skupper/certs");
     let created = sys
-        .generate_certs(&CertRequest {
+        .generate_certs(&GenerateCerts {
             dir: ca.display().to_string(),
             common_name: "test CA".into(),
             ip_sans: vec![],
@@ -40,7 +41,7 @@ fn generated_certificates_link_two_routers_over_tls() {
     assert!(created.contains(&ca.join("ca.key")), "{created:?}");
     assert_eq!(mode(&ca.join("ca.key")), 0o600);
     for c in ["C0", "C1"] {
-        sys.generate_certs(&CertRequest {
+        sys.generate_certs(&GenerateCerts {
             dir: ca.join(c).display().to_string(),
             common_name: c.to_lowercase(),
             ip_sans: vec!["127.0.0.1".into()],

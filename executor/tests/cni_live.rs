@@ -8,9 +8,10 @@
 mod common;
 
 use common::{run, stdout};
+use knetsim_compiler::plan::CniAdd;
 use knetsim_executor::cni::{Builtins, CniRuntime, Error, NetworkConf, RuntimeConf};
 use knetsim_executor::system::linux::{in_netns, LinuxSystem};
-use knetsim_executor::system::{CniAddRequest, SysError, System};
+use knetsim_executor::system::{SysError, System};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -355,7 +356,7 @@ fn linux_system_cni_add_pins_the_planned_ip() {
     let tmp = tempfile::tempdir().unwrap();
     let w = Worker::write(tmp.path(), "C9w1");
     let sys = LinuxSystem::new();
-    let req = CniAddRequest {
+    let req = CniAdd {
         worker_netns: worker.clone(),
         conf_dir: tmp.path().display().to_string(),
         network: "C9w1".into(),
@@ -375,7 +376,7 @@ fn linux_system_cni_add_pins_the_planned_ip() {
     assert_eq!(bridge_ports(&worker), 1);
     // An address host-local cannot give (outside the worker's subnet): an error, and the
     // half-made attachment (the bridge plugin's veth, flannel's saved delegate) is deleted.
-    let outside = CniAddRequest {
+    let outside = CniAdd {
         container_id: "C9-c2".into(),
         pod_netns: pod2.clone(),
         ip: "11.10.99.5".into(),
@@ -389,7 +390,7 @@ fn linux_system_cni_add_pins_the_planned_ip() {
     assert!(!tmp.path().join("cni-cache/results/C9w1-C9-c2-eth0").exists());
     // A missing network is a clear error.
     let err = sys
-        .cni_add(&CniAddRequest {
+        .cni_add(&CniAdd {
             network: "C9w9".into(),
             ..req.clone()
         })

@@ -1,6 +1,9 @@
 //! Engine, teardown and state-file behaviour against the recording fake (no root needed).
 
-use knetsim_compiler::plan::{Op, Plan, Probe, Step, VethEnd};
+use knetsim_compiler::plan::{
+    AddAddress, AddRoute, CreateBridge, CreateNetns, CreateVeth, Op, Plan, Probe, StartProcess, Step, VethEnd,
+    WriteFile,
+};
 use knetsim_compiler::{Bundle, CompileOptions, Source};
 use knetsim_executor::engine::{apply_with, teardown, ApplyError, Event, Options, StepError, TeardownError};
 use knetsim_executor::state::{self, ProcessRecord, State, StateFile};
@@ -28,7 +31,7 @@ fn step(id: &str, after: &[&str], op: Op) -> Step {
 }
 
 fn netns(n: &str) -> Op {
-    Op::CreateNetns { netns: n.into() }
+    Op::CreateNetns(CreateNetns { netns: n.into() })
 }
 
 fn plan(state_dir: &str, steps: Vec<Step>) -> Plan {
@@ -38,7 +41,7 @@ fn plan(state_dir: &str, steps: Vec<Step>) -> Plan {
         namespaces: steps
             .iter()
             .filter_map(|s| match &s.op {
-                Op::CreateNetns { netns } => Some(netns.clone()),
+                Op::CreateNetns(CreateNetns { netns }) => Some(netns.clone()),
                 _ => None,
             })
             .collect(),
@@ -68,15 +71,15 @@ fn chain(dir: &str) -> Plan {
             step(
                 "bridge:br",
                 &["netns:b"],
-                Op::CreateBridge {
+                Op::CreateBridge(CreateBridge {
                     netns: "a".into(),
                     name: "br".into(),
-                },
+                }),
             ),
             step(
                 "link:b",
                 &["bridge:br"],
-                Op::CreateVeth {
+                Op::CreateVeth(CreateVeth {
                     a: VethEnd {
                         netns: "b".into(),
                         ifname: "eth0".into(),
@@ -87,45 +90,46 @@ fn chain(dir: &str) -> Plan {
                         ifname: "br-eth1".into(),
                         bridge: Some("br".into()),
                     },
-                },
+                }),
             ),
             step(
                 "file:a",
                 &["link:b"],
-                Op::WriteFile {
+                Op::WriteFile(WriteFile {
                     path: format!("{dir}/a.conf"),
                     artifact: "a.conf".into(),
-                },
+                }),
             ),
             step(
                 "proc:p",
                 &["file:a"],
-                Op::StartProcess {
+                Op::StartProcess(StartProcess {
                     name: "p".into(),
                     netns: "b".into(),
                     argv: vec!["sleep".into(), "100".into()],
                     builtin: None,
                     log: format!("{dir}/p.log"),
+                    outputs: vec![],
                     ready: Probe::Alive,
-                },
+                }),
             ),
             step(
                 "addr:b",
                 &["proc:p"],
-                Op::AddAddress {
+                Op::AddAddress(AddAddress {
                     netns: "b".into(),
                     ifname: "eth0".into(),
                     cidr: "10.0.0.1/8".into(),
-                },
+                }),
             ),
             step(
                 "route:b",
                 &["addr:b"],
-                Op::AddRoute {
+                Op::AddRoute(AddRoute {
                     netns: "b".into(),
                     dst: "100.64.0.0/16".into(),
                     dev: "eth0".into(),
-                },
+                }),
             ),
         ],
     )
@@ -156,7 +160,7 @@ fn default_plan_runs_in_dependency_order() {
     let starts = plan
         .steps
         .iter()
-        .filter(|s| matches!(s.op, Op::StartProcess { .. }))
+        .filter(|s| matches!(s.op, Op::StartProcess(_)))
         .count();
     assert_eq!(applied.processes.len(), starts);
 
@@ -316,17 +320,18 @@ fn probe_timeout_fails_and_stops_the_process() {
             step(
                 "proc:etcd",
                 &["netns:a"],
-                Op::StartProcess {
+                Op::StartProcess(StartProcess {
                     name: "etcd".into(),
                     netns: "a".into(),
                     argv: vec!["etcd".into()],
                     builtin: None,
                     log: "/tmp/none/etcd.log".into(),
+                    outputs: vec![],
                     ready: Probe::HttpGet {
                         netns: "a".into(),
                         url: "http://127.0.0.1:2379/health".into(),
                     },
-                },
+                }),
             ),
         ],
     );

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{run, stdout};
-use knetsim_compiler::plan::{Op, Plan, Probe};
+use knetsim_compiler::plan::{AddAddress, AddRoute, Op, Plan, Probe, SetSysctl};
 use knetsim_compiler::{Bundle, CompileOptions, Source};
 use knetsim_executor::engine::{apply_with, teardown, Event, Options};
 use knetsim_executor::state::{self, StateFile};
@@ -107,14 +107,14 @@ fn underlay_only(mut plan: Plan) -> Plan {
     plan.steps.retain(|s| {
         matches!(
             s.op,
-            Op::CreateNetns { .. }
-                | Op::CreateBridge { .. }
-                | Op::CreateVeth { .. }
-                | Op::AddAddress { .. }
-                | Op::AddRoute { .. }
-                | Op::SetSysctl { .. }
-                | Op::WriteFile { .. }
-                | Op::NftLoad { .. }
+            Op::CreateNetns(_)
+                | Op::CreateBridge(_)
+                | Op::CreateVeth(_)
+                | Op::AddAddress(_)
+                | Op::AddRoute(_)
+                | Op::SetSysctl(_)
+                | Op::WriteFile(_)
+                | Op::NftLoad(_)
         )
     });
     plan
@@ -172,7 +172,9 @@ fn underlay_comes_up_pings_and_leaves_nothing() {
         plan.steps
             .iter()
             .find_map(|s| match &s.op {
-                Op::AddAddress { netns, cidr, .. } if *netns == ns(host) => Some(cidr.split('/').next()?.to_string()),
+                Op::AddAddress(AddAddress { netns, cidr, .. }) if *netns == ns(host) => {
+                    Some(cidr.split('/').next()?.to_string())
+                }
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no address for {host}"))
@@ -281,11 +283,11 @@ fn rollback_on_failure_leaves_nothing() {
     plan.steps.push(knetsim_compiler::plan::Step {
         id: "bad-route".into(),
         after,
-        op: Op::AddRoute {
+        op: Op::AddRoute(AddRoute {
             netns: w1.clone(),
             dst: "100.65.0.0/16".into(),
             dev: "nosuchdev".into(),
-        },
+        }),
     });
     let before = root_snapshot();
     let _cleanup = Cleanup {
@@ -399,7 +401,12 @@ fn probes_kill_and_namespace_processes() {
     drop(child);
 
     // Sysctl from a thread inside the namespace.
-    sys.set_sysctl(&ns, "net.ipv4.ip_forward", "1").unwrap();
+    sys.set_sysctl(&SetSysctl {
+        netns: ns.clone(),
+        key: "net.ipv4.ip_forward".into(),
+        value: "1".into(),
+    })
+    .unwrap();
     let fwd = stdout(&["ip", "netns", "exec", &ns, "cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(fwd.trim(), "1");
 
@@ -437,7 +444,7 @@ fn default_topology_underlay_timing() {
         .steps
         .iter()
         .find_map(|s| match &s.op {
-            Op::AddAddress { netns, cidr, .. } if *netns == format!("{name}-C1w1") => {
+            Op::AddAddress(AddAddress { netns, cidr, .. }) if *netns == format!("{name}-C1w1") => {
                 Some(cidr.split('/').next().unwrap().to_string())
             }
             _ => None,

@@ -7,7 +7,7 @@ use super::status::{print_table, service_row, table};
 use super::{load_options_and_source, Target};
 use clap::CommandFactory;
 use knetsim_compiler::model::Check;
-use knetsim_compiler::plan::{Component, Op, Plan};
+use knetsim_compiler::plan::{Component, Op, Plan, StartProcess};
 use knetsim_compiler::{self as compiler, Compiled};
 use knetsim_executor::engine::{apply_with, ApplyError, Event, Options};
 use knetsim_executor::live::store_first_generation;
@@ -123,7 +123,7 @@ impl<'a> Progress<'a> {
 
     fn log_of(&self, step: &str) -> Option<&str> {
         match &self.plan.step(step)?.op {
-            Op::StartProcess { log, .. } => Some(log),
+            Op::StartProcess(StartProcess { log, .. }) => Some(log),
             _ => None,
         }
     }

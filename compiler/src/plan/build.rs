@@ -1,7 +1,10 @@
 //! Model -> plan. Step ids are stable and human-readable; dependencies are exactly
 //! what each step needs, so the executor can run the rest in parallel.
 
-use super::{Op, Plan, Probe, Step, VethEnd};
+use super::{
+    AddAddress, AddRoute, CniAdd, CreateBridge, CreateNetns, CreateVeth, EtcdPut, GenerateCerts, Impair, MakeDir,
+    NftLoad, Op, Plan, Probe, SetSysctl, StartProcess, Step, VethEnd, Wait, WriteFile,
+};
 use crate::artifacts::{etcd, flannel, paths, paths::runtime};
 use crate::bundle::Bundle;
 use crate::model::{Cluster, Model, Naming};
@@ -40,7 +43,7 @@ pub fn build(model: &Model, _bundle: &Bundle) -> Plan {
             .flat_map(|c| c.pods.iter().filter(|p| !p.deleted).map(|p| p.netns.clone())),
     );
     for ns in &namespaces {
-        s.add(netns_id(ns), vec![], Op::CreateNetns { netns: ns.clone() });
+        s.add(netns_id(ns), vec![], Op::CreateNetns(CreateNetns { netns: ns.clone() }));
     }
     underlay(model, &mut s);
     for c in &model.clusters {
@@ -61,10 +64,10 @@ fn underlay(model: &Model, s: &mut Steps) {
         s.add(
             format!("bridge:{}", sw.name),
             vec![netns_id(sw_ns)],
-            Op::CreateBridge {
+            Op::CreateBridge(CreateBridge {
                 netns: sw_ns.clone(),
                 name: sw.name.clone(),
-            },
+            }),
         );
     }
     for l in &model.underlay.links {
@@ -81,22 +84,22 @@ fn underlay(model: &Model, s: &mut Steps) {
         let link = s.add(
             format!("link:{}", l.a.node),
             after,
-            Op::CreateVeth {
+            Op::CreateVeth(CreateVeth {
                 a: end(&l.a),
                 b: end(&l.b),
-            },
+            }),
         );
         if let Some(imp) = &l.impairment {
             s.add(
                 format!("impair:{}", l.a.node),
                 vec![link],
-                Op::Impair {
+                Op::Impair(Impair {
                     netns: l.a.netns.clone(),
                     ifname: l.a.ifname.clone(),
                     rate: imp.rate.clone(),
                     delay: imp.delay.clone(),
                     loss: imp.loss,
-                },
+                }),
             );
         }
     }
@@ -104,31 +107,31 @@ fn underlay(model: &Model, s: &mut Steps) {
         s.add(
             format!("addr:{}", h.name),
             vec![format!("link:{}", h.name)],
-            Op::AddAddress {
+            Op::AddAddress(AddAddress {
                 netns: h.netns.clone(),
                 ifname: h.ifname.clone(),
                 cidr: format!("{}/{}", h.ip, h.prefix_len),
-            },
+            }),
         );
         if c.worker(&h.local).is_some() {
             s.add(
                 format!("sysctl:{}:ip_forward", h.name),
                 vec![netns_id(&h.netns)],
-                Op::SetSysctl {
+                Op::SetSysctl(SetSysctl {
                     netns: h.netns.clone(),
                     key: "net.ipv4.ip_forward".into(),
                     value: "1".into(),
-                },
+                }),
             );
             // kube-proxy's output-chain DNAT needs a route to the VIPs to exist first.
             s.add(
                 format!("route:{}:services", h.name),
                 vec![format!("addr:{}", h.name)],
-                Op::AddRoute {
+                Op::AddRoute(AddRoute {
                     netns: h.netns.clone(),
                     dst: c.service_cidr.to_string(),
                     dev: h.ifname.clone(),
-                },
+                }),
             );
         }
     }
@@ -147,17 +150,18 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
         previous = Some(s.add(
             format!("etcd:{}", m.name),
             after,
-            Op::StartProcess {
+            Op::StartProcess(StartProcess {
                 name: format!("etcd {}", m.name),
                 netns: m.netns.clone(),
                 argv: member.argv(),
                 builtin: None,
                 log: member.log.clone(),
+                outputs: vec![member.data_dir.clone()],
                 ready: Probe::TcpConnect {
                     netns: m.netns.clone(),
                     addr: format!("{}:2380", m.ip),
                 },
-            },
+            }),
         ));
     }
     let mut etcd_started = Vec::new();
@@ -165,46 +169,46 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
         etcd_started.push(s.add(
             format!("etcd-healthy:{}", m.name),
             previous.iter().cloned().collect(),
-            Op::Wait {
+            Op::Wait(Wait {
                 probe: Probe::HttpGet {
                     netns: m.netns.clone(),
                     url: format!("http://{}:2379/health", m.ip),
                 },
-            },
+            }),
         ));
     }
     let first_etcd = &c.etcd[0];
     let config = s.add(
         format!("etcd-put:{}:config", c.name),
         etcd_started,
-        Op::EtcdPut {
+        Op::EtcdPut(EtcdPut {
             netns: first_etcd.netns.clone(),
             endpoints: endpoints.clone(),
             key: format!("{}/config", flannel::ETCD_PREFIX),
             artifact: paths::flannel_network_config(c),
             pointer: String::new(),
-        },
+        }),
     );
     let mut flanneld_started = Vec::new();
     for w in &c.workers {
         let reservation = s.add(
             format!("etcd-put:{}:{}", c.name, w.host.name),
             vec![config.clone()],
-            Op::EtcdPut {
+            Op::EtcdPut(EtcdPut {
                 netns: first_etcd.netns.clone(),
                 endpoints: endpoints.clone(),
                 key: flannel::subnet_key(w),
                 artifact: paths::subnet_reservation(c, w),
                 pointer: "/value".into(),
-            },
+            }),
         );
         let cni_conf = s.add(
             format!("file:{}", runtime::cni_conf(n, w)),
             vec![],
-            Op::WriteFile {
+            Op::WriteFile(WriteFile {
                 path: runtime::cni_conf(n, w),
                 artifact: paths::cni_config(c, w),
-            },
+            }),
         );
         let subnet_env = runtime::subnet_env(n, w);
         let flanneld = s.add(
@@ -214,24 +218,25 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 format!("addr:{}", w.host.name),
                 format!("sysctl:{}:ip_forward", w.host.name),
             ],
-            Op::StartProcess {
+            Op::StartProcess(StartProcess {
                 name: format!("flanneld {}", w.host.name),
                 netns: w.host.netns.clone(),
                 argv: flanneld_argv(c, w, &endpoints, &subnet_env),
                 builtin: Some("flanneld".into()),
                 log: runtime::flannel_log(n, w),
+                outputs: vec![subnet_env.clone()],
                 ready: Probe::FileExists { path: subnet_env },
-            },
+            }),
         );
         flanneld_started.push(flanneld.clone());
         s.add(
             format!("nft:{}", w.host.name),
             vec![netns_id(&w.host.netns)],
-            Op::NftLoad {
+            Op::NftLoad(NftLoad {
                 netns: w.host.netns.clone(),
                 artifact: paths::nft_ruleset(c, w),
                 path: runtime::nft_ruleset(n, w),
-            },
+            }),
         );
         let mut previous_add: Option<String> = None;
         for p in c.pods_on(w).filter(|p| !p.deleted) {
@@ -241,7 +246,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
             let add = s.add(
                 format!("cni-add:{}/{}", c.name, p.name),
                 after,
-                Op::CniAdd {
+                Op::CniAdd(CniAdd {
                     worker_netns: w.host.netns.clone(),
                     conf_dir: runtime::cni_conf_dir(n, w),
                     network: w.host.name.clone(),
@@ -249,7 +254,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                     pod_netns: p.netns.clone(),
                     ifname: "eth0".into(),
                     ip: p.ip.to_string(),
-                },
+                }),
             );
             previous_add = Some(add.clone());
             if let Some(argv) = &p.command {
@@ -263,14 +268,15 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 s.add(
                     format!("workload:{}/{}", c.name, p.name),
                     vec![add],
-                    Op::StartProcess {
+                    Op::StartProcess(StartProcess {
                         name: format!("pod {}/{}", c.name, p.name),
                         netns: p.netns.clone(),
                         argv: argv.clone(),
                         builtin: None,
                         log: runtime::pod_log(n, c, &p.name),
+                        outputs: vec![],
                         ready,
-                    },
+                    }),
                 );
             }
         }
@@ -279,13 +285,13 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
         s.add(
             format!("flannel-ready:{}", w.host.name),
             flanneld_started.clone(),
-            Op::Wait {
+            Op::Wait(Wait {
                 probe: Probe::RoutesVia {
                     netns: w.host.netns.clone(),
                     dev: c.flannel.device(),
                     count: c.workers.len() - 1,
                 },
-            },
+            }),
         );
     }
     for ing in &c.ingresses {
@@ -299,17 +305,17 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
         let mkdir = s.add(
             format!("dir:{dir}/tmp"),
             vec![],
-            Op::MakeDir {
+            Op::MakeDir(MakeDir {
                 path: format!("{dir}/tmp"),
-            },
+            }),
         );
         let file = s.add(
             format!("file:{conf}"),
             vec![],
-            Op::WriteFile {
+            Op::WriteFile(WriteFile {
                 path: conf.clone(),
                 artifact: paths::nginx_conf(c, ing),
-            },
+            }),
         );
         // nginx proxies to VIPs from the worker itself: the output-hook DNAT needs the
         // rules and the route to the service CIDR.
@@ -329,7 +335,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
         s.add(
             format!("nginx:{}/{}", c.name, ing.name),
             after,
-            Op::StartProcess {
+            Op::StartProcess(StartProcess {
                 name: format!("ingress {}/{}", c.name, ing.name),
                 netns: w.netns.clone(),
                 argv: vec![
@@ -343,11 +349,12 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 ],
                 builtin: None,
                 log: format!("{dir}/nginx.log"),
+                outputs: vec![],
                 ready: Probe::TcpConnect {
                     netns: w.netns.clone(),
                     addr: format!("127.0.0.1:{}", ing.port),
                 },
-            },
+            }),
         );
     }
 }
@@ -383,12 +390,12 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
         s.add(
             "certs:ca".into(),
             vec![],
-            Op::GenerateCerts {
+            Op::GenerateCerts(GenerateCerts {
                 dir,
                 common_name: format!("knetsim inter-router CA ({})", n.state_dir()),
                 ip_sans: vec![],
                 ca_dir: None,
-            },
+            }),
         )
     });
     for r in &model.routers {
@@ -396,10 +403,10 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
         let file = s.add(
             format!("file:{conf}"),
             vec![],
-            Op::WriteFile {
+            Op::WriteFile(WriteFile {
                 path: conf.clone(),
                 artifact: paths::router_config(r),
-            },
+            }),
         );
         let netns = model
             .hosts()
@@ -411,12 +418,12 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
             after.push(s.add(
                 format!("certs:{}", r.cluster),
                 vec![ca.clone()],
-                Op::GenerateCerts {
+                Op::GenerateCerts(GenerateCerts {
                     dir: runtime::router_certs(n, r),
                     common_name: r.id.clone(),
                     ip_sans: vec![r.ip.to_string()],
                     ca_dir: Some(runtime::router_ca(n)),
-                },
+                }),
             ));
         }
         if let Some(c) = model.cluster(&r.cluster) {
@@ -434,17 +441,18 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
         s.add(
             format!("router:{}", r.cluster),
             after,
-            Op::StartProcess {
+            Op::StartProcess(StartProcess {
                 name: format!("router {}", r.id),
                 netns: netns.clone(),
                 argv: vec!["skrouterd".into(), "-c".into(), conf],
                 builtin: Some("router".into()),
                 log: runtime::router_log(n, r),
+                outputs: vec![],
                 ready: Probe::HttpGet {
                     netns: netns.clone(),
                     url: "http://127.0.0.1:9090/healthz".into(),
                 },
-            },
+            }),
         );
     }
 }
@@ -452,7 +460,7 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
 #[cfg(test)]
 mod tls_tests {
     use crate::artifacts::paths::PLAN;
-    use crate::plan::{Op, Plan};
+    use crate::plan::{GenerateCerts, Op, Plan};
     use crate::{compile, CompileOptions, Source};
 
     fn plan(text: &str) -> Plan {
@@ -490,7 +498,7 @@ listen = [{ cluster = "C1", port = 1028 }]
                 .position(|s| s.id == id)
                 .unwrap_or_else(|| panic!("no step {id}"))
         };
-        let Some(Op::GenerateCerts { dir, ca_dir: None, .. }) = p.step("certs:ca").map(|s| &s.op) else {
+        let Some(Op::GenerateCerts(GenerateCerts { dir, ca_dir: None, .. })) = p.step("certs:ca").map(|s| &s.op) else {
             panic!("no CA step");
         };
         assert!(
@@ -499,12 +507,12 @@ listen = [{ cluster = "C1", port = 1028 }]
         );
         for c in ["C0", "C1"] {
             let s = p.step(&format!("certs:{c}")).unwrap();
-            let Op::GenerateCerts {
+            let Op::GenerateCerts(GenerateCerts {
                 dir: d,
                 ip_sans,
                 ca_dir,
                 ..
-            } = &s.op
+            }) = &s.op
             else {
                 panic!("certs:{c} is {:?}", s.op)
             };
@@ -521,7 +529,7 @@ listen = [{ cluster = "C1", port = 1028 }]
             assert!(pos(&format!("certs:{c}")) < pos(&format!("router:{c}")));
         }
         let plain = plan(&TWO.replace("TLS", "false"));
-        assert!(!plain.steps.iter().any(|s| matches!(s.op, Op::GenerateCerts { .. })));
+        assert!(!plain.steps.iter().any(|s| matches!(s.op, Op::GenerateCerts(_))));
     }
 }
 
@@ -529,7 +537,7 @@ listen = [{ cluster = "C1", port = 1028 }]
 mod ip_masq_tests {
     use crate::artifacts::paths::{self, PLAN};
     use crate::bundle::Bundle;
-    use crate::plan::{Op, Plan};
+    use crate::plan::{Op, Plan, StartProcess};
     use crate::{compile, CompileOptions, Source};
 
     fn bundle(flannel: &str) -> Bundle {
@@ -540,7 +548,7 @@ mod ip_masq_tests {
     fn flanneld_argv(b: &Bundle, worker: &str) -> Vec<String> {
         let plan: Plan = serde_json::from_str(b.get(PLAN).unwrap()).unwrap();
         match &plan.step(&format!("flanneld:{worker}")).unwrap().op {
-            Op::StartProcess { argv, .. } => argv.clone(),
+            Op::StartProcess(StartProcess { argv, .. }) => argv.clone(),
             other => panic!("{other:?}"),
         }
     }

@@ -7,7 +7,7 @@
 
 use crate::state::{ProcessRecord, State, StateError, StateFile};
 use crate::system::{SysError, System};
-use knetsim_compiler::plan::{Op, Plan};
+use knetsim_compiler::plan::{CreateNetns, NftLoad, Op, Plan, WriteFile};
 use knetsim_compiler::Bundle;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -345,7 +345,7 @@ pub fn apply_with(
                         }
                     }
                     Err(e) => {
-                        if let (Op::CreateNetns { netns }, Some(st), false) =
+                        if let (Op::CreateNetns(CreateNetns { netns }), Some(st), false) =
                             (&step.op, state.as_deref_mut(), created_netns)
                         {
                             // Not ours (e.g. it already existed): never delete it later.
@@ -476,11 +476,11 @@ fn record_intents(plan: &Plan, batch: &[usize], st: &mut State) -> bool {
     let mut changed = false;
     for &i in batch {
         match &plan.steps[i].op {
-            Op::CreateNetns { netns } if !st.namespaces.contains(netns) => {
+            Op::CreateNetns(CreateNetns { netns }) if !st.namespaces.contains(netns) => {
                 st.namespaces.push(netns.clone());
                 changed = true;
             }
-            Op::WriteFile { path, .. } | Op::NftLoad { path, .. } if !st.paths.contains(path) => {
+            Op::WriteFile(WriteFile { path, .. }) | Op::NftLoad(NftLoad { path, .. }) if !st.paths.contains(path) => {
                 st.paths.push(path.clone());
                 changed = true;
             }

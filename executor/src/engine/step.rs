@@ -3,8 +3,8 @@
 
 use super::{Effect, Options, StepError};
 use crate::state::{unix_now, ProcessRecord};
-use crate::system::{CertRequest, CniAddRequest, Impairment, ProcessSpec, System};
-use knetsim_compiler::plan::{Op, Probe};
+use crate::system::System;
+use knetsim_compiler::plan::{CreateNetns, EtcdPut, MakeDir, NftLoad, Op, Probe, StartProcess, Wait, WriteFile};
 use knetsim_compiler::Bundle;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,31 +45,20 @@ pub(crate) fn start_process(
     state_dir: &Path,
     effects: &mut Vec<Effect>,
 ) -> Result<ProcessRecord, StepError> {
-    let Op::StartProcess {
-        name,
-        netns,
-        argv,
-        builtin,
-        log,
-        ..
-    } = op
-    else {
+    let Op::StartProcess(spec) = op else {
         unreachable!("start_process takes a StartProcess op");
     };
-    for out in knetsim_compiler::plan::delta::process_outputs(op) {
+    for out in &spec.outputs {
         let out = Path::new(out);
         if removable(out, state_dir) {
             sys.remove_path(out)?;
             effects.push(Effect::Path(out.to_path_buf()));
         }
     }
-    let spawned = sys.start_process(&ProcessSpec {
-        name: name.clone(),
-        netns: netns.clone(),
-        argv: argv.clone(),
-        builtin: builtin.clone(),
-        log: log.clone(),
-    })?;
+    let spawned = sys.start_process(spec)?;
+    let StartProcess {
+        name, netns, argv, log, ..
+    } = spec;
     effects.extend(spawned.created.into_iter().map(Effect::Path));
     let record = ProcessRecord {
         name: name.clone(),
@@ -93,7 +82,7 @@ pub(crate) fn wait_process_ready(
     sys: &dyn System,
     opts: &Options,
 ) -> Result<(), StepError> {
-    let Op::StartProcess { ready, log, .. } = op else {
+    let Op::StartProcess(StartProcess { ready, log, .. }) = op else {
         return Ok(());
     };
     standalone(bundle, state_dir, sys, opts, |ctx| {
@@ -133,64 +122,40 @@ impl Ctx<'_> {
     ) -> Result<(), StepError> {
         let sys = self.sys;
         match op {
-            Op::CreateNetns { netns } => {
+            Op::CreateNetns(CreateNetns { netns }) => {
                 sys.create_netns(netns)?;
                 effects.push(Effect::Netns(netns.clone()));
             }
-            Op::CreateBridge { netns, name } => sys.create_bridge(netns, name)?,
-            Op::CreateVeth { a, b } => sys.create_veth(a, b)?,
-            Op::AddAddress { netns, ifname, cidr } => sys.add_address(netns, ifname, cidr)?,
-            Op::AddRoute { netns, dst, dev } => sys.add_route(netns, dst, dev)?,
-            Op::SetSysctl { netns, key, value } => sys.set_sysctl(netns, key, value)?,
-            Op::Impair {
-                netns,
-                ifname,
-                rate,
-                delay,
-                loss,
-            } => warnings.extend(sys.impair(
-                netns,
-                ifname,
-                &Impairment {
-                    rate: rate.clone(),
-                    delay: delay.clone(),
-                    loss: *loss,
-                },
-            )?),
-            Op::MakeDir { path } => {
+            Op::CreateBridge(br) => sys.create_bridge(br)?,
+            Op::CreateVeth(veth) => sys.create_veth(veth)?,
+            Op::AddAddress(addr) => sys.add_address(addr)?,
+            Op::AddRoute(route) => sys.add_route(route)?,
+            Op::SetSysctl(sysctl) => sys.set_sysctl(sysctl)?,
+            Op::Impair(imp) => warnings.extend(sys.impair(imp)?),
+            Op::MakeDir(MakeDir { path }) => {
                 let dirs = sys.make_dir(Path::new(path))?;
                 effects.extend(dirs.into_iter().map(Effect::Path));
             }
-            Op::WriteFile { path, artifact } => self.write(path, self.artifact(artifact)?, effects)?,
-            Op::GenerateCerts {
-                dir,
-                common_name,
-                ip_sans,
-                ca_dir,
-            } => {
-                let created = sys.generate_certs(&CertRequest {
-                    dir: dir.clone(),
-                    common_name: common_name.clone(),
-                    ip_sans: ip_sans.clone(),
-                    ca_dir: ca_dir.clone(),
-                })?;
+            Op::WriteFile(WriteFile { path, artifact }) => self.write(path, self.artifact(artifact)?, effects)?,
+            Op::GenerateCerts(certs) => {
+                let created = sys.generate_certs(certs)?;
                 effects.extend(created.into_iter().map(Effect::Path));
             }
-            Op::NftLoad { netns, artifact, path } => {
+            Op::NftLoad(NftLoad { netns, artifact, path }) => {
                 self.write(path, self.artifact(artifact)?, effects)?;
                 sys.nft_load(netns, Path::new(path))?;
             }
-            Op::StartProcess { log, ready, .. } => {
+            Op::StartProcess(StartProcess { log, ready, .. }) => {
                 let started = start_process(op, sys, self.state_dir, effects)?;
                 self.wait_ready(ready, Some((started.pid, log)))?;
             }
-            Op::EtcdPut {
+            Op::EtcdPut(EtcdPut {
                 netns,
                 endpoints,
                 key,
                 artifact,
                 pointer,
-            } => {
+            }) => {
                 let text = self.artifact(artifact)?;
                 let value = if pointer.is_empty() {
                     text.to_string()
@@ -212,17 +177,16 @@ impl Ctx<'_> {
                 };
                 sys.etcd_put(netns, endpoints, key, &value)?;
             }
-            Op::CniAdd { ip, .. } => {
-                let request = CniAddRequest::of(op).expect("a CNI ADD");
-                let got = sys.cni_add(&request)?;
-                if !got.iter().any(|a| a.split('/').next() == Some(ip.as_str())) {
+            Op::CniAdd(add) => {
+                let got = sys.cni_add(add)?;
+                if !got.iter().any(|a| a.split('/').next() == Some(add.ip.as_str())) {
                     return Err(StepError::IpMismatch {
-                        expected: ip.clone(),
+                        expected: add.ip.clone(),
                         got,
                     });
                 }
             }
-            Op::Wait { probe } => self.wait_ready(probe, None)?,
+            Op::Wait(Wait { probe }) => self.wait_ready(probe, None)?,
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! emulation, and per router cluster a certificate with IP SANs signed by it. Pure: the
 //! files are returned, a [`super::System`] writes them.
 
-use super::{CertRequest, SysError, SysResult};
+use super::{SysError, SysResult};
+use knetsim_compiler::plan::GenerateCerts;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
@@ -22,7 +23,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> SysError {
 }
 
 /// The files for `req`; `ca` is the signing CA's (certificate PEM, key PEM) when `req.ca_dir` is set.
-pub fn generate(req: &CertRequest, ca: Option<(&str, &str)>) -> SysResult<Vec<CertFile>> {
+pub fn generate(req: &GenerateCerts, ca: Option<(&str, &str)>) -> SysResult<Vec<CertFile>> {
     let mut p = CertificateParams::default();
     p.distinguished_name.push(DnType::CommonName, req.common_name.as_str());
     let key = KeyPair::generate().map_err(|e| err("certificate key", e))?;

@@ -2,8 +2,11 @@
 //! told to fail some of them, to sleep in each (to observe concurrency), to report
 //! processes in namespaces, and what probes answer.
 
-use super::{CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
-use knetsim_compiler::plan::{Probe, VethEnd};
+use super::{Pid, Spawned, SysError, SysResult, System};
+use knetsim_compiler::plan::{
+    AddAddress, AddRoute, CniAdd, CreateBridge, CreateVeth, GenerateCerts, Impair, Probe, SetSysctl, StartProcess,
+    VethEnd,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,81 +20,30 @@ use std::time::Duration;
 pub enum Call {
     CreateNetns(String),
     DeleteNetns(String),
-    CreateBridge {
-        netns: String,
-        name: String,
-    },
-    CreateVeth {
-        a: VethEnd,
-        b: VethEnd,
-    },
-    AddAddress {
-        netns: String,
-        ifname: String,
-        cidr: String,
-    },
-    AddRoute {
-        netns: String,
-        dst: String,
-        dev: String,
-    },
-    SetSysctl {
-        netns: String,
-        key: String,
-        value: String,
-    },
-    Impair {
-        netns: String,
-        ifname: String,
-    },
+    CreateBridge(CreateBridge),
+    CreateVeth(CreateVeth),
+    AddAddress(AddAddress),
+    AddRoute(AddRoute),
+    SetSysctl(SetSysctl),
+    Impair(Impair),
     MakeDir(PathBuf),
-    WriteFile {
-        path: PathBuf,
-        contents: String,
-    },
+    WriteFile { path: PathBuf, contents: String },
     RemovePath(PathBuf),
-    GenerateCerts(CertRequest),
-    NftLoad {
-        netns: String,
-        path: PathBuf,
-    },
-    StartProcess(ProcessSpec),
+    GenerateCerts(GenerateCerts),
+    NftLoad { netns: String, path: PathBuf },
+    StartProcess(StartProcess),
     Kill(u32),
     NetnsPids(Vec<String>),
-    Check {
-        probe: Probe,
-        pid: Option<u32>,
-    },
-    EtcdPut {
-        netns: String,
-        key: String,
-        value: String,
-    },
-    CniAdd(CniAddRequest),
-    CniDel(CniAddRequest),
-    EtcdDelete {
-        netns: String,
-        key: String,
-    },
+    Check { probe: Probe, pid: Option<u32> },
+    EtcdPut { netns: String, key: String, value: String },
+    CniAdd(CniAdd),
+    CniDel(CniAdd),
+    EtcdDelete { netns: String, key: String },
     Reload(u32),
-    DeleteLink {
-        netns: String,
-        ifname: String,
-    },
-    DeleteAddress {
-        netns: String,
-        ifname: String,
-        cidr: String,
-    },
-    DeleteRoute {
-        netns: String,
-        dst: String,
-        dev: String,
-    },
-    ClearImpairment {
-        netns: String,
-        ifname: String,
-    },
+    DeleteLink { netns: String, ifname: String },
+    DeleteAddress(AddAddress),
+    DeleteRoute(AddRoute),
+    ClearImpairment { netns: String, ifname: String },
 }
 
 impl fmt::Display for Call {
@@ -100,12 +52,12 @@ impl fmt::Display for Call {
         match self {
             Call::CreateNetns(n) => write!(f, "create-netns {n}"),
             Call::DeleteNetns(n) => write!(f, "delete-netns {n}"),
-            Call::CreateBridge { netns, name } => write!(f, "create-bridge {netns} {name}"),
-            Call::CreateVeth { a, b } => write!(f, "create-veth {} {}", end(a), end(b)),
-            Call::AddAddress { netns, ifname, cidr } => write!(f, "add-address {netns} {ifname} {cidr}"),
-            Call::AddRoute { netns, dst, dev } => write!(f, "add-route {netns} {dst} {dev}"),
-            Call::SetSysctl { netns, key, value } => write!(f, "set-sysctl {netns} {key}={value}"),
-            Call::Impair { netns, ifname } => write!(f, "impair {netns} {ifname}"),
+            Call::CreateBridge(b) => write!(f, "create-bridge {} {}", b.netns, b.name),
+            Call::CreateVeth(v) => write!(f, "create-veth {} {}", end(&v.a), end(&v.b)),
+            Call::AddAddress(a) => write!(f, "add-address {} {} {}", a.netns, a.ifname, a.cidr),
+            Call::AddRoute(r) => write!(f, "add-route {} {} {}", r.netns, r.dst, r.dev),
+            Call::SetSysctl(s) => write!(f, "set-sysctl {} {}={}", s.netns, s.key, s.value),
+            Call::Impair(i) => write!(f, "impair {} {}", i.netns, i.ifname),
             Call::MakeDir(p) => write!(f, "make-dir {}", p.display()),
             Call::WriteFile { path, .. } => write!(f, "write-file {}", path.display()),
             Call::RemovePath(p) => write!(f, "remove-path {}", p.display()),
@@ -127,8 +79,8 @@ impl fmt::Display for Call {
             Call::EtcdDelete { netns, key } => write!(f, "etcd-delete {netns} {key}"),
             Call::Reload(pid) => write!(f, "reload {pid}"),
             Call::DeleteLink { netns, ifname } => write!(f, "delete-link {netns} {ifname}"),
-            Call::DeleteAddress { netns, ifname, cidr } => write!(f, "delete-address {netns} {ifname} {cidr}"),
-            Call::DeleteRoute { netns, dst, dev } => write!(f, "delete-route {netns} {dst} {dev}"),
+            Call::DeleteAddress(a) => write!(f, "delete-address {} {} {}", a.netns, a.ifname, a.cidr),
+            Call::DeleteRoute(r) => write!(f, "delete-route {} {} {}", r.netns, r.dst, r.dev),
             Call::ClearImpairment { netns, ifname } => write!(f, "clear-impairment {netns} {ifname}"),
         }
     }
@@ -236,49 +188,28 @@ impl System for RecordingSystem {
         self.record(Call::DeleteNetns(name.into()))
     }
 
-    fn create_bridge(&self, netns: &str, name: &str) -> SysResult<()> {
-        self.record(Call::CreateBridge {
-            netns: netns.into(),
-            name: name.into(),
-        })
+    fn create_bridge(&self, br: &CreateBridge) -> SysResult<()> {
+        self.record(Call::CreateBridge(br.clone()))
     }
 
-    fn create_veth(&self, a: &VethEnd, b: &VethEnd) -> SysResult<()> {
-        self.record(Call::CreateVeth {
-            a: a.clone(),
-            b: b.clone(),
-        })
+    fn create_veth(&self, veth: &CreateVeth) -> SysResult<()> {
+        self.record(Call::CreateVeth(veth.clone()))
     }
 
-    fn add_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
-        self.record(Call::AddAddress {
-            netns: netns.into(),
-            ifname: ifname.into(),
-            cidr: cidr.into(),
-        })
+    fn add_address(&self, addr: &AddAddress) -> SysResult<()> {
+        self.record(Call::AddAddress(addr.clone()))
     }
 
-    fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
-        self.record(Call::AddRoute {
-            netns: netns.into(),
-            dst: dst.into(),
-            dev: dev.into(),
-        })
+    fn add_route(&self, route: &AddRoute) -> SysResult<()> {
+        self.record(Call::AddRoute(route.clone()))
     }
 
-    fn set_sysctl(&self, netns: &str, key: &str, value: &str) -> SysResult<()> {
-        self.record(Call::SetSysctl {
-            netns: netns.into(),
-            key: key.into(),
-            value: value.into(),
-        })
+    fn set_sysctl(&self, sysctl: &SetSysctl) -> SysResult<()> {
+        self.record(Call::SetSysctl(sysctl.clone()))
     }
 
-    fn impair(&self, netns: &str, ifname: &str, _impairment: &Impairment) -> SysResult<Vec<String>> {
-        self.record(Call::Impair {
-            netns: netns.into(),
-            ifname: ifname.into(),
-        })?;
+    fn impair(&self, imp: &Impair) -> SysResult<Vec<String>> {
+        self.record(Call::Impair(imp.clone()))?;
         Ok(Vec::new())
     }
 
@@ -295,7 +226,7 @@ impl System for RecordingSystem {
         Ok(Vec::new())
     }
 
-    fn generate_certs(&self, req: &CertRequest) -> SysResult<Vec<PathBuf>> {
+    fn generate_certs(&self, req: &GenerateCerts) -> SysResult<Vec<PathBuf>> {
         self.record(Call::GenerateCerts(req.clone()))?;
         let names: &[&str] = if req.ca_dir.is_some() {
             &["ca.crt", "tls.crt", "tls.key"]
@@ -316,7 +247,7 @@ impl System for RecordingSystem {
         })
     }
 
-    fn start_process(&self, spec: &ProcessSpec) -> SysResult<Spawned> {
+    fn start_process(&self, spec: &StartProcess) -> SysResult<Spawned> {
         self.record(Call::StartProcess(spec.clone()))?;
         let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
         Ok(Spawned {
@@ -362,12 +293,12 @@ impl System for RecordingSystem {
         })
     }
 
-    fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>> {
+    fn cni_add(&self, req: &CniAdd) -> SysResult<Vec<String>> {
         self.record(Call::CniAdd(req.clone()))?;
         Ok(vec![format!("{}/20", req.ip)])
     }
 
-    fn cni_del(&self, req: &CniAddRequest) -> SysResult<()> {
+    fn cni_del(&self, req: &CniAdd) -> SysResult<()> {
         self.record(Call::CniDel(req.clone()))
     }
 
@@ -389,20 +320,12 @@ impl System for RecordingSystem {
         })
     }
 
-    fn delete_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
-        self.record(Call::DeleteAddress {
-            netns: netns.into(),
-            ifname: ifname.into(),
-            cidr: cidr.into(),
-        })
+    fn delete_address(&self, addr: &AddAddress) -> SysResult<()> {
+        self.record(Call::DeleteAddress(addr.clone()))
     }
 
-    fn delete_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
-        self.record(Call::DeleteRoute {
-            netns: netns.into(),
-            dst: dst.into(),
-            dev: dev.into(),
-        })
+    fn delete_route(&self, route: &AddRoute) -> SysResult<()> {
+        self.record(Call::DeleteRoute(route.clone()))
     }
 
     fn clear_impairment(&self, netns: &str, ifname: &str) -> SysResult<()> {

@@ -7,7 +7,8 @@
 //!
 //! Commands go through a runner so the decisions are tested without root.
 
-use super::{Impairment, SysError, SysResult};
+use super::{SysError, SysResult};
+use knetsim_compiler::plan::Impair;
 
 /// Runs an argv (no shell) with optional stdin, returning stdout.
 pub type Runner<'a> = &'a dyn Fn(&[&str], Option<&str>) -> SysResult<String>;
@@ -120,9 +121,9 @@ fn no_netem(e: &SysError) -> bool {
         if stderr.contains("Specified qdisc kind is unknown") || stderr.contains("Unknown qdisc"))
 }
 
-/// Applies `imp` to `ifname` in `netns`; returns warnings about what could not be
-/// emulated exactly.
-pub fn apply(netns: &str, ifname: &str, imp: &Impairment, run: Runner) -> SysResult<Vec<String>> {
+/// Applies `imp`; returns warnings about what could not be emulated exactly.
+pub fn apply(imp: &Impair, run: Runner) -> SysResult<Vec<String>> {
+    let (netns, ifname) = (imp.netns.as_str(), imp.ifname.as_str());
     if ifname.is_empty() || !ifname.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
         return Err(invalid("interface name", ifname));
     }
@@ -265,8 +266,10 @@ mod tests {
         }
     }
 
-    fn imp(rate: Option<&str>, delay: Option<&str>, loss: Option<f64>) -> Impairment {
-        Impairment {
+    fn imp(rate: Option<&str>, delay: Option<&str>, loss: Option<f64>) -> Impair {
+        Impair {
+            netns: "n".into(),
+            ifname: "eth0".into(),
             rate: rate.map(str::to_string),
             delay: delay.map(str::to_string),
             loss,
@@ -276,7 +279,7 @@ mod tests {
     #[test]
     fn rate_only_is_one_tbf() {
         let r = FakeRunner::new(false, true);
-        let w = apply("n", "eth0", &imp(Some("10mbit"), None, None), &|a, s| r.run(a, s)).unwrap();
+        let w = apply(&imp(Some("10mbit"), None, None), &|a, s| r.run(a, s)).unwrap();
         assert!(w.is_empty());
         assert_eq!(
             r.lines(),
@@ -290,10 +293,7 @@ mod tests {
     #[test]
     fn netem_is_used_where_the_kernel_has_it() {
         let r = FakeRunner::new(true, true);
-        let w = apply("n", "eth0", &imp(Some("1mbit"), Some("10ms"), Some(1.5)), &|a, s| {
-            r.run(a, s)
-        })
-        .unwrap();
+        let w = apply(&imp(Some("1mbit"), Some("10ms"), Some(1.5)), &|a, s| r.run(a, s)).unwrap();
         assert!(w.is_empty(), "{w:?}");
         let lines = r.lines();
         assert_eq!(lines.len(), 2);
@@ -302,7 +302,7 @@ mod tests {
             "tc -n n qdisc replace dev eth0 parent 5:1 handle 10: netem delay 10ms loss 1.5%"
         );
         let r = FakeRunner::new(true, true);
-        apply("n", "eth0", &imp(None, None, Some(2.0)), &|a, s| r.run(a, s)).unwrap();
+        apply(&imp(None, None, Some(2.0)), &|a, s| r.run(a, s)).unwrap();
         assert_eq!(
             r.lines(),
             ["tc -n n qdisc replace dev eth0 root handle 10: netem loss 2%"]
@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn without_netem_loss_becomes_an_nft_drop_and_delay_a_warning() {
         let r = FakeRunner::new(false, true);
-        let w = apply("n", "eth0", &imp(None, Some("5ms"), Some(1.5)), &|a, s| r.run(a, s)).unwrap();
+        let w = apply(&imp(None, Some("5ms"), Some(1.5)), &|a, s| r.run(a, s)).unwrap();
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("loss 1.5%") && w[0].contains("netdev egress"), "{}", w[0]);
         assert!(w[1].contains("delay 5ms") && w[1].contains("not emulated"), "{}", w[1]);
@@ -326,7 +326,14 @@ mod tests {
     #[test]
     fn without_egress_hook_loss_goes_to_postrouting() {
         let r = FakeRunner::new(false, false);
-        let w = apply("n", "C0s0-eth1", &imp(None, None, Some(10.0)), &|a, s| r.run(a, s)).unwrap();
+        let w = apply(
+            &Impair {
+                ifname: "C0s0-eth1".into(),
+                ..imp(None, None, Some(10.0))
+            },
+            &|a, s| r.run(a, s),
+        )
+        .unwrap();
         assert!(w[0].contains("ip postrouting"), "{w:?}");
         let calls = r.calls.lock().unwrap().clone();
         let rules = calls.last().unwrap().1.clone().unwrap();
@@ -355,7 +362,7 @@ mod tests {
         // Just below 100 % the random share stays, with a threshold nft accepts.
         assert!(loss_ruleset_egress("eth0", 99.99).contains("numgen random mod 10000 < 9999 counter drop"));
         let r = FakeRunner::new(false, true);
-        let w = apply("n", "eth0", &imp(None, None, Some(100.0)), &|a, s| r.run(a, s)).unwrap();
+        let w = apply(&imp(None, None, Some(100.0)), &|a, s| r.run(a, s)).unwrap();
         assert!(w[0].contains("loss 100%") && w[0].contains("unconditional"), "{w:?}");
         let calls = r.calls.lock().unwrap().clone();
         assert_eq!(calls[1].1.as_deref(), Some(egress.as_str()));
@@ -370,14 +377,28 @@ mod tests {
                 stderr: "Cannot find device \"eth9\"".into(),
             })
         };
-        assert!(apply("n", "eth9", &imp(None, None, Some(1.0)), &r).is_err());
+        assert!(apply(
+            &Impair {
+                ifname: "eth9".into(),
+                ..imp(None, None, Some(1.0))
+            },
+            &r
+        )
+        .is_err());
         let ok = |_: &[&str], _: Option<&str>| -> SysResult<String> { Ok(String::new()) };
-        assert!(apply("n", "eth0", &imp(Some("10mbit; rm"), None, None), &ok).is_err());
-        assert!(apply("n", "eth0", &imp(None, Some("-1ms"), None), &ok).is_err());
-        assert!(apply("n", "eth0", &imp(None, None, Some(120.0)), &ok).is_err());
-        assert!(apply("n", "eth0", &imp(None, None, Some(-1.0)), &ok).is_err());
-        assert!(apply("n", "eth0", &imp(None, None, Some(f64::NAN)), &ok).is_err());
-        assert!(apply("n", "bad name", &imp(None, None, Some(1.0)), &ok).is_err());
-        assert!(apply("n", "eth0", &imp(None, None, None), &ok).unwrap().is_empty());
+        assert!(apply(&imp(Some("10mbit; rm"), None, None), &ok).is_err());
+        assert!(apply(&imp(None, Some("-1ms"), None), &ok).is_err());
+        assert!(apply(&imp(None, None, Some(120.0)), &ok).is_err());
+        assert!(apply(&imp(None, None, Some(-1.0)), &ok).is_err());
+        assert!(apply(&imp(None, None, Some(f64::NAN)), &ok).is_err());
+        assert!(apply(
+            &Impair {
+                ifname: "bad name".into(),
+                ..imp(None, None, Some(1.0))
+            },
+            &ok
+        )
+        .is_err());
+        assert!(apply(&imp(None, None, None), &ok).unwrap().is_empty());
     }
 }

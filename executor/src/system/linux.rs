@@ -18,9 +18,12 @@
 
 use super::probe::{connect, http_get_ok, parse_http_url, resolve};
 use super::process::run;
-use super::{certs, CertRequest, CniAddRequest, Impairment, Pid, ProcessSpec, Spawned, SysError, SysResult, System};
+use super::{certs, Pid, Spawned, SysError, SysResult, System};
 use crate::cni::{CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
-use knetsim_compiler::plan::{Probe, VethEnd};
+use knetsim_compiler::plan::{
+    AddAddress, AddRoute, CniAdd, CreateBridge, CreateVeth, GenerateCerts, Impair, Probe, SetSysctl, StartProcess,
+    VethEnd,
+};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -50,7 +53,7 @@ impl LinuxSystem {
     /// the worker's namespace; the result cache is the worker's `cni-cache` beside its
     /// configuration, and the pinned IP goes in CNI_ARGS.
     fn cni_call<T: Send>(
-        req: &CniAddRequest,
+        req: &CniAdd,
         verb: &str,
         preposition: &str,
         op: impl FnOnce(&CniRuntime, &NetworkConf, &RuntimeConf) -> Result<T, crate::cni::Error> + Send,
@@ -361,7 +364,8 @@ impl System for LinuxSystem {
         }
     }
 
-    fn create_bridge(&self, netns: &str, name: &str) -> SysResult<()> {
+    fn create_bridge(&self, br: &CreateBridge) -> SysResult<()> {
+        let (netns, name) = (&br.netns, &br.name);
         check_name("namespace name", netns)?;
         check_name("bridge name", name)?;
         ip_batch(
@@ -373,7 +377,8 @@ impl System for LinuxSystem {
         )
     }
 
-    fn create_veth(&self, a: &VethEnd, b: &VethEnd) -> SysResult<()> {
+    fn create_veth(&self, veth: &CreateVeth) -> SysResult<()> {
+        let (a, b) = (&veth.a, &veth.b);
         for e in [a, b] {
             check_name("namespace name", &e.netns)?;
             check_name("interface name", &e.ifname)?;
@@ -400,7 +405,8 @@ impl System for LinuxSystem {
         ip_batch(&b.netns, &[up(b)])
     }
 
-    fn add_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
+    fn add_address(&self, addr: &AddAddress) -> SysResult<()> {
+        let (netns, ifname, cidr) = (&addr.netns, &addr.ifname, &addr.cidr);
         check_name("namespace name", netns)?;
         run(&["ip", "-n", netns, "addr", "replace", cidr, "dev", ifname], None)?;
         // Announced as a booting host would; only speeds up the neighbours' learning of
@@ -411,12 +417,14 @@ impl System for LinuxSystem {
         Ok(())
     }
 
-    fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
+    fn add_route(&self, route: &AddRoute) -> SysResult<()> {
+        let (netns, dst, dev) = (&route.netns, &route.dst, &route.dev);
         check_name("namespace name", netns)?;
         run(&["ip", "-n", netns, "route", "replace", dst, "dev", dev], None).map(drop)
     }
 
-    fn set_sysctl(&self, netns: &str, key: &str, value: &str) -> SysResult<()> {
+    fn set_sysctl(&self, sysctl: &SetSysctl) -> SysResult<()> {
+        let (netns, key, value) = (&sysctl.netns, &sysctl.key, &sysctl.value);
         let valid = key.starts_with("net.")
             && key
                 .split('.')
@@ -434,9 +442,9 @@ impl System for LinuxSystem {
         })
     }
 
-    fn impair(&self, netns: &str, ifname: &str, impairment: &Impairment) -> SysResult<Vec<String>> {
-        check_name("namespace name", netns)?;
-        super::impair::apply(netns, ifname, impairment, &|argv, stdin| run(argv, stdin))
+    fn impair(&self, imp: &Impair) -> SysResult<Vec<String>> {
+        check_name("namespace name", &imp.netns)?;
+        super::impair::apply(imp, &|argv, stdin| run(argv, stdin))
     }
 
     fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>> {
@@ -456,7 +464,7 @@ impl System for LinuxSystem {
         Ok(created)
     }
 
-    fn generate_certs(&self, req: &CertRequest) -> SysResult<Vec<PathBuf>> {
+    fn generate_certs(&self, req: &GenerateCerts) -> SysResult<Vec<PathBuf>> {
         let read =
             |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| SysError::io(format!("reading {}", p.display()), e));
         let ca = match &req.ca_dir {
@@ -507,7 +515,7 @@ impl System for LinuxSystem {
         run(&["ip", "netns", "exec", netns, "nft", "-f", path], None).map(drop)
     }
 
-    fn start_process(&self, spec: &ProcessSpec) -> SysResult<Spawned> {
+    fn start_process(&self, spec: &StartProcess) -> SysResult<Spawned> {
         use super::process;
         let (program, args) =
             process::resolve_argv(&spec.argv, spec.builtin.as_deref(), &process::which, &process::self_exe)?;
@@ -658,14 +666,14 @@ impl System for LinuxSystem {
         })
     }
 
-    fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>> {
+    fn cni_add(&self, req: &CniAdd) -> SysResult<Vec<String>> {
         let result = Self::cni_call(req, "ADD of", "to", |runtime, net, rt| {
             crate::cni::ensure_added(runtime, net, rt, Some(&req.ip))
         })?;
         Ok(result.addresses())
     }
 
-    fn cni_del(&self, req: &CniAddRequest) -> SysResult<()> {
+    fn cni_del(&self, req: &CniAdd) -> SysResult<()> {
         Self::cni_call(req, "DEL of", "from", |runtime, net, rt| runtime.del(net, rt))
     }
 
@@ -691,7 +699,8 @@ impl System for LinuxSystem {
         tolerate(run(&["ip", "-n", netns, "link", "del", ifname], None), gone)
     }
 
-    fn delete_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()> {
+    fn delete_address(&self, addr: &AddAddress) -> SysResult<()> {
+        let (netns, ifname, cidr) = (&addr.netns, &addr.ifname, &addr.cidr);
         check_name("namespace name", netns)?;
         check_name("interface name", ifname)?;
         let gone =
@@ -702,7 +711,8 @@ impl System for LinuxSystem {
         )
     }
 
-    fn delete_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()> {
+    fn delete_route(&self, route: &AddRoute) -> SysResult<()> {
+        let (netns, dst, dev) = (&route.netns, &route.dst, &route.dev);
         check_name("namespace name", netns)?;
         check_name("interface name", dev)?;
         let gone = |stderr: &str| stderr.contains("No such process") || stderr.contains("Cannot find device");
@@ -749,11 +759,19 @@ mod tests {
         assert!(matches!(sys.create_netns("../x"), Err(SysError::Invalid { .. })));
         assert!(matches!(sys.delete_netns(""), Err(SysError::Invalid { .. })));
         assert!(matches!(
-            sys.set_sysctl("x", "kernel.panic", "1"),
+            sys.set_sysctl(&SetSysctl {
+                netns: "x".into(),
+                key: "kernel.panic".into(),
+                value: "1".into()
+            }),
             Err(SysError::Invalid { .. })
         ));
         assert!(matches!(
-            sys.set_sysctl("x", "net.ipv4/../../kernel", "1"),
+            sys.set_sysctl(&SetSysctl {
+                netns: "x".into(),
+                key: "net.ipv4/../../kernel".into(),
+                value: "1".into()
+            }),
             Err(SysError::Invalid { .. })
         ));
     }

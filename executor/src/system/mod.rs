@@ -11,7 +11,9 @@ pub mod linux;
 pub mod probe;
 pub mod process;
 
-use knetsim_compiler::plan::{Op, Probe, VethEnd};
+use knetsim_compiler::plan::{
+    AddAddress, AddRoute, CniAdd, CreateBridge, CreateVeth, GenerateCerts, Impair, Probe, SetSysctl, StartProcess,
+};
 use std::path::{Path, PathBuf};
 
 /// What went wrong inside one effect.
@@ -51,18 +53,6 @@ impl SysError {
 
 pub type SysResult<T> = Result<T, SysError>;
 
-/// A long-running process to start, detached, inside a namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessSpec {
-    pub name: String,
-    pub netns: String,
-    pub argv: Vec<String>,
-    /// When `argv[0]` is not on PATH: run `knetsim <builtin> argv[1..]` instead.
-    pub builtin: Option<String>,
-    /// stdout and stderr go here (appended).
-    pub log: String,
-}
-
 /// What [`System::start_process`] started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spawned {
@@ -81,65 +71,8 @@ pub struct Pid {
     pub start_ticks: Option<u64>,
 }
 
-/// Link shaping of one interface.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Impairment {
-    pub rate: Option<String>,
-    pub delay: Option<String>,
-    pub loss: Option<f64>,
-}
-
-/// TLS material to generate in `dir` (see `Op::GenerateCerts`): a self-signed CA
-/// without `ca_dir`, else a certificate signed by the CA in `ca_dir`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertRequest {
-    pub dir: String,
-    pub common_name: String,
-    pub ip_sans: Vec<String>,
-    pub ca_dir: Option<String>,
-}
-
-/// A CNI ADD as a kubelet would issue it, run from the worker's namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CniAddRequest {
-    pub worker_netns: String,
-    pub conf_dir: String,
-    pub network: String,
-    pub container_id: String,
-    pub pod_netns: String,
-    pub ifname: String,
-    /// Passed as CNI_ARGS `IP=`.
-    pub ip: String,
-}
-
-impl CniAddRequest {
-    /// The request a plan's CNI ADD step makes (None for any other step).
-    pub fn of(op: &Op) -> Option<CniAddRequest> {
-        let Op::CniAdd {
-            worker_netns,
-            conf_dir,
-            network,
-            container_id,
-            pod_netns,
-            ifname,
-            ip,
-        } = op
-        else {
-            return None;
-        };
-        Some(CniAddRequest {
-            worker_netns: worker_netns.clone(),
-            conf_dir: conf_dir.clone(),
-            network: network.clone(),
-            container_id: container_id.clone(),
-            pod_netns: pod_netns.clone(),
-            ifname: ifname.clone(),
-            ip: ip.clone(),
-        })
-    }
-}
-
-/// One method per kind of effect the plan needs. Implementations must be safe to
+/// One method per kind of effect the plan needs; a method that does what an `Op`
+/// does takes that op's struct. Implementations must be safe to
 /// call from several worker threads at once, must never change the root network
 /// namespace, and must never leave a thread of the calling process inside another
 /// namespace.
@@ -150,30 +83,31 @@ pub trait System: Send + Sync {
     /// Removes a named namespace; a missing one is not an error.
     fn delete_netns(&self, name: &str) -> SysResult<()>;
     /// A Linux bridge inside `netns`, up, STP off.
-    fn create_bridge(&self, netns: &str, name: &str) -> SysResult<()>;
+    fn create_bridge(&self, br: &CreateBridge) -> SysResult<()>;
     /// A veth pair with each end created directly in its namespace, both ends up,
     /// each enslaved to its bridge if it names one.
-    fn create_veth(&self, a: &VethEnd, b: &VethEnd) -> SysResult<()>;
-    fn add_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()>;
-    fn add_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()>;
+    fn create_veth(&self, veth: &CreateVeth) -> SysResult<()>;
+    fn add_address(&self, addr: &AddAddress) -> SysResult<()>;
+    fn add_route(&self, route: &AddRoute) -> SysResult<()>;
     /// A `net.*` sysctl inside `netns`.
-    fn set_sysctl(&self, netns: &str, key: &str, value: &str) -> SysResult<()>;
+    fn set_sysctl(&self, sysctl: &SetSysctl) -> SysResult<()>;
     /// Shapes a link. Returns warnings about what could not be emulated exactly
     /// (e.g. delay on a kernel without netem): reported, not failures.
-    fn impair(&self, netns: &str, ifname: &str, impairment: &Impairment) -> SysResult<Vec<String>>;
+    fn impair(&self, imp: &Impair) -> SysResult<Vec<String>>;
     /// `mkdir -p`; returns the directories it created, outermost first.
     fn make_dir(&self, path: &Path) -> SysResult<Vec<PathBuf>>;
     /// Writes a file, creating missing parents; returns the directories it created.
     fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<Vec<PathBuf>>;
     /// Generates the TLS files of `req` in `req.dir` (keys mode 0600); returns the
     /// directories and files it created.
-    fn generate_certs(&self, req: &CertRequest) -> SysResult<Vec<PathBuf>>;
+    fn generate_certs(&self, req: &GenerateCerts) -> SysResult<Vec<PathBuf>>;
     /// Removes a file or a directory tree; a missing path is not an error.
     fn remove_path(&self, path: &Path) -> SysResult<()>;
     /// `nft -f path` inside `netns` (atomic).
     fn nft_load(&self, netns: &str, path: &Path) -> SysResult<()>;
     /// Starts a detached process (own session, survives the caller) inside `netns`.
-    fn start_process(&self, spec: &ProcessSpec) -> SysResult<Spawned>;
+    /// Its readiness is the caller's to wait for; `outputs` the caller's to clear.
+    fn start_process(&self, spec: &StartProcess) -> SysResult<Spawned>;
     /// Stops a process: SIGTERM, then SIGKILL if it lingers. A process that is
     /// already gone (or whose PID now belongs to another process) is not an error.
     fn kill(&self, pid: Pid) -> SysResult<()>;
@@ -194,15 +128,17 @@ pub trait System: Send + Sync {
     /// Puts `key` = `value` into etcd at `endpoints`, from inside `netns`.
     fn etcd_put(&self, netns: &str, endpoints: &[String], key: &str, value: &str) -> SysResult<()>;
     /// Runs a CNI ADD; returns the addresses (CIDR form) of the result.
-    fn cni_add(&self, req: &CniAddRequest) -> SysResult<Vec<String>>;
+    fn cni_add(&self, req: &CniAdd) -> SysResult<Vec<String>>;
     /// Runs the CNI DEL matching an earlier ADD (the IPAM plugin frees the address).
-    fn cni_del(&self, req: &CniAddRequest) -> SysResult<()>;
+    fn cni_del(&self, req: &CniAdd) -> SysResult<()>;
     /// Deletes `key` from etcd at `endpoints`, from inside `netns`.
     fn etcd_delete(&self, netns: &str, endpoints: &[String], key: &str) -> SysResult<()>;
     /// Deletes a link (a bridge, or a veth together with its peer) inside `netns`.
     fn delete_link(&self, netns: &str, ifname: &str) -> SysResult<()>;
-    fn delete_address(&self, netns: &str, ifname: &str, cidr: &str) -> SysResult<()>;
-    fn delete_route(&self, netns: &str, dst: &str, dev: &str) -> SysResult<()>;
+    /// Undoes [`System::add_address`]; an address already gone is not an error.
+    fn delete_address(&self, addr: &AddAddress) -> SysResult<()>;
+    /// Undoes [`System::add_route`]; a route already gone is not an error.
+    fn delete_route(&self, route: &AddRoute) -> SysResult<()>;
     /// Undoes [`System::impair`]: the interface's qdiscs and loss rule go; an
     /// interface without them is not an error.
     fn clear_impairment(&self, netns: &str, ifname: &str) -> SysResult<()>;

@@ -13,7 +13,10 @@
 //! configuration file changed is reloaded. Everything here is pure: the executor
 //! performs the actions.
 
-use super::{Op, Plan, Step};
+use super::{
+    AddAddress, AddRoute, CniAdd, CreateBridge, CreateNetns, CreateVeth, EtcdPut, GenerateCerts, Impair, MakeDir,
+    NftLoad, Op, Plan, SetSysctl, StartProcess, Step, Wait, WriteFile,
+};
 use crate::bundle::Bundle;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -65,28 +68,6 @@ impl Action {
     }
 }
 
-/// What a process leaves behind that must go when it is stopped for good, so that
-/// a new one starts afresh: etcd's data directory (`--data-dir`, else a restarted
-/// member would keep its old cluster membership) and the file its readiness probe
-/// waits for (flannel's subnet file, else the probe would pass on the old one).
-pub fn process_outputs(op: &Op) -> Vec<&str> {
-    let Op::StartProcess { argv, ready, .. } = op else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, a) in argv.iter().enumerate() {
-        if let Some(dir) = a.strip_prefix("--data-dir=") {
-            out.push(dir);
-        } else if a == "--data-dir" {
-            out.extend(argv.get(i + 1).map(String::as_str));
-        }
-    }
-    if let super::Probe::FileExists { path } = ready {
-        out.push(path);
-    }
-    out
-}
-
 /// What an action does, in a few words.
 fn what(action: &Action) -> String {
     let step = action.step();
@@ -95,19 +76,18 @@ fn what(action: &Action) -> String {
     }
     let removing = matches!(action, Action::Remove(_));
     match (&step.op, removing) {
-        (Op::CreateNetns { netns }, false) => format!("create namespace {netns}"),
-        (Op::CreateNetns { netns }, true) => format!("delete namespace {netns}"),
-        (Op::CniAdd { pod_netns, ip, .. }, false) => match action {
+        (Op::CreateNetns(CreateNetns { netns }), false) => format!("create namespace {netns}"),
+        (Op::CreateNetns(CreateNetns { netns }), true) => format!("delete namespace {netns}"),
+        (Op::CniAdd(CniAdd { pod_netns, ip, .. }), false) => match action {
             Action::Change { old, .. } => match &old.op {
-                Op::CniAdd { ip: old_ip, .. } => format!("CNI DEL {old_ip}, CNI ADD {ip} in {pod_netns}"),
+                Op::CniAdd(CniAdd { ip: old_ip, .. }) => format!("CNI DEL {old_ip}, CNI ADD {ip} in {pod_netns}"),
                 _ => format!("CNI ADD {ip} in {pod_netns}"),
             },
             _ => format!("CNI ADD {ip} in {pod_netns}"),
         },
-        (Op::CniAdd { pod_netns, ip, .. }, true) => format!("CNI DEL {ip} in {pod_netns}"),
-        (Op::StartProcess { name, .. }, _) => match action {
+        (Op::CniAdd(CniAdd { pod_netns, ip, .. }), true) => format!("CNI DEL {ip} in {pod_netns}"),
+        (Op::StartProcess(StartProcess { name, outputs, .. }), _) => match action {
             Action::Remove(_) => {
-                let outputs = process_outputs(&step.op);
                 if outputs.is_empty() {
                     format!("stop {name}")
                 } else {
@@ -118,25 +98,27 @@ fn what(action: &Action) -> String {
             Action::Reload(_) => format!("reload {name} (SIGHUP)"),
             _ => format!("start {name}"),
         },
-        (Op::NftLoad { netns, .. }, false) => format!("nft -f kube-proxy rules in {netns}"),
-        (Op::NftLoad { path, .. }, true) => format!("remove {path}"),
-        (Op::WriteFile { path, .. }, false) => format!("write {path}"),
-        (Op::WriteFile { path, .. } | Op::MakeDir { path }, true) => format!("remove {path}"),
-        (Op::GenerateCerts { dir, .. }, true) => format!("remove {dir}"),
-        (Op::MakeDir { path }, false) => format!("mkdir {path}"),
-        (Op::EtcdPut { key, .. }, false) => format!("etcd put {key}"),
-        (Op::EtcdPut { key, .. }, true) => format!("etcd delete {key}"),
-        (Op::Wait { probe }, false) => format!("wait for {}", super::render::probe_text(probe)),
-        (Op::Wait { .. }, true) => "nothing to undo".into(),
-        (Op::CreateBridge { netns, name }, true) => format!("delete bridge {name} in {netns}"),
-        (Op::CreateVeth { a, b }, true) => format!(
+        (Op::NftLoad(NftLoad { netns, .. }), false) => format!("nft -f kube-proxy rules in {netns}"),
+        (Op::NftLoad(NftLoad { path, .. }), true) => format!("remove {path}"),
+        (Op::WriteFile(WriteFile { path, .. }), false) => format!("write {path}"),
+        (Op::WriteFile(WriteFile { path, .. }) | Op::MakeDir(MakeDir { path }), true) => format!("remove {path}"),
+        (Op::GenerateCerts(GenerateCerts { dir, .. }), true) => format!("remove {dir}"),
+        (Op::MakeDir(MakeDir { path }), false) => format!("mkdir {path}"),
+        (Op::EtcdPut(EtcdPut { key, .. }), false) => format!("etcd put {key}"),
+        (Op::EtcdPut(EtcdPut { key, .. }), true) => format!("etcd delete {key}"),
+        (Op::Wait(Wait { probe }), false) => format!("wait for {}", super::render::probe_text(probe)),
+        (Op::Wait(_), true) => "nothing to undo".into(),
+        (Op::CreateBridge(CreateBridge { netns, name }), true) => format!("delete bridge {name} in {netns}"),
+        (Op::CreateVeth(CreateVeth { a, b }), true) => format!(
             "delete veth {}:{} (and its peer {}:{})",
             a.netns, a.ifname, b.netns, b.ifname
         ),
-        (Op::AddAddress { netns, ifname, cidr }, true) => format!("delete address {cidr} of {ifname} in {netns}"),
-        (Op::AddRoute { netns, dst, dev }, true) => format!("delete route {dst} dev {dev} in {netns}"),
-        (Op::Impair { netns, ifname, .. }, true) => format!("clear shaping of {ifname} in {netns}"),
-        (Op::SetSysctl { .. }, true) => "goes with its namespace".into(),
+        (Op::AddAddress(AddAddress { netns, ifname, cidr }), true) => {
+            format!("delete address {cidr} of {ifname} in {netns}")
+        }
+        (Op::AddRoute(AddRoute { netns, dst, dev }), true) => format!("delete route {dst} dev {dev} in {netns}"),
+        (Op::Impair(Impair { netns, ifname, .. }), true) => format!("clear shaping of {ifname} in {netns}"),
+        (Op::SetSysctl(_), true) => "goes with its namespace".into(),
         (op, false) => super::render::describe(op),
     }
 }
@@ -163,7 +145,9 @@ impl fmt::Display for Unsupported {
 /// The artifact a step installs, if any.
 fn artifact(op: &Op) -> Option<&str> {
     match op {
-        Op::WriteFile { artifact, .. } | Op::NftLoad { artifact, .. } | Op::EtcdPut { artifact, .. } => Some(artifact),
+        Op::WriteFile(WriteFile { artifact, .. })
+        | Op::NftLoad(NftLoad { artifact, .. })
+        | Op::EtcdPut(EtcdPut { artifact, .. }) => Some(artifact),
         _ => None,
     }
 }
@@ -182,13 +166,8 @@ fn same(old: &Step, old_bundle: &Bundle, new: &Step, new_bundle: &Bundle) -> boo
 /// their data) are rebuilt instead.
 fn changes_in_place(s: &Step) -> bool {
     match &s.op {
-        Op::NftLoad { .. }
-        | Op::EtcdPut { .. }
-        | Op::CniAdd { .. }
-        | Op::Wait { .. }
-        | Op::WriteFile { .. }
-        | Op::SetSysctl { .. } => true,
-        Op::StartProcess { .. } => !s.id.starts_with("etcd:"),
+        Op::NftLoad(_) | Op::EtcdPut(_) | Op::CniAdd(_) | Op::Wait(_) | Op::WriteFile(_) | Op::SetSysctl(_) => true,
+        Op::StartProcess(_) => !s.id.starts_with("etcd:"),
         _ => false,
     }
 }
@@ -196,12 +175,12 @@ fn changes_in_place(s: &Step) -> bool {
 /// The namespaces a step's effect lives in (removing one of them removes it).
 fn home_netns(op: &Op) -> Vec<&str> {
     match op {
-        Op::CreateBridge { netns, .. }
-        | Op::AddAddress { netns, .. }
-        | Op::AddRoute { netns, .. }
-        | Op::SetSysctl { netns, .. }
-        | Op::Impair { netns, .. } => vec![netns],
-        Op::CreateVeth { a, b } => vec![&a.netns, &b.netns],
+        Op::CreateBridge(CreateBridge { netns, .. })
+        | Op::AddAddress(AddAddress { netns, .. })
+        | Op::AddRoute(AddRoute { netns, .. })
+        | Op::SetSysctl(SetSysctl { netns, .. })
+        | Op::Impair(Impair { netns, .. }) => vec![netns],
+        Op::CreateVeth(CreateVeth { a, b }) => vec![&a.netns, &b.netns],
         _ => Vec::new(),
     }
 }
@@ -210,8 +189,8 @@ fn home_netns(op: &Op) -> Vec<&str> {
 /// no-netem loss rule lives in the namespace's nft ruleset, not on the device.)
 fn interface(op: &Op) -> Option<(&str, &str)> {
     match op {
-        Op::AddAddress { netns, ifname, .. } => Some((netns, ifname)),
-        Op::AddRoute { netns, dev, .. } => Some((netns, dev)),
+        Op::AddAddress(AddAddress { netns, ifname, .. }) => Some((netns, ifname)),
+        Op::AddRoute(AddRoute { netns, dev, .. }) => Some((netns, dev)),
         _ => None,
     }
 }
@@ -230,7 +209,7 @@ fn removal(
     let homes = home_netns(&s.op);
     let gone = homes.iter().find(|n| !kept_netns.contains(*n));
     let goes_with = match (&s.op, gone) {
-        (Op::CreateVeth { .. }, _) if homes.iter().any(|n| new_netns.contains(n)) => None,
+        (Op::CreateVeth(_), _) if homes.iter().any(|n| new_netns.contains(n)) => None,
         (_, Some(netns)) => Some(format!("namespace {netns}")),
         _ => interface(&s.op)
             .and_then(|i| deleted_veths.get(&i))
@@ -261,14 +240,14 @@ pub fn delta(
     let reattached: HashSet<&str> = new
         .steps
         .iter()
-        .filter(|s| matches!(s.op, Op::CniAdd { .. }))
+        .filter(|s| matches!(s.op, Op::CniAdd(_)))
         .filter(|s| old_steps.get(s.id.as_str()).is_some_and(|o| o.op != s.op))
         .map(|s| s.id.as_str())
         .collect();
     let rebuilt = rebuilt(old, new, &old_steps, &new_steps, old_bundle, new_bundle);
     // Namespaces re-created are deleted on the way, like those that go for good.
     for s in &old.steps {
-        if let Op::CreateNetns { netns } = &s.op {
+        if let Op::CreateNetns(CreateNetns { netns }) = &s.op {
             if rebuilt.contains(s.id.as_str()) {
                 kept_netns.remove(netns.as_str());
             }
@@ -286,7 +265,7 @@ pub fn delta(
         .collect();
     let mut unsupported = Vec::new();
     for s in &leaving {
-        if let Op::SetSysctl { netns, .. } = &s.op {
+        if let Op::SetSysctl(SetSysctl { netns, .. }) = &s.op {
             if kept_netns.contains(netns.as_str()) {
                 unsupported.push(Unsupported {
                     step: s.id.clone(),
@@ -297,7 +276,7 @@ pub fn delta(
     }
     let mut deleted_veths: HashMap<(&str, &str), &str> = HashMap::new();
     for s in &leaving {
-        if let Op::CreateVeth { a, b } = &s.op {
+        if let Op::CreateVeth(CreateVeth { a, b }) = &s.op {
             deleted_veths.insert((&a.netns, &a.ifname), &s.id);
             deleted_veths.insert((&b.netns, &b.ifname), &s.id);
         }
@@ -320,12 +299,12 @@ pub fn delta(
             continue;
         }
         if same(o, old_bundle, s, new_bundle) {
-            if matches!(s.op, Op::StartProcess { .. }) {
+            if matches!(s.op, Op::StartProcess(_)) {
                 unchanged_processes.push(s);
             }
             continue;
         }
-        if let Op::WriteFile { path, .. } = &s.op {
+        if let Op::WriteFile(WriteFile { path, .. }) = &s.op {
             changed_files.insert(path);
         }
         actions.push(Action::Change {
@@ -335,7 +314,9 @@ pub fn delta(
     }
     // A process whose configuration file was rewritten: nginx reloads, others restart.
     for s in unchanged_processes {
-        let Op::StartProcess { argv, .. } = &s.op else { continue };
+        let Op::StartProcess(StartProcess { argv, .. }) = &s.op else {
+            continue;
+        };
         if !argv.iter().any(|a| changed_files.contains(a.as_str())) {
             continue;
         }
@@ -393,14 +374,14 @@ fn rebuilt<'a>(
     let renumbered: HashSet<&str> = todo
         .iter()
         .filter_map(|id| match &new_steps[id].op {
-            Op::AddAddress { netns, .. } => Some(netns.as_str()),
+            Op::AddAddress(AddAddress { netns, .. }) => Some(netns.as_str()),
             _ => None,
         })
         .collect();
     todo.extend(
         old.steps
             .iter()
-            .filter(|s| matches!(&s.op, Op::CreateNetns { netns } if renumbered.contains(netns.as_str())))
+            .filter(|s| matches!(&s.op, Op::CreateNetns(CreateNetns { netns }) if renumbered.contains(netns.as_str())))
             .filter(|s| new_steps.contains_key(s.id.as_str()))
             .map(|s| s.id.as_str()),
     );
@@ -414,7 +395,7 @@ fn rebuilt<'a>(
     let mut rebuilt: HashSet<&str> = todo.iter().copied().collect();
     while let Some(id) = todo.pop() {
         let inside = match &old_steps[id].op {
-            Op::CreateNetns { netns } => residents.get(netns.as_str()).map(Vec::as_slice),
+            Op::CreateNetns(CreateNetns { netns }) => residents.get(netns.as_str()).map(Vec::as_slice),
             _ => None,
         };
         let deps = dependents.get(id).map(Vec::as_slice).unwrap_or_default();
@@ -431,12 +412,12 @@ fn rebuilt<'a>(
 fn lives_in(op: &Op) -> Vec<&str> {
     let mut inside = home_netns(op);
     match op {
-        Op::StartProcess { netns, .. } | Op::NftLoad { netns, .. } => inside.push(netns),
-        Op::CniAdd {
+        Op::StartProcess(StartProcess { netns, .. }) | Op::NftLoad(NftLoad { netns, .. }) => inside.push(netns),
+        Op::CniAdd(CniAdd {
             worker_netns,
             pod_netns,
             ..
-        } => inside.extend([worker_netns.as_str(), pod_netns.as_str()]),
+        }) => inside.extend([worker_netns.as_str(), pod_netns.as_str()]),
         _ => {}
     }
     inside

@@ -192,7 +192,7 @@ fn assert_consistent(old: &Plan, new: &Plan, actions: &[Action]) {
             .chain(old.step(&s.id).map(|o| &o.after).into_iter().flatten());
         for d in deps.filter(|d| taken.contains(*d)) {
             // A pod re-attached with another address keeps its workload running.
-            let reattached_pod = matches!(new.step(d).map(|x| &x.op), Some(Op::CniAdd { .. }));
+            let reattached_pod = matches!(new.step(d).map(|x| &x.op), Some(Op::CniAdd(_)));
             assert!(
                 reattached_pod,
                 "{} is kept but {d}, which it needs, was taken away",
