@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod diagnostics;
 pub mod diff;
 pub mod graph;
+pub mod host;
 pub mod model;
 pub mod plan;
 pub mod topology;
@@ -29,16 +30,12 @@ pub struct CompileOptions {
 }
 
 impl CompileOptions {
-    /// Options for an emulation called `name` ("" = the default one) under `/tmp`.
+    /// Options for an emulation called `name` ("" = the default one), its state
+    /// directory where [`host::HostLayout::system`] puts it.
     pub fn named(name: &str) -> Self {
-        let state_dir = if name.is_empty() {
-            PathBuf::from("/tmp/knetsim")
-        } else {
-            PathBuf::from(format!("/tmp/knetsim-{name}"))
-        };
         CompileOptions {
             name: name.to_string(),
-            state_dir,
+            state_dir: host::HostLayout::system().state_dir(name),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `topology.toml` and `bundle` at the top are symlinks to the current generation,
 //! for people and the tutorial.
 
+pub use knetsim_compiler::host::HostLayout;
 use knetsim_compiler::Bundle;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,23 @@ impl StateLayout {
     }
 }
 
+/// Every state directory on the host (`/tmp/knetsim`, `/tmp/knetsim-*`), sorted,
+/// whether it holds a state or not (an `up` killed in its first instants leaves one
+/// without).
+pub fn state_dirs_on_host(host: &HostLayout) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(&host.state_root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| host.is_state_dir(p))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -189,6 +207,20 @@ mod tests {
         };
         assert_eq!(names(tmp.path()), vec!["bundle", "desired", "topology.toml"]);
         assert_eq!(names(&layout.desired_root()), vec!["2"]);
+    }
+
+    #[test]
+    fn state_dirs_on_host_are_knetsims_own() {
+        let root = tempfile::tempdir().unwrap();
+        let host = HostLayout {
+            state_root: root.path().to_path_buf(),
+            ..HostLayout::system()
+        };
+        for d in ["knetsim", "knetsim-a", "knetsimx", "other"] {
+            std::fs::create_dir(root.path().join(d)).unwrap();
+        }
+        std::fs::write(root.path().join("knetsim-file"), "").unwrap();
+        assert_eq!(state_dirs_on_host(&host), vec![host.state_dir(""), host.state_dir("a")]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::layout::{write_atomic, StateLayout};
 pub use crate::layout::{LOCK_FILE, STATE_FILE};
+use knetsim_compiler::host::HostLayout;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -353,13 +354,9 @@ pub fn only_lock_files(dir: &Path) -> bool {
         })
 }
 
-/// knetsim's own state directories: `/tmp/knetsim` and `/tmp/knetsim-NAME`.
+/// knetsim's own state directories (`/tmp/knetsim` and `/tmp/knetsim-NAME`).
 pub fn is_default_dir(dir: &Path) -> bool {
-    dir.parent() == Some(Path::new("/tmp"))
-        && dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n == "knetsim" || n.starts_with("knetsim-"))
+    HostLayout::system().is_state_dir(dir)
 }
 
 fn is_empty(dir: &Path) -> bool {

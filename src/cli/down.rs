@@ -5,6 +5,7 @@ use super::error::Outcome;
 use super::running::{display_name, emulations, name_flag};
 use super::Target;
 use knetsim_executor::engine::DownError;
+use knetsim_executor::layout::{state_dirs_on_host, HostLayout};
 use knetsim_executor::state::{self, LockWait, StateError};
 use knetsim_executor::system::process::is_root;
 use knetsim_executor::LinuxSystem;
@@ -69,7 +70,12 @@ pub fn down(a: DownArgs) -> Outcome {
     if a.all {
         let found = emulations();
         if found.is_empty() {
-            println!("no emulation has state in /tmp/knetsim or /tmp/knetsim-*: nothing to do");
+            let host = HostLayout::system();
+            println!(
+                "no emulation has state in {} or {}: nothing to do",
+                host.state_dir("").display(),
+                host.state_dir("*").display()
+            );
         }
         // Every emulation is tried; what failed is said together at the end.
         let failed: Vec<String> = found
@@ -93,29 +99,19 @@ pub fn down(a: DownArgs) -> Outcome {
     Ok(0)
 }
 
-/// knetsim's state directories under /tmp without a state: an `up` killed in its
+/// knetsim's state directories without a state: an `up` killed in its
 /// first instants may have left them (`state::remove_abandoned` decides).
 fn abandoned_state_dirs() -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir("/tmp") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            (name == "knetsim" || name.starts_with("knetsim-"))
-                && !e.path().join(state::STATE_FILE).exists()
-                && e.file_type().is_ok_and(|t| t.is_dir())
-        })
-        .map(|e| e.path())
+    state_dirs_on_host(&HostLayout::system())
+        .into_iter()
+        .filter(|d| !d.join(state::STATE_FILE).exists())
         .collect()
 }
 
 /// Switch namespaces no recorded emulation owns (e.g. from a state directory that
 /// was deleted by hand). They are only reported: `down` never removes by name.
 fn warn_unrecorded_namespaces() {
-    let Ok(entries) = std::fs::read_dir(knetsim_executor::system::linux::NETNS_RUN_DIR) else {
+    let Ok(entries) = std::fs::read_dir(HostLayout::system().netns_dir) else {
         return;
     };
     let mut stray: Vec<String> = entries

@@ -3,6 +3,7 @@
 
 use super::Target;
 use knetsim_compiler::CompileOptions;
+use knetsim_executor::layout::{state_dirs_on_host, HostLayout};
 use knetsim_executor::state::{self, State};
 use std::fmt;
 use std::path::PathBuf;
@@ -53,21 +54,10 @@ pub fn recorded_state(target: &Target) -> Result<(CompileOptions, State), NotRun
 
 /// Directories that may hold an emulation's state: `/tmp/knetsim` and `/tmp/knetsim-*`.
 pub fn state_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/tmp") {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if (name == "knetsim" || name.starts_with("knetsim-"))
-                && e.file_type().is_ok_and(|t| t.is_dir())
-                && e.path().join(state::STATE_FILE).exists()
-            {
-                dirs.push(e.path());
-            }
-        }
-    }
-    dirs.sort();
-    dirs
+    state_dirs_on_host(&HostLayout::system())
+        .into_iter()
+        .filter(|d| d.join(state::STATE_FILE).exists())
+        .collect()
 }
 
 /// `(name, state dir)` of every emulation with recorded state.

@@ -12,9 +12,6 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha512};
 use std::path::{Path, PathBuf};
 
-/// Where named network namespaces are (`ip netns`).
-pub const NETNS_DIR: &str = "/run/netns";
-
 /// One plugin's configuration inside a network configuration list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginConf {
@@ -257,7 +254,7 @@ pub fn netns_path(name_or_path: &str) -> PathBuf {
             std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
         }
     } else {
-        Path::new(NETNS_DIR).join(name_or_path)
+        knetsim_compiler::host::HostLayout::system().netns(name_or_path)
     }
 }
 

@@ -20,6 +20,7 @@ use super::probe::{connect, http_get_ok, parse_http_url, resolve};
 use super::process::run;
 use super::{certs, Pid, Spawned, SysError, SysResult, System};
 use crate::cni::{CniRuntime, NetworkConf, RuntimeConf, DEFAULT_PLUGIN_DIRS};
+use knetsim_compiler::host::HostLayout;
 use knetsim_compiler::plan::{
     AddAddress, AddRoute, CniAdd, CreateBridge, CreateVeth, GenerateCerts, Impair, Probe, SetSysctl, StartProcess,
     VethEnd,
@@ -35,8 +36,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// The real system. Cheap to create; holds no resources.
 #[derive(Debug, Default)]
@@ -80,7 +79,7 @@ impl LinuxSystem {
     }
 
     pub fn netns_path(name: &str) -> PathBuf {
-        Path::new(NETNS_RUN_DIR).join(name)
+        HostLayout::system().netns(name)
     }
 
     /// Makes `/run/netns` a shared mount point (bind-mounted onto itself if it is
@@ -91,8 +90,8 @@ impl LinuxSystem {
         if *ready {
             return Ok(());
         }
-        let dir = Path::new(NETNS_RUN_DIR);
-        std::fs::create_dir_all(dir).map_err(|e| SysError::io(format!("creating {NETNS_RUN_DIR}"), e))?;
+        let dir = &HostLayout::system().netns_dir;
+        std::fs::create_dir_all(dir).map_err(|e| SysError::io(format!("creating {}", dir.display()), e))?;
         let shared = || {
             mount(
                 None::<&str>,
@@ -112,10 +111,10 @@ impl LinuxSystem {
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .map_err(|e| errno(format!("bind-mounting {NETNS_RUN_DIR} onto itself"), e))?;
-                shared().map_err(|e| errno(format!("making {NETNS_RUN_DIR} shared"), e))?;
+                .map_err(|e| errno(format!("bind-mounting {} onto itself", dir.display()), e))?;
+                shared().map_err(|e| errno(format!("making {} shared", dir.display()), e))?;
             }
-            Err(e) => return Err(errno(format!("making {NETNS_RUN_DIR} shared"), e)),
+            Err(e) => return Err(errno(format!("making {} shared", dir.display()), e)),
         }
         *ready = true;
         Ok(())
