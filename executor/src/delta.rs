@@ -252,21 +252,15 @@ fn run(
             st.paths.push(path.clone());
             intent = true;
         }
-        Op::StartProcess(StartProcess {
-            name,
-            netns,
-            log,
-            outputs,
-            ..
-        }) => {
+        Op::StartProcess(p) => {
             st.starting.push(StartingProcess {
-                name: name.clone(),
-                netns: netns.clone(),
-                log: log.clone(),
+                name: p.name.clone(),
+                netns: p.netns.clone(),
+                log: p.log.clone(),
             });
-            for p in outputs.iter().chain([log]) {
-                if !st.paths.iter().any(|x| x == p) {
-                    st.paths.push(p.to_string());
+            for path in p.outputs.iter().chain([&p.log]) {
+                if !st.paths.contains(path) {
+                    st.paths.push(path.clone());
                 }
             }
             intent = true;
@@ -324,17 +318,11 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
             st.namespaces.retain(|n| n != netns);
         }
         Op::CniAdd(add) => sys.cni_del(add)?,
-        Op::StartProcess(StartProcess {
-            name,
-            netns,
-            log,
-            outputs,
-            ..
-        }) => {
-            stop(name, netns, sys, st)?;
-            remove_file(log, st)?;
+        Op::StartProcess(p) => {
+            stop(&p.name, &p.netns, sys, st)?;
+            remove_file(&p.log, st)?;
             // Stopped for good: what it wrote goes too, so a new one starts afresh.
-            for path in outputs {
+            for path in &p.outputs {
                 remove_file(path, st)?;
             }
         }
