@@ -9,22 +9,23 @@ use crate::state::{ProcessRecord, State, StateError, StateFile};
 use crate::system::{SysError, System};
 use knetsim_compiler::plan::{CreateNetns, NftLoad, Op, Plan, WriteFile};
 use knetsim_compiler::Bundle;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 mod effect;
+mod schedule;
 mod step;
 
 pub(crate) use effect::{record_effects, Effect};
 
 pub use crate::teardown::{down, down_waiting, teardown, DownError, TeardownError};
+use schedule::Graph;
 pub use step::describe_probe;
-use step::Ctx;
 pub(crate) use step::{removable, run_op, start_process, wait_process_ready};
+use step::{Ctx, Report};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -147,71 +148,9 @@ fn describe_failure(
     s
 }
 
-struct Report {
-    index: usize,
-    effects: Vec<Effect>,
-    warnings: Vec<String>,
-    result: Result<(), StepError>,
-    elapsed: Duration,
-}
-
 /// Applies a plan with default options and no state file.
 pub fn apply(plan: &Plan, bundle: &Bundle, sys: &dyn System, parallelism: usize) -> Result<Applied, ApplyError> {
     apply_with(plan, bundle, sys, &Options::new(parallelism), None, &mut |_| {})
-}
-
-/// Dependency graph of a plan, validated.
-struct Graph {
-    indegree: Vec<usize>,
-    dependents: Vec<Vec<usize>>,
-}
-
-impl Graph {
-    fn new(plan: &Plan) -> Result<Graph, ApplyError> {
-        let mut index = HashMap::new();
-        for (i, s) in plan.steps.iter().enumerate() {
-            if index.insert(s.id.as_str(), i).is_some() {
-                return Err(ApplyError::InvalidPlan(format!("duplicate step id `{}`", s.id)));
-            }
-        }
-        let mut indegree = vec![0; plan.steps.len()];
-        let mut dependents = vec![Vec::new(); plan.steps.len()];
-        for (i, s) in plan.steps.iter().enumerate() {
-            let deps: HashSet<&str> = s.after.iter().map(String::as_str).collect();
-            for d in deps {
-                let &j = index
-                    .get(d)
-                    .ok_or_else(|| ApplyError::InvalidPlan(format!("step `{}` is after unknown step `{d}`", s.id)))?;
-                indegree[i] += 1;
-                dependents[j].push(i);
-            }
-        }
-        // Kahn's algorithm once, to reject cycles before anything runs.
-        let mut left = indegree.clone();
-        let mut queue: Vec<usize> = (0..left.len()).filter(|&i| left[i] == 0).collect();
-        let mut seen = 0;
-        while let Some(i) = queue.pop() {
-            seen += 1;
-            for &j in &dependents[i] {
-                left[j] -= 1;
-                if left[j] == 0 {
-                    queue.push(j);
-                }
-            }
-        }
-        if seen != plan.steps.len() {
-            let stuck: Vec<&str> = (0..left.len())
-                .filter(|&i| left[i] > 0)
-                .map(|i| plan.steps[i].id.as_str())
-                .take(5)
-                .collect();
-            return Err(ApplyError::InvalidPlan(format!(
-                "dependency cycle among {}",
-                stuck.join(", ")
-            )));
-        }
-        Ok(Graph { indegree, dependents })
-    }
 }
 
 /// Applies a plan. With a state file, every namespace and written file is recorded
@@ -222,12 +161,11 @@ pub fn apply_with(
     bundle: &Bundle,
     sys: &dyn System,
     opts: &Options,
-    mut state: Option<&mut StateFile>,
+    state: Option<&mut StateFile>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Applied, ApplyError> {
-    let graph = Graph::new(plan)?;
+    let graph = Graph::new(plan).map_err(ApplyError::InvalidPlan)?;
     let started = Instant::now();
-    let parallelism = opts.parallelism.max(1);
     let cancel = AtomicBool::new(false);
     let state_dir = PathBuf::from(&plan.state_dir);
     let ctx = Ctx {
@@ -237,150 +175,32 @@ pub fn apply_with(
         opts,
         cancel: &cancel,
     };
+    let work = |index: usize| ctx.report(&plan.steps[index].op);
+    let mut recorder = Recorder {
+        plan,
+        state,
+        on_event,
+        completed: Vec::new(),
+        made: Vec::new(),
+        failure: None,
+        also_failed: Vec::new(),
+    };
+    schedule::run(&graph, opts.parallelism, &cancel, &work, &mut recorder);
 
-    let mut indegree = graph.indegree.clone();
-    let mut ready: BTreeSet<usize> = (0..plan.steps.len()).filter(|&i| indegree[i] == 0).collect();
-    let mut completed: Vec<String> = Vec::new();
-    let mut undo: Vec<(usize, Effect)> = Vec::new();
-    let mut failure: Option<(usize, StepError)> = None;
-    let mut also_failed: Vec<(String, StepError)> = Vec::new();
-
-    let (job_tx, job_rx) = mpsc::channel::<usize>();
-    let job_rx = Mutex::new(job_rx);
-    let (done_tx, done_rx) = mpsc::channel::<Report>();
-    std::thread::scope(|scope| {
-        for _ in 0..parallelism.min(plan.steps.len()) {
-            let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
-            let ctx = &ctx;
-            scope.spawn(move || loop {
-                let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok(index) = job else { break };
-                let t = Instant::now();
-                let mut effects = Vec::new();
-                let mut warnings = Vec::new();
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    ctx.execute(&plan.steps[index].op, &mut effects, &mut warnings)
-                }))
-                .unwrap_or_else(|p| Err(StepError::Panicked(panic_message(&p))));
-                let report = Report {
-                    index,
-                    effects,
-                    warnings,
-                    result,
-                    elapsed: t.elapsed(),
-                };
-                if done_tx.send(report).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(done_tx);
-
-        let mut running = 0usize;
-        loop {
-            if failure.is_none() {
-                let mut batch = Vec::new();
-                while running + batch.len() < parallelism {
-                    match ready.pop_first() {
-                        Some(i) => batch.push(i),
-                        None => break,
-                    }
-                }
-                if !batch.is_empty() {
-                    if let Some(st) = state.as_deref_mut() {
-                        if record_intents(plan, &batch, st.state_mut()) {
-                            if let Err(e) = st.save() {
-                                failure = Some((batch[0], e.into()));
-                                cancel.store(true, Ordering::SeqCst);
-                                batch.clear();
-                            }
-                        }
-                    }
-                }
-                for i in batch {
-                    on_event(&Event::Started {
-                        step: plan.steps[i].id.clone(),
-                    });
-                    job_tx.send(i).expect("workers are alive while the coordinator runs");
-                    running += 1;
-                }
-            }
-            if running == 0 {
-                break;
-            }
-            let first = done_rx.recv().expect("a worker reports every job it takes");
-            let mut reports = vec![first];
-            reports.extend(done_rx.try_iter());
-            let mut last = 0;
-            for r in reports {
-                running -= 1;
-                last = r.index;
-                let step = &plan.steps[r.index];
-                let st = state.as_deref_mut().map(StateFile::state_mut);
-                let created_netns = r.effects.iter().any(|e| matches!(e, Effect::Netns(_)));
-                record_effects(st, &r.effects);
-                undo.extend(r.effects.into_iter().map(|e| (r.index, e)));
-                for message in r.warnings {
-                    on_event(&Event::Warning {
-                        step: step.id.clone(),
-                        message,
-                    });
-                }
-                match r.result {
-                    Ok(()) => {
-                        completed.push(step.id.clone());
-                        if let Some(st) = state.as_deref_mut() {
-                            st.state_mut().applied.push(step.id.clone());
-                        }
-                        on_event(&Event::Finished {
-                            step: step.id.clone(),
-                            elapsed: r.elapsed,
-                        });
-                        for &j in &graph.dependents[r.index] {
-                            indegree[j] -= 1;
-                            if indegree[j] == 0 {
-                                ready.insert(j);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        if let (Op::CreateNetns(CreateNetns { netns }), Some(st), false) =
-                            (&step.op, state.as_deref_mut(), created_netns)
-                        {
-                            // Not ours (e.g. it already existed): never delete it later.
-                            st.state_mut().namespaces.retain(|n| n != netns);
-                        }
-                        on_event(&Event::Failed {
-                            step: step.id.clone(),
-                            error: e.to_string(),
-                        });
-                        cancel.store(true, Ordering::SeqCst);
-                        if failure.is_none() {
-                            failure = Some((r.index, e));
-                        } else {
-                            also_failed.push((step.id.clone(), e));
-                        }
-                    }
-                }
-            }
-            if let Some(st) = state.as_deref_mut() {
-                if let Err(e) = st.save() {
-                    cancel.store(true, Ordering::SeqCst);
-                    if failure.is_none() {
-                        failure = Some((last, e.into()));
-                    }
-                }
-            }
-        }
-        drop(job_tx);
-    });
-
+    let Recorder {
+        state,
+        on_event,
+        completed,
+        made,
+        failure,
+        also_failed,
+        ..
+    } = recorder;
     let Some((index, error)) = failure else {
         debug_assert_eq!(completed.len(), plan.steps.len());
-        return finish(completed, undo, started.elapsed(), state);
+        return finish(completed, made, started.elapsed(), state);
     };
-    let (undone, undo_errors) = roll_back(plan, undo, &completed, sys, &state_dir, state, on_event);
+    let (undone, undo_errors) = roll_back(plan, made, &completed, sys, &state_dir, state, on_event);
     Err(ApplyError::StepFailed(Box::new(StepFailure {
         step: plan.steps[index].id.clone(),
         error,
@@ -388,6 +208,102 @@ pub fn apply_with(
         undone,
         undo_errors,
     })))
+}
+
+/// What `up` keeps while the scheduler runs the plan: the state file (intents
+/// before steps start, effects and applied ids after), progress events, what was
+/// made (for a rollback) and what failed.
+struct Recorder<'a, 'e> {
+    plan: &'a Plan,
+    state: Option<&'a mut StateFile>,
+    on_event: &'e mut dyn FnMut(&Event),
+    completed: Vec<String>,
+    made: Vec<(usize, Effect)>,
+    failure: Option<(usize, StepError)>,
+    also_failed: Vec<(String, StepError)>,
+}
+
+impl Recorder<'_, '_> {
+    fn fail(&mut self, index: usize, error: StepError) {
+        if self.failure.is_none() {
+            self.failure = Some((index, error));
+        } else {
+            self.also_failed.push((self.plan.steps[index].id.clone(), error));
+        }
+    }
+}
+
+impl schedule::Coordinator<Report> for Recorder<'_, '_> {
+    fn dispatching(&mut self, batch: &[usize]) -> bool {
+        if let Some(st) = self.state.as_deref_mut() {
+            if record_intents(self.plan, batch, st.state_mut()) {
+                if let Err(e) = st.save() {
+                    self.fail(batch[0], e.into());
+                    return false;
+                }
+            }
+        }
+        for &i in batch {
+            (self.on_event)(&Event::Started {
+                step: self.plan.steps[i].id.clone(),
+            });
+        }
+        true
+    }
+
+    fn finished(&mut self, index: usize, r: Report) -> bool {
+        let step = &self.plan.steps[index];
+        let created_netns = r.effects.iter().any(|e| matches!(e, Effect::Netns(_)));
+        record_effects(self.state.as_deref_mut().map(StateFile::state_mut), &r.effects);
+        self.made.extend(r.effects.into_iter().map(|e| (index, e)));
+        for message in r.warnings {
+            (self.on_event)(&Event::Warning {
+                step: step.id.clone(),
+                message,
+            });
+        }
+        match r.result {
+            Ok(()) => {
+                self.completed.push(step.id.clone());
+                if let Some(st) = self.state.as_deref_mut() {
+                    st.state_mut().applied.push(step.id.clone());
+                }
+                (self.on_event)(&Event::Finished {
+                    step: step.id.clone(),
+                    elapsed: r.elapsed,
+                });
+                true
+            }
+            Err(e) => {
+                if let (Op::CreateNetns(CreateNetns { netns }), Some(st), false) =
+                    (&step.op, self.state.as_deref_mut(), created_netns)
+                {
+                    // Not ours (e.g. it already existed): never delete it later.
+                    st.state_mut().namespaces.retain(|n| n != netns);
+                }
+                (self.on_event)(&Event::Failed {
+                    step: step.id.clone(),
+                    error: e.to_string(),
+                });
+                self.fail(index, e);
+                false
+            }
+        }
+    }
+
+    fn settled(&mut self, last: usize) -> bool {
+        let Some(st) = self.state.as_deref_mut() else {
+            return true;
+        };
+        match st.save() {
+            Ok(()) => true,
+            Err(e) => {
+                // Not a step's failure: reported only if nothing else failed first.
+                self.failure.get_or_insert((last, e.into()));
+                false
+            }
+        }
+    }
 }
 
 /// Every step ran: the state says so, and what was made is listed.
@@ -461,13 +377,6 @@ fn roll_back(
         let _ = s.save();
     }
     (undone, undo_errors)
-}
-
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Records, before the steps run, the namespaces and files they will create, so a

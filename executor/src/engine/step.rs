@@ -100,7 +100,32 @@ pub(super) struct Ctx<'a> {
     pub(super) cancel: &'a AtomicBool,
 }
 
+/// What a worker reports of one step it ran.
+pub(super) struct Report {
+    pub(super) effects: Vec<Effect>,
+    pub(super) warnings: Vec<String>,
+    pub(super) result: Result<(), StepError>,
+    pub(super) elapsed: Duration,
+}
+
 impl Ctx<'_> {
+    /// Runs `op` on a worker thread; a panic is the step's failure, not the run's.
+    pub(super) fn report(&self, op: &Op) -> Report {
+        let t = Instant::now();
+        let mut effects = Vec::new();
+        let mut warnings = Vec::new();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.execute(op, &mut effects, &mut warnings)
+        }))
+        .unwrap_or_else(|p| Err(StepError::Panicked(panic_message(&p))));
+        Report {
+            effects,
+            warnings,
+            result,
+            elapsed: t.elapsed(),
+        }
+    }
+
     fn artifact(&self, name: &str) -> Result<&str, StepError> {
         self.bundle
             .get(name)
@@ -257,6 +282,13 @@ pub(crate) fn removable(path: &Path, state_dir: &Path) -> bool {
     use std::path::Component;
     let plain = |p: &Path| p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir));
     plain(path) && plain(state_dir) && state_dir.parent().is_some() && path.starts_with(state_dir) && path != state_dir
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[cfg(test)]
