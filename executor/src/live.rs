@@ -21,7 +21,7 @@ use crate::layout::StateLayout;
 use crate::state::{self, ChangeRecord, LockWait, State, StateError, StateFile};
 use crate::system::System;
 use knetsim_compiler::artifacts::paths::PLAN;
-use knetsim_compiler::plan::{delta, Action, Component, Plan};
+use knetsim_compiler::plan::{delta, repair, Action, Component, Drift, Plan};
 use knetsim_compiler::Bundle;
 use std::path::Path;
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub enum LiveError {
     Plan(String),
     #[error(transparent)]
     Change(#[from] ChangeError),
+    #[error("cannot be repaired in place (nothing was changed):\n{0}")]
+    Unrepairable(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LiveError {
@@ -124,6 +126,25 @@ impl Locked {
         plan_of(bundle, &self.skip)
     }
 
+    /// What the emulation lacks against its running generation, and the actions
+    /// that repair it.
+    pub fn diagnose(&self) -> Result<(Drift, Vec<Action>), LiveError> {
+        diagnose(self.file.state(), &self.bundle, &self.skip)
+    }
+
+    /// Performs repair `actions` ([`Locked::diagnose`]) under the commit protocol:
+    /// the desired state stays what it is (a new generation with the same text).
+    pub fn repair(
+        &mut self,
+        actions: &[Action],
+        sys: &dyn System,
+        opts: &Options,
+        on_done: &mut dyn FnMut(&Action, Duration),
+    ) -> Result<Changed, LiveError> {
+        let (text, bundle) = (self.text.clone(), self.bundle.clone());
+        self.change_to(&text, &bundle, actions, sys, opts, on_done)
+    }
+
     /// Moves the emulation to `text`/`bundle` by performing `actions` (the delta
     /// from the running generation), under the commit protocol of this module.
     pub fn change_to(
@@ -177,6 +198,18 @@ impl Locked {
         let _ = self.file.save();
         let _ = self.file.layout().remove_generation(to);
     }
+}
+
+/// What the emulation recorded in `st`, running `bundle` (less `skip`), lacks, and
+/// the actions that repair it (pure, from what `observe::drift` sees).
+pub fn diagnose(st: &State, bundle: &Bundle, skip: &[Component]) -> Result<(Drift, Vec<Action>), LiveError> {
+    let plan = plan_of(bundle, skip)?;
+    let drift = crate::observe::drift(&plan, bundle, st);
+    let actions = repair(&plan, &drift).map_err(|unsupported| {
+        let list: Vec<String> = unsupported.iter().map(|u| format!("  - {u}")).collect();
+        LiveError::Unrepairable(list.join("\n"))
+    })?;
+    Ok((drift, actions))
 }
 
 /// Generations below `keep` still on disk.

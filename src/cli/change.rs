@@ -48,7 +48,7 @@ pub fn lock_timeout() -> Duration {
         .unwrap_or(DEFAULT_LOCK_TIMEOUT)
 }
 
-fn options() -> Options {
+pub(super) fn options() -> Options {
     let mut options = Options::new(1);
     options.probe_timeout = Duration::from_secs(30);
     options
@@ -56,7 +56,7 @@ fn options() -> Options {
 
 /// Takes the emulation's lock (waiting for a holder, saying who) and reads its
 /// desired state; a change left half-done by a killed process is rolled back first.
-fn lock(target: &Target, sys: &LinuxSystem) -> Result<(Locked, Running), String> {
+pub(super) fn lock(target: &Target, sys: &LinuxSystem) -> Result<(Locked, Running), String> {
     let opts = target.options()?;
     let mut tell = |busy: &state::StateError| eprintln!("waiting: {busy}");
     let mut wait = LockWait {
@@ -78,7 +78,7 @@ fn lock(target: &Target, sys: &LinuxSystem) -> Result<(Locked, Running), String>
 
 /// The desired state without the lock, for a dry run: the generation that
 /// `state.json` names is complete and stays on disk while a change replaces it.
-fn peek(target: &Target) -> Result<Running, String> {
+pub(super) fn peek(target: &Target) -> Result<Running, String> {
     let opts = target.options()?;
     let layout = StateLayout::new(&opts.state_dir);
     let mut tries = 0;
@@ -115,7 +115,15 @@ fn peek(target: &Target) -> Result<Running, String> {
 /// `pod`/`svc` edits: edit the running emulation's stored topology text and apply
 /// (or with `dry_run` print) the resulting change.
 pub fn edit_running(target: &Target, dry_run: bool, edit: impl FnOnce(&Running) -> Result<String, String>) -> Outcome {
-    run_change(target, dry_run, "topology.toml (edited)", edit)
+    run_change(target, dry_run, "topology.toml (edited)", Unchanged::NothingToDo, edit)
+}
+
+/// What a change whose topology equals the running one does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unchanged {
+    NothingToDo,
+    /// `apply` of the running topology: converge on it by observation (`repair`).
+    Repair,
 }
 
 /// Moves the running emulation to the topology `edit` makes of its desired one.
@@ -124,6 +132,7 @@ fn run_change(
     target: &Target,
     dry_run: bool,
     origin: &str,
+    unchanged: Unchanged,
     edit: impl FnOnce(&Running) -> Result<String, String>,
 ) -> Outcome {
     let t0 = Instant::now();
@@ -138,6 +147,9 @@ fn run_change(
         let running = peek(target)?;
         let text = edit(&running)?;
         let (_, _, actions) = compute(&running, origin, text)?;
+        if actions.is_empty() && unchanged == Unchanged::Repair {
+            return super::repair::dry_run(target);
+        }
         for a in &actions {
             println!("{a}");
         }
@@ -155,6 +167,9 @@ fn run_change(
     let text = edit(&running)?;
     let (source, new_bundle, actions) = compute(&running, origin, text)?;
     mark("delta computed");
+    if actions.is_empty() && unchanged == Unchanged::Repair {
+        return super::repair::repair_locked(&mut locked, &sys, target);
+    }
     let done = locked
         .change_to(&source.text, &new_bundle, &actions, &sys, &options(), &mut |a, d| {
             eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0)
@@ -194,5 +209,11 @@ fn compute(running: &Running, origin: &str, text: String) -> Result<(Source, Bun
 pub fn apply(a: ApplyArgs) -> Outcome {
     let text = std::fs::read_to_string(&a.topology)
         .map_err(|e| format!("cannot read topology {}: {e}", a.topology.display()))?;
-    run_change(&a.target, a.dry_run, &a.topology.display().to_string(), |_| Ok(text))
+    run_change(
+        &a.target,
+        a.dry_run,
+        &a.topology.display().to_string(),
+        Unchanged::Repair,
+        |_| Ok(text),
+    )
 }

@@ -15,6 +15,7 @@ mod graph_live;
 mod host_local;
 mod pod;
 mod prompt;
+mod repair;
 mod router;
 mod running;
 mod serve;
@@ -91,8 +92,10 @@ enum Command {
     Pod(pod::PodArgs),
     /// Add or remove a service of a running emulation (reloads its cluster's kube-proxy rules).
     Svc(svc::SvcArgs),
-    /// Move a running emulation to an edited topology, applying only the difference (`--dry-run`: print it).
+    /// Move a running emulation to an edited topology, applying only the difference; with the running topology, repair it (`--dry-run`: print it).
     Apply(change::ApplyArgs),
+    /// Bring a running emulation back to its desired state by looking at what runs: restart dead processes, reload missing nft rules, re-create deleted pods (`--dry-run`: print it).
+    Repair(repair::RepairArgs),
     /// Tear an emulation down from its recorded state (`--all`: every emulation).
     Down(down::DownArgs),
     /// Show an emulation's components and their health (exit 1 if not up or unhealthy).
@@ -151,6 +154,7 @@ fn outcome(command: Command) -> Outcome {
         Command::Pod(a) => pod::pod(a),
         Command::Svc(a) => svc::svc(a),
         Command::Apply(a) => change::apply(a),
+        Command::Repair(a) => repair::repair(a),
         Command::Down(a) => down::down(a),
         Command::Status(a) => status::status(a),
         Command::Exec(a) => exec::exec(a),

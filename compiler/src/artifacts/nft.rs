@@ -77,6 +77,17 @@ fn port_rules(s: &Service) -> impl Iterator<Item = PortRule> + '_ {
     })
 }
 
+/// `FAMILY NAME` of every table a ruleset defines (`table ip kube-proxy {`).
+pub fn tables(ruleset: &str) -> Vec<String> {
+    let mut out: Vec<String> = ruleset
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table ")?.strip_suffix('{'))
+        .map(|t| t.trim().to_string())
+        .collect();
+    out.dedup();
+    out
+}
+
 /// The cluster's ruleset. Like kube-proxy, which programs every node with every
 /// service, each worker of a cluster loads the same rules: the text is rendered once
 /// and shared by the workers' artifacts.
@@ -103,4 +114,14 @@ pub fn ruleset(c: &Cluster) -> Arc<str> {
             ported: &ported,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_of_a_ruleset() {
+        let text = "add table ip kube-proxy\ndelete table ip kube-proxy\n\ntable ip kube-proxy {\n  chain services {\n  }\n}\n";
+        assert_eq!(super::tables(text), ["ip kube-proxy"]);
+        assert!(super::tables("").is_empty());
+    }
 }

@@ -14,7 +14,7 @@ mod op;
 mod render;
 
 pub use build::build;
-pub use delta::{delta, Action, Unsupported};
+pub use delta::{delta, repair, Action, Drift, Unsupported};
 pub use filter::Component;
 pub use op::*;
 pub use render::to_text;

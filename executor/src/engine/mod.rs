@@ -24,7 +24,7 @@ pub(crate) use effect::{record_effects, Effect};
 pub use crate::teardown::{down, down_waiting, teardown, DownError, TeardownError};
 use schedule::Graph;
 pub use step::describe_probe;
-pub(crate) use step::{removable, run_op, start_process, wait_process_ready};
+pub(crate) use step::{removable, run_op, start_process, wait_process_ready, Begin};
 use step::{Ctx, Report};
 
 #[derive(Debug, Clone)]

@@ -36,13 +36,23 @@ fn standalone<R>(bundle: &Bundle, state_dir: &Path, sys: &dyn System, opts: &Opt
     })
 }
 
+/// How a process starts with respect to what a predecessor wrote (its `outputs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Begin {
+    /// Every output goes first (a new or reconfigured process).
+    Afresh,
+    /// Directories stay (what it stored, e.g. etcd's data: a crashed member rejoins
+    /// as itself); files go (the marker its probe waits for).
+    Resume,
+}
+
 /// Starts the process of a `StartProcess` op, after removing what a predecessor
-/// wrote (etcd's data directory, the file its probe waits for: a started process
-/// always begins afresh). Records what it created, the process last, in `effects`.
+/// wrote as `begin` says. Records what it created, the process last, in `effects`.
 pub(crate) fn start_process(
     op: &Op,
     sys: &dyn System,
     state_dir: &Path,
+    begin: Begin,
     effects: &mut Vec<Effect>,
 ) -> Result<ProcessRecord, StepError> {
     let Op::StartProcess(spec) = op else {
@@ -50,6 +60,9 @@ pub(crate) fn start_process(
     };
     for out in &spec.outputs {
         let out = Path::new(out);
+        if begin == Begin::Resume && out.is_dir() {
+            continue;
+        }
         if removable(out, state_dir) {
             sys.remove_path(out)?;
             effects.push(Effect::Path(out.to_path_buf()));
@@ -171,7 +184,7 @@ impl Ctx<'_> {
                 sys.nft_load(netns, Path::new(path))?;
             }
             Op::StartProcess(StartProcess { log, ready, .. }) => {
-                let started = start_process(op, sys, self.state_dir, effects)?;
+                let started = start_process(op, sys, self.state_dir, Begin::Afresh, effects)?;
                 self.wait_ready(ready, Some((started.pid, log)))?;
             }
             Op::EtcdPut(EtcdPut {

@@ -3,11 +3,13 @@
 //! facts. `status`, `graph --live`, `exec`, `test` and the prompt render these; they
 //! do not probe or parse on their own.
 
+mod drift;
 pub mod inventory;
 pub mod live_facts;
 mod nft;
 pub mod routers;
 
+pub use drift::drift;
 pub use inventory::Inventory;
 pub use routers::RouterHealth;
 
@@ -298,6 +300,15 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
     problems.extend(missing(&pods, |p| p.ready, |p| &p.name, "pod not ready:"));
     for r in &routers {
         problems.extend(r.problems.iter().cloned());
+    }
+    if st.complete
+        && interrupted.is_none()
+        && (namespaces.iter().any(|n| !n.present) || processes.iter().any(|p| !p.alive))
+    {
+        problems.push(format!(
+            "`knetsim repair{}` restarts what died and re-creates deleted pods",
+            name_flag(&st.name)
+        ));
     }
     let healthy = st.complete
         && interrupted.is_none()

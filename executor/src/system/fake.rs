@@ -94,6 +94,7 @@ pub struct RecordingSystem {
     fail: Mutex<Vec<Rule>>,
     not_ready: Mutex<Vec<Rule>>,
     netns_pids: Mutex<HashMap<String, Vec<u32>>>,
+    logging: Mutex<HashMap<(String, PathBuf), Vec<u32>>>,
     delay: Duration,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -113,6 +114,7 @@ impl RecordingSystem {
             fail: Mutex::new(Vec::new()),
             not_ready: Mutex::new(Vec::new()),
             netns_pids: Mutex::new(HashMap::new()),
+            logging: Mutex::new(HashMap::new()),
             delay: Duration::ZERO,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -140,6 +142,15 @@ impl RecordingSystem {
     /// Probe checks matching `rule` answer "not ready" (all others answer "ready").
     pub fn never_ready_when(&self, rule: impl Fn(&Call) -> bool + Send + Sync + 'static) {
         self.not_ready.lock().unwrap().push(Box::new(rule));
+    }
+
+    /// What [`System::pids_logging_to`] reports for `netns` and `log` (processes
+    /// no record names, e.g. nginx workers whose master died).
+    pub fn set_logging_pids(&self, netns: &str, log: &Path, pids: Vec<u32>) {
+        self.logging
+            .lock()
+            .unwrap()
+            .insert((netns.to_string(), log.to_path_buf()), pids);
     }
 
     /// What [`System::netns_pids`] reports for `netns`.
@@ -270,9 +281,10 @@ impl System for RecordingSystem {
             .collect())
     }
 
-    fn pids_logging_to(&self, _netns: &str, _log: &Path) -> SysResult<Vec<u32>> {
-        // The fake starts nothing that could outlive its record.
-        Ok(Vec::new())
+    fn pids_logging_to(&self, netns: &str, log: &Path) -> SysResult<Vec<u32>> {
+        // Only what a test set: the fake starts nothing that could outlive its record.
+        let key = (netns.to_string(), log.to_path_buf());
+        Ok(self.logging.lock().unwrap().get(&key).cloned().unwrap_or_default())
     }
 
     fn check(&self, probe: &Probe, pid: Option<u32>) -> SysResult<bool> {

@@ -28,6 +28,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
          (default: two pods of the first cluster on different workers, 5 s)",
     ),
     ("status", "components of the emulation and their health"),
+    (
+        "repair",
+        "repair [--dry-run]: restart what died, reload missing nft rules, re-create deleted pods",
+    ),
     ("sh", "sh CMD: run CMD in knetsim's own namespace (e.g. `sh ip netns list`)"),
     (
         "py",
@@ -59,6 +63,8 @@ pub enum Command {
         seconds: u32,
     },
     Status,
+    /// `repair [--dry-run]`: the arguments of `knetsim repair`.
+    Repair(Vec<String>),
     /// `pod ...`: the arguments of `knetsim pod`.
     Pod(Vec<String>),
     /// `svc ...`: the arguments of `knetsim svc`.
@@ -158,6 +164,7 @@ pub fn parse(line: &str, is_node: &dyn Fn(&str) -> bool) -> Result<Command, Pars
         "services" | "svcs" => bare(Command::Services),
         "pingall" => bare(Command::PingAll),
         "status" => bare(Command::Status),
+        "repair" => Ok(Command::Repair(split_words(rest)?)),
         "iperf" => parse_iperf(&split_words(rest)?, is_node),
         "pod" | "svc" => {
             let args = split_words(rest)?;
@@ -386,6 +393,7 @@ mod tests {
         assert_eq!(p("services"), Ok(Command::Services));
         assert_eq!(p("pingall"), Ok(Command::PingAll));
         assert_eq!(p("status"), Ok(Command::Status));
+        assert_eq!(p("repair --dry-run"), Ok(Command::Repair(vec!["--dry-run".into()])));
         assert_eq!(p("help"), Ok(Command::Help(None)));
         assert_eq!(p("help pingall"), Ok(Command::Help(Some("pingall".into()))));
         assert!(matches!(p("help a b"), Err(ParseError::MissingArguments(..))));

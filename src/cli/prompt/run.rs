@@ -111,6 +111,7 @@ impl Session {
             Command::Status => {
                 self.subcommand(&["status"], &[]);
             }
+            Command::Repair(args) => self.change("repair", &args),
             Command::Pod(args) => self.change("pod", &args),
             Command::Svc(args) => self.change("svc", &args),
             Command::Shell(line) => {

@@ -423,5 +423,8 @@ fn lives_in(op: &Op) -> Vec<&str> {
     inside
 }
 
+mod repair;
+pub use repair::{repair, Drift};
+
 #[cfg(test)]
 mod tests;

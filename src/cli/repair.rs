@@ -1,0 +1,89 @@
+//! `knetsim repair` (and `knetsim apply` with nothing edited): brings a running
+//! emulation back to its desired state by looking at what really runs. Dead
+//! processes are restarted, nft tables deleted by hand loaded again, pods whose
+//! namespace was deleted made again; the desired state does not change. It goes
+//! through the same lock and commit protocol as every change.
+
+use super::change::{lock, options, peek};
+use super::error::{failed, Outcome};
+use super::running::display_name;
+use super::Target;
+use knetsim_compiler::plan::{Action, Drift};
+use knetsim_executor::live::{diagnose, Locked};
+use knetsim_executor::state;
+use knetsim_executor::system::process::is_root;
+use knetsim_executor::LinuxSystem;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print what is wrong and what would be done, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn repair(a: RepairArgs) -> Outcome {
+    if a.dry_run {
+        return dry_run(&a.target);
+    }
+    if !is_root() {
+        return Err("repairing a running emulation needs root: run it with sudo".into());
+    }
+    let sys = LinuxSystem::new();
+    let (mut locked, _) = lock(&a.target, &sys)?;
+    repair_locked(&mut locked, &sys, &a.target)
+}
+
+/// Prints the findings and the actions, without the lock: changes nothing.
+pub(super) fn dry_run(target: &Target) -> Outcome {
+    let running = peek(target)?;
+    let st = state::read(&running.opts.state_dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("emulation {} is not up", display_name(&running.opts.name)))?;
+    let (drift, actions) = diagnose(&st, &running.bundle, &running.skip).map_err(failed)?;
+    report(&drift, &actions);
+    for a in &actions {
+        println!("{a}");
+    }
+    Ok(0)
+}
+
+/// Repairs the emulation whose lock is held.
+pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Target) -> Outcome {
+    let t0 = Instant::now();
+    let (drift, actions) = locked.diagnose().map_err(failed)?;
+    report(&drift, &actions);
+    if actions.is_empty() {
+        return Ok(0);
+    }
+    let done = locked
+        .repair(&actions, sys, &options(), &mut |a, d| {
+            eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0)
+        })
+        .map_err(failed)?;
+    println!(
+        "emulation {} repaired in {:.1} ms ({} action{})",
+        display_name(&target.options()?.name),
+        t0.elapsed().as_secs_f64() * 1000.0,
+        done.performed.len(),
+        if done.performed.len() == 1 { "" } else { "s" }
+    );
+    Ok(0)
+}
+
+fn report(drift: &Drift, actions: &[Action]) {
+    if drift.is_empty() {
+        eprintln!("nothing to repair: everything the plan made is in place");
+        return;
+    }
+    for f in drift.findings() {
+        eprintln!("found: {f}");
+    }
+    eprintln!(
+        "{} action{} to repair",
+        actions.len(),
+        if actions.len() == 1 { "" } else { "s" }
+    );
+}
