@@ -5,7 +5,7 @@
 //! Adding an `Op` touches: `op.rs` (its struct and variant), `build.rs` (where it is
 //! emitted), `render.rs` (its line in `knetsim plan`), `delta/` (how it is undone or
 //! changed); in the executor, the `System` method taking the struct (`system/mod.rs`,
-//! `linux.rs`, `fake.rs`), its arm in `engine/step.rs` and its reversal in `delta.rs`.
+//! `linux.rs`, `fake.rs`), its arm in `engine/step.rs` and its reversal in `delta/mod.rs`.
 
 mod build;
 pub mod delta;
