@@ -18,6 +18,8 @@ pub const LOCK_FILE: &str = "state.lock";
 const DESIRED_DIR: &str = "desired";
 const TOPOLOGY_FILE: &str = "topology.toml";
 const BUNDLE_DIR: &str = "bundle";
+const EVENTS_FILE: &str = "events.jsonl";
+const SUPERVISOR_LOG: &str = "supervisor.log";
 
 /// The paths of one emulation's state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,16 @@ impl StateLayout {
 
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join(LOCK_FILE)
+    }
+
+    /// What repairs did (`knetsim events`).
+    pub fn events_file(&self) -> PathBuf {
+        self.dir.join(EVENTS_FILE)
+    }
+
+    /// The supervisor's output.
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join(SUPERVISOR_LOG)
     }
 
     /// Every generation of the desired state.

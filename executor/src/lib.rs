@@ -23,6 +23,7 @@ pub mod cni;
 pub mod delta;
 pub mod engine;
 pub mod etcd;
+pub mod events;
 pub mod flannel;
 pub mod http;
 pub mod layout;
@@ -31,6 +32,7 @@ pub mod observe;
 pub mod par;
 pub mod preflight;
 pub mod state;
+pub mod supervise;
 pub mod system;
 pub mod teardown;
 

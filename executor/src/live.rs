@@ -17,12 +17,14 @@
 
 use crate::delta::{apply_changes, recover, ChangeError, Changed};
 use crate::engine::Options;
+use crate::events::{self, Event};
 use crate::layout::StateLayout;
 use crate::state::{self, ChangeRecord, LockWait, State, StateError, StateFile};
 use crate::system::System;
 use knetsim_compiler::artifacts::paths::PLAN;
-use knetsim_compiler::plan::{delta, repair, Action, Component, Drift, Plan};
+use knetsim_compiler::plan::{delta, repair, Action, Component, CreateNetns, Drift, Op, Plan};
 use knetsim_compiler::Bundle;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -66,6 +68,16 @@ pub fn plan_of(bundle: &Bundle, skip: &[Component]) -> Result<Plan, LiveError> {
     let text = bundle.get(PLAN).ok_or_else(|| LiveError::Plan(format!("no {PLAN}")))?;
     let plan: Plan = serde_json::from_str(text).map_err(|e| LiveError::Plan(format!("{PLAN}: {e}")))?;
     Ok(plan.without(skip))
+}
+
+/// What a repair does ([`Locked::repair`]): the `actions` that repair `drift`,
+/// done by `source` (`repair`, `apply`, `supervisor`), with a note per step id for
+/// its event (e.g. the back-off).
+pub struct Repair<'a> {
+    pub drift: &'a Drift,
+    pub actions: &'a [Action],
+    pub source: &'a str,
+    pub notes: BTreeMap<String, String>,
 }
 
 /// A running emulation whose lock we hold, with its desired state.
@@ -132,17 +144,67 @@ impl Locked {
         diagnose(self.file.state(), &self.bundle, &self.skip)
     }
 
-    /// Performs repair `actions` ([`Locked::diagnose`]) under the commit protocol:
-    /// the desired state stays what it is (a new generation with the same text).
+    /// Performs repair `actions` ([`Locked::diagnose`] found `drift`) under the
+    /// commit protocol: the desired state stays what it is (a new generation with
+    /// the same text). Each thing repaired becomes an event of `source`, its action
+    /// followed by `notes[step id]` if any (e.g. the back-off waited).
     pub fn repair(
         &mut self,
-        actions: &[Action],
+        repair: &Repair,
         sys: &dyn System,
         opts: &Options,
         on_done: &mut dyn FnMut(&Action, Duration),
     ) -> Result<Changed, LiveError> {
+        let Repair {
+            drift,
+            actions,
+            source,
+            notes,
+        } = repair;
         let (text, bundle) = (self.text.clone(), self.bundle.clone());
-        self.change_to(&text, &bundle, actions, sys, opts, on_done)
+        let done = self.change_to(&text, &bundle, actions, sys, opts, on_done)?;
+        let at_ms = events::now_ms();
+        let events: Vec<Event> = actions
+            .iter()
+            .filter_map(|a| {
+                let s = a.step();
+                let (reason, action) = match (a, &s.op) {
+                    (Action::Change { .. }, Op::StartProcess(_)) => (drift.dead.get(&s.id)?.clone(), "restarted"),
+                    (Action::Change { .. }, Op::NftLoad(_)) => {
+                        (drift.missing_rules.get(&s.id)?.clone(), "rules loaded again")
+                    }
+                    (Action::Add(_), Op::CreateNetns(CreateNetns { netns })) => {
+                        (format!("namespace {netns} is gone"), "re-created with its pod")
+                    }
+                    _ => return None,
+                };
+                let action = match notes.get(&s.id) {
+                    Some(n) => format!("{action} {n}"),
+                    None => action.to_string(),
+                };
+                Some(Event {
+                    at_ms,
+                    source: source.to_string(),
+                    object: s.id.clone(),
+                    reason,
+                    action,
+                })
+            })
+            .collect();
+        self.record_events(&events)?;
+        Ok(done)
+    }
+
+    /// Appends `events` to the emulation's events (`knetsim events`), the file
+    /// recorded in the state before it is first written.
+    pub fn record_events(&mut self, events: &[Event]) -> Result<(), LiveError> {
+        let layout = self.file.layout();
+        let path = layout.events_file().display().to_string();
+        if !self.file.state().paths.contains(&path) {
+            self.file.state_mut().paths.push(path);
+            self.file.save()?;
+        }
+        events::append(&layout, events).map_err(io("recording the events"))
     }
 
     /// Moves the emulation to `text`/`bundle` by performing `actions` (the delta

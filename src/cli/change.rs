@@ -168,7 +168,7 @@ fn run_change(
     let (source, new_bundle, actions) = compute(&running, origin, text)?;
     mark("delta computed");
     if actions.is_empty() && unchanged == Unchanged::Repair {
-        return super::repair::repair_locked(&mut locked, &sys, target);
+        return super::repair::repair_locked(&mut locked, &sys, target, "apply");
     }
     let done = locked
         .change_to(&source.text, &new_bundle, &actions, &sys, &options(), &mut |a, d| {

@@ -8,6 +8,7 @@ mod down;
 mod edit;
 mod edit_checks;
 mod error;
+mod events;
 mod exec;
 mod flanneld;
 mod graph;
@@ -20,6 +21,7 @@ mod router;
 mod running;
 mod serve;
 mod status;
+mod supervise;
 mod svc;
 mod test;
 mod up;
@@ -96,6 +98,11 @@ enum Command {
     Apply(change::ApplyArgs),
     /// Bring a running emulation back to its desired state by looking at what runs: restart dead processes, reload missing nft rules, re-create deleted pods (`--dry-run`: print it).
     Repair(repair::RepairArgs),
+    /// What repairs did and why (`repair`, `apply`, the supervisor), like `kubectl get events` (--follow, --json).
+    Events(events::EventsArgs),
+    /// The emulation's supervisor, started by `up --supervise`.
+    #[command(hide = true)]
+    Supervise(supervise::SuperviseArgs),
     /// Tear an emulation down from its recorded state (`--all`: every emulation).
     Down(down::DownArgs),
     /// Show an emulation's components and their health (exit 1 if not up or unhealthy).
@@ -155,6 +162,8 @@ fn outcome(command: Command) -> Outcome {
         Command::Svc(a) => svc::svc(a),
         Command::Apply(a) => change::apply(a),
         Command::Repair(a) => repair::repair(a),
+        Command::Events(a) => events::events(a),
+        Command::Supervise(a) => supervise::supervise(a),
         Command::Down(a) => down::down(a),
         Command::Status(a) => status::status(a),
         Command::Exec(a) => exec::exec(a),

@@ -5,14 +5,18 @@
 //! through the same lock and commit protocol as every change.
 
 use super::change::{lock, options, peek};
-use super::error::{failed, Outcome};
+use super::error::{failed, CliError, Outcome};
 use super::running::display_name;
 use super::Target;
 use knetsim_compiler::plan::{Action, Drift};
-use knetsim_executor::live::{diagnose, Locked};
+use knetsim_executor::events::{self, Event};
+use knetsim_executor::live::{diagnose, Locked, Repair};
+use knetsim_executor::observe::process_alive;
 use knetsim_executor::state;
+use knetsim_executor::supervise;
 use knetsim_executor::system::process::is_root;
 use knetsim_executor::LinuxSystem;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -33,7 +37,7 @@ pub fn repair(a: RepairArgs) -> Outcome {
     }
     let sys = LinuxSystem::new();
     let (mut locked, _) = lock(&a.target, &sys)?;
-    repair_locked(&mut locked, &sys, &a.target)
+    repair_locked(&mut locked, &sys, &a.target, "repair")
 }
 
 /// Prints the findings and the actions, without the lock: changes nothing.
@@ -50,18 +54,28 @@ pub(super) fn dry_run(target: &Target) -> Outcome {
     Ok(0)
 }
 
-/// Repairs the emulation whose lock is held.
-pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Target) -> Outcome {
+/// Repairs the emulation whose lock is held; `source` (`repair`, `apply`) names who
+/// did it in the events.
+pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Target, source: &str) -> Outcome {
     let t0 = Instant::now();
+    restart_supervisor(locked, sys, source)?;
     let (drift, actions) = locked.diagnose().map_err(failed)?;
     report(&drift, &actions);
     if actions.is_empty() {
         return Ok(0);
     }
     let done = locked
-        .repair(&actions, sys, &options(), &mut |a, d| {
-            eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0)
-        })
+        .repair(
+            &Repair {
+                drift: &drift,
+                actions: &actions,
+                source,
+                notes: BTreeMap::new(),
+            },
+            sys,
+            &options(),
+            &mut |a, d| eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0),
+        )
         .map_err(failed)?;
     println!(
         "emulation {} repaired in {:.1} ms ({} action{})",
@@ -71,6 +85,34 @@ pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Tar
         if done.performed.len() == 1 { "" } else { "s" }
     );
     Ok(0)
+}
+
+/// A supervisor that was started (`up --supervise`) and died is started again: its
+/// own death is repaired by the next `repair` or `apply`.
+fn restart_supervisor(locked: &mut Locked, sys: &LinuxSystem, source: &str) -> Result<(), CliError> {
+    let Some(dead) = locked
+        .file
+        .state()
+        .processes
+        .iter()
+        .find(|p| p.name == supervise::NAME && !process_alive(p.pid, p.start_ticks))
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let reason = format!("{} (pid {}) is not running", supervise::NAME, dead.pid);
+    eprintln!("found: {reason}");
+    let started = supervise::start(&mut locked.file, sys, &dead.netns, dead.argv.clone()).map_err(failed)?;
+    eprintln!("restarted the supervisor (pid {})", started.pid);
+    let event = Event {
+        at_ms: events::now_ms(),
+        source: source.to_string(),
+        object: supervise::NAME.to_string(),
+        reason,
+        action: "restarted".into(),
+    };
+    locked.record_events(&[event]).map_err(failed)?;
+    Ok(())
 }
 
 fn report(drift: &Drift, actions: &[Action]) {

@@ -14,6 +14,7 @@ use knetsim_executor::live::store_first_generation;
 use knetsim_executor::observe::Inventory;
 use knetsim_executor::preflight::{self, RealMachine};
 use knetsim_executor::state::{self, StateFile};
+use knetsim_executor::supervise;
 use knetsim_executor::system::process::is_root;
 use knetsim_executor::LinuxSystem;
 use std::collections::HashMap;
@@ -42,6 +43,9 @@ pub struct UpArgs {
     /// Do not run the topology's [[checks]] once it is up.
     #[arg(long)]
     no_checks: bool,
+    /// Start a supervisor that restarts what dies (the kubelet's back-off) and re-creates deleted pods.
+    #[arg(long)]
+    supervise: bool,
 }
 
 /// Subcommands of this knetsim, which can stand in for missing programs (`flanneld`).
@@ -254,6 +258,28 @@ fn print_summary(
     println!("     knetsim status{flag}    |  knetsim test{flag}    |  knetsim down{flag}");
 }
 
+/// Starts the emulation's supervisor in the switches' namespace (`--supervise`).
+fn start_supervisor(sf: &mut StateFile, sys: &LinuxSystem, plan: &Plan, name: &str) -> Result<(), String> {
+    let netns = plan
+        .namespaces
+        .first()
+        .ok_or("the plan has no namespace to run the supervisor in")?;
+    let argv = supervisor_argv(name, &sf.layout().dir().display().to_string());
+    supervise::start(sf, sys, netns, argv)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// The supervisor's command line.
+pub(super) fn supervisor_argv(name: &str, state_dir: &str) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["knetsim".into(), "supervise".into()];
+    if !name.is_empty() {
+        argv.extend(["--name".into(), name.to_string()]);
+    }
+    argv.extend(["--state-dir".into(), state_dir.to_string()]);
+    argv
+}
+
 /// Runs the topology's checks after `up` and prints their table.
 fn run_checks(checks: &[Check], skip: &[Component], name: &str) -> Result<(), CliError> {
     println!();
@@ -326,6 +352,14 @@ pub fn up(a: UpArgs) -> Outcome {
     progress.clear();
     match result {
         Ok(applied) => {
+            if a.supervise {
+                if let Err(e) = start_supervisor(&mut sf, &sys, &plan, &name) {
+                    eprintln!(
+                        "warning: the supervisor did not start ({e}); `knetsim repair{}` starts it",
+                        name_flag(&name)
+                    );
+                }
+            }
             print_summary(
                 &Inventory::of(&model),
                 &name,

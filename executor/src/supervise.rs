@@ -1,0 +1,270 @@
+//! The supervisor (`knetsim up --supervise`): one process per emulation that
+//! restarts what dies, as the kubelet restarts containers and static pods, and
+//! re-creates a pod whose namespace was deleted. It changes nothing itself: when
+//! it sees a recorded process dead or a namespace gone it takes the emulation's
+//! lock (never waiting: a busy lock is left for the next round) and runs the same
+//! repair as `knetsim repair`, which records its intents and its events.
+//!
+//! Restarts follow the kubelet's CrashLoopBackOff: the first one at once, then
+//! no sooner than 10 s after the previous one, doubling to at most 5 min, and
+//! forgotten after 10 min of running. `KNETSIM_BACKOFF_SCALE` (a factor, e.g. 0.1)
+//! shortens every delay for teaching and tests.
+//!
+//! Idle cost: one read of `state.json` and one `/proc/PID/stat` per recorded
+//! process a second.
+
+use crate::engine::Options;
+use crate::live::{LiveError, Locked, Repair};
+use crate::observe::{netns_present, process_alive};
+use crate::state::{self, LockWait, ProcessRecord, StartingProcess, StateError, StateFile};
+use crate::system::System;
+use knetsim_compiler::plan::{Action, Op, Probe, StartProcess};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The supervisor's name among the emulation's processes.
+pub const NAME: &str = "supervisor";
+
+/// The kubelet's restart back-off, per process.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// Running this long since the last restart forgets the back-off.
+    pub reset_after: Duration,
+    entries: HashMap<String, (u32, Instant)>,
+}
+
+impl Backoff {
+    /// The kubelet's figures (10 s doubling to 5 min, reset after 10 min), times `scale`.
+    pub fn kubelet(scale: f64) -> Backoff {
+        let s = |secs: f64| Duration::from_secs_f64((secs * scale).max(0.0));
+        Backoff {
+            initial: s(10.0),
+            max: s(300.0),
+            reset_after: s(600.0),
+            entries: HashMap::new(),
+        }
+    }
+
+    fn delay(&self, restarts: u32) -> Duration {
+        let doublings = restarts.saturating_sub(1).min(16);
+        (self.initial * 2u32.pow(doublings)).min(self.max)
+    }
+
+    /// How much longer `key` must wait at `now` before it restarts (zero: now).
+    pub fn wait(&self, key: &str, now: Instant) -> Duration {
+        match self.entries.get(key) {
+            None => Duration::ZERO,
+            Some(&(_, last)) if now.duration_since(last) >= self.reset_after => Duration::ZERO,
+            Some(&(restarts, last)) => (last + self.delay(restarts)).saturating_duration_since(now),
+        }
+    }
+
+    /// `key` restarts at `now`; returns its restart count since the back-off was
+    /// last forgotten.
+    pub fn restarted(&mut self, key: &str, now: Instant) -> u32 {
+        let reset = self.wait(key, now).is_zero()
+            && self
+                .entries
+                .get(key)
+                .is_some_and(|&(_, last)| now.duration_since(last) >= self.reset_after);
+        let e = self.entries.entry(key.to_string()).or_insert((0, now));
+        if reset {
+            e.0 = 0;
+        }
+        e.0 += 1;
+        e.1 = now;
+        e.0
+    }
+
+    /// The back-off that applies after restart number `restarts`.
+    pub fn next_delay(&self, restarts: u32) -> Duration {
+        self.delay(restarts)
+    }
+}
+
+/// The back-off scale from `KNETSIM_BACKOFF_SCALE` (1 if unset or invalid).
+pub fn backoff_scale() -> f64 {
+    std::env::var("KNETSIM_BACKOFF_SCALE")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .unwrap_or(1.0)
+}
+
+/// Starts the supervisor of the emulation in `file` (recorded before it starts,
+/// like every process), inside the switches' namespace `netns` so that `down`
+/// finds it there too. `argv` is its command line.
+pub fn start(
+    file: &mut StateFile,
+    sys: &dyn System,
+    netns: &str,
+    argv: Vec<String>,
+) -> Result<ProcessRecord, LiveError> {
+    let log = file.layout().supervisor_log().display().to_string();
+    let st = file.state_mut();
+    st.starting.push(StartingProcess {
+        name: NAME.into(),
+        netns: netns.into(),
+        log: log.clone(),
+    });
+    if !st.paths.contains(&log) {
+        st.paths.push(log.clone());
+    }
+    file.save()?;
+    let spec = StartProcess {
+        name: NAME.into(),
+        netns: netns.into(),
+        argv: argv.clone(),
+        builtin: None,
+        log: log.clone(),
+        outputs: Vec::new(),
+        ready: Probe::Alive,
+    };
+    let spawned = sys.start_process(&spec);
+    let st = file.state_mut();
+    st.starting.retain(|s| s.log != log);
+    let record = spawned.map(|s| ProcessRecord {
+        name: NAME.into(),
+        netns: netns.into(),
+        pid: s.pid,
+        start_ticks: s.start_ticks,
+        argv,
+        log,
+        started_at: state::unix_now(),
+    });
+    if let Ok(r) = &record {
+        st.processes.retain(|p| p.name != NAME);
+        st.processes.push(r.clone());
+    }
+    file.save()?;
+    record.map_err(|e| LiveError::Io {
+        context: "starting the supervisor".into(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Runs the supervision of the emulation in `state_dir` until its state is gone.
+/// `say` gets one line per thing done (the supervisor's log).
+pub fn run(
+    state_dir: &Path,
+    name: &str,
+    sys: &dyn System,
+    period: Duration,
+    backoff: &mut Backoff,
+    say: &mut dyn FnMut(&str),
+) {
+    let me = std::process::id();
+    let opts = Options::new(1);
+    loop {
+        std::thread::sleep(period);
+        let st = match state::read(state_dir) {
+            Ok(Some(st)) => st,
+            Ok(None) => return,
+            Err(_) => continue,
+        };
+        if st.change.is_some() || !st.complete {
+            continue;
+        }
+        let now = Instant::now();
+        let due = st
+            .processes
+            .iter()
+            .filter(|p| p.pid != me && p.name != NAME && !process_alive(p.pid, p.start_ticks))
+            .any(|p| backoff.wait(&p.name, now).is_zero());
+        let gone = st.namespaces.iter().any(|n| !netns_present(n));
+        if !due && !gone {
+            continue;
+        }
+        if let Err(e) = round(state_dir, name, sys, &opts, backoff, say) {
+            say(&format!("repair failed: {e}"));
+        }
+    }
+}
+
+/// One repair under the lock, without the processes still in back-off.
+fn round(
+    state_dir: &Path,
+    name: &str,
+    sys: &dyn System,
+    opts: &Options,
+    backoff: &mut Backoff,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), LiveError> {
+    let mut locked = match Locked::open(state_dir, name, &mut LockWait::no_wait(), sys, opts, &mut |n| say(n)) {
+        Ok(l) => l,
+        // Someone else is changing it: the next round looks again.
+        Err(LiveError::State(StateError::Locked { .. })) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let (drift, actions) = locked.diagnose()?;
+    let now = Instant::now();
+    let process_name = |a: &Action| match (&a, &a.step().op) {
+        (Action::Change { .. }, Op::StartProcess(p)) => Some(p.name.clone()),
+        _ => None,
+    };
+    let actions: Vec<Action> = actions
+        .into_iter()
+        .filter(|a| process_name(a).is_none_or(|n| backoff.wait(&n, now).is_zero()))
+        .collect();
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let mut notes = BTreeMap::new();
+    for a in &actions {
+        if let Some(n) = process_name(a) {
+            let count = backoff.restarted(&n, now);
+            notes.insert(
+                a.step().id.clone(),
+                format!(
+                    "(restart {count}; back-off {} s before the next)",
+                    backoff.next_delay(count).as_secs_f64()
+                ),
+            );
+        }
+    }
+    let repair = Repair {
+        drift: &drift,
+        actions: &actions,
+        source: NAME,
+        notes,
+    };
+    locked.repair(&repair, sys, opts, &mut |a, d| {
+        say(&format!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0))
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_the_kubelets() {
+        let mut b = Backoff::kubelet(1.0);
+        let t0 = Instant::now();
+        assert_eq!(b.wait("r", t0), Duration::ZERO, "the first restart is at once");
+        assert_eq!(b.restarted("r", t0), 1);
+        assert_eq!(b.wait("r", t0 + Duration::from_secs(4)), Duration::from_secs(6));
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(b.wait("r", t1), Duration::ZERO);
+        assert_eq!(b.restarted("r", t1), 2);
+        assert_eq!(b.wait("r", t1), Duration::from_secs(20));
+        let mut t = t1;
+        for n in 3..=12 {
+            t += b.wait("r", t);
+            assert_eq!(b.restarted("r", t), n);
+        }
+        assert_eq!(b.wait("r", t), Duration::from_secs(300), "capped at 5 min");
+        // Ten minutes up: forgotten.
+        let later = t + Duration::from_secs(600);
+        assert_eq!(b.wait("r", later), Duration::ZERO);
+        assert_eq!(b.restarted("r", later), 1);
+        // Another process has its own.
+        assert_eq!(b.wait("x", later), Duration::ZERO);
+        let fast = Backoff::kubelet(0.1);
+        assert_eq!(fast.next_delay(1), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,189 @@
+//! `knetsim up --supervise` on the default topology, as root: kill -9 of one
+//! process of each kind (router, flannel agent, etcd member, nginx master, a pod's
+//! workload) is repaired by the supervisor without any command, within the
+//! back-off plus 2 s: `status` healthy again and `knetsim test` passing, the
+//! restart listed by `knetsim events`. A process killed again waits out the
+//! kubelet's back-off (scaled by `KNETSIM_BACKOFF_SCALE=0.1`: 1 s). A deleted pod
+//! namespace is re-created. The supervisor's own death shows in `status` and is
+//! repaired by `knetsim repair`. `down` leaves nothing and the root namespace is as
+//! it was.
+//!
+//! The emulation is named `s<pid>`; a drop guard runs `knetsim down --name ...`.
+//! Only processes it recorded are killed, by PID from its state. Without root or a
+//! needed program the test prints `SKIP: reason`, unless `CI` is set, where it
+//! fails instead.
+
+mod common;
+
+use common::{
+    assert_nothing_left, installed_or_built_in, knetsim, live_ready, run, state_dir, text, Down, RootSnapshot,
+};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PROGRAMS: &[&str] = &["ip", "nft", "etcd", "nginx", "ping", "curl", "sysctl"];
+
+fn state_of(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{}/state.json", state_dir(name))).unwrap()).unwrap()
+}
+
+/// The recorded PID of process `name`, if any.
+fn pid_of(name: &str, process: &str) -> Option<u32> {
+    state_of(name)["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == process)
+        .and_then(|p| p["pid"].as_u64())
+        .map(|p| p as u32)
+}
+
+fn healthy(name: &str) -> bool {
+    knetsim(&["status", "--name", name]).status.success()
+}
+
+/// Waits until `cond` holds; returns how long it took, or None after `within`.
+fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The events as `knetsim events --json` lists them.
+fn events(name: &str) -> Vec<Value> {
+    let out = knetsim(&["events", "--name", name, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_supervisor_restarts_each_kind_and_backs_off() {
+    let test = "the_supervisor_restarts_each_kind_and_backs_off";
+    if !live_ready(test, PROGRAMS) || !installed_or_built_in(test, "flanneld", "flanneld") {
+        return;
+    }
+    let root_before = RootSnapshot::take();
+    let name = format!("s{}", std::process::id());
+    let guard = Down(name.clone());
+    let out = Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        .args(["up", "--name", &name, "--no-checks", "--supervise"])
+        .env("KNETSIM_BACKOFF_SCALE", "0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_for(Duration::from_secs(20), || healthy(&name)).is_some(),
+        "not healthy after up"
+    );
+    let supervisor = pid_of(&name, "supervisor").expect("the supervisor is recorded");
+
+    // One of each kind; the first restart of each comes at once.
+    let kinds = [
+        ("router c0", "router:C0"),
+        ("flanneld C0w1", "flanneld:C0w1"),
+        ("etcd C0e2", "etcd:C0e2"),
+        ("ingress C0/grp1", "nginx:C0/grp1"),
+        ("pod C0/c4", "workload:C0/c4"),
+    ];
+    for (process, step) in kinds {
+        let old = pid_of(&name, process).unwrap();
+        run(&["kill", "-9", &old.to_string()]);
+        let listed = |old: u32| {
+            events(&name).iter().any(|e| {
+                e["object"] == step
+                    && e["source"] == "supervisor"
+                    && e["reason"].as_str().unwrap().contains(&format!("(pid {old})"))
+            })
+        };
+        // Back, healthy, and listed (the event is written once the repair is committed).
+        let took = wait_for(Duration::from_secs(3), || {
+            pid_of(&name, process).is_some_and(|p| p != old) && healthy(&name) && listed(old)
+        });
+        let took = took.unwrap_or_else(|| {
+            panic!(
+                "{process} not back (or not listed) within 3 s:\n{}\n{:#?}",
+                text(&knetsim(&["status", "--name", &name])),
+                events(&name)
+            )
+        });
+        eprintln!("{process}: healthy again {:.2} s after kill -9", took.as_secs_f64());
+    }
+    let out = knetsim(&["test", "--name", &name]);
+    assert!(out.status.success(), "checks fail after the restarts:\n{}", text(&out));
+
+    // A crash loop: the router's first back-off (1 s here) is over, so a kill is
+    // restarted at once (restart 2); killed again at once, restart 3 waits out the
+    // doubled back-off (2 s) counted from restart 2.
+    let router_restarts = || -> Vec<Value> {
+        events(&name)
+            .into_iter()
+            .filter(|e| e["object"] == "router:C0")
+            .collect()
+    };
+    for (n, least_gap_ms) in [(2usize, 0u64), (3, 1800)] {
+        let old = pid_of(&name, "router c0").unwrap();
+        run(&["kill", "-9", &old.to_string()]);
+        let took = wait_for(Duration::from_secs(5), || {
+            pid_of(&name, "router c0").is_some_and(|p| p != old) && router_restarts().len() == n
+        })
+        .unwrap_or_else(|| panic!("router c0: restart {n} missing: {:#?}", router_restarts()));
+        let restarts = router_restarts();
+        let gap = restarts[n - 1]["at_ms"].as_u64().unwrap() - restarts[n - 2]["at_ms"].as_u64().unwrap();
+        eprintln!(
+            "router c0, restart {n}: {:.2} s after the kill, {gap} ms after restart {}",
+            took.as_secs_f64(),
+            n - 1
+        );
+        assert!(
+            gap >= least_gap_ms,
+            "restart {n} came {gap} ms after the previous one: {restarts:#?}"
+        );
+        assert!(
+            restarts[n - 1]["action"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("restart {n};")),
+            "{restarts:#?}"
+        );
+    }
+
+    // A pod's namespace deleted by hand is made again.
+    let netns = format!("{name}-k0_c2");
+    assert!(run(&["ip", "netns", "del", &netns]).status.success());
+    assert!(
+        wait_for(Duration::from_secs(3), || std::path::Path::new(&format!(
+            "/run/netns/{netns}"
+        ))
+        .exists()
+            && healthy(&name))
+        .is_some(),
+        "{netns} not re-created"
+    );
+
+    // The supervisor's own death: seen by status, repaired by `repair`.
+    run(&["kill", "-9", &supervisor.to_string()]);
+    assert!(
+        wait_for(Duration::from_secs(2), || !healthy(&name)).is_some(),
+        "status misses the dead supervisor"
+    );
+    let out = knetsim(&["repair", "--name", &name]);
+    assert!(
+        out.status.success() && text(&out).contains("restarted the supervisor"),
+        "{}",
+        text(&out)
+    );
+    assert!(healthy(&name));
+    assert_ne!(pid_of(&name, "supervisor"), Some(supervisor));
+
+    drop(guard);
+    assert_nothing_left(&name);
+    RootSnapshot::take().assert_same_as(&root_before);
+}
