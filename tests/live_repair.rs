@@ -15,28 +15,17 @@
 mod common;
 
 use common::{
-    assert_nothing_left, installed_or_built_in, knetsim, live_ready, ok, pod_ip, run, state_dir, text, Down,
-    RootSnapshot,
+    assert_nothing_left, installed_or_built_in, knetsim, live_ready, ok, pod_ip, recorded_pid, run, state_dir, text,
+    Down, RootSnapshot,
 };
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const PROGRAMS: &[&str] = &["ip", "nft", "etcd", "nginx", "ping", "curl", "sysctl"];
 
-/// The recorded PID of the process `name` (as `status` names it).
-fn pid_of(state: &Value, name: &str) -> u32 {
-    state["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no process {name} in the state"))["pid"]
-        .as_u64()
-        .unwrap() as u32
-}
-
-fn state_of(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{}/state.json", state_dir(name))).unwrap()).unwrap()
+/// The recorded PID of `process` (as `status` names it).
+fn pid_of(name: &str, process: &str) -> u32 {
+    recorded_pid(name, process).unwrap_or_else(|| panic!("no process {process} in the state"))
 }
 
 fn alive(pid: u32) -> bool {
@@ -91,8 +80,7 @@ fn repair_brings_back_one_fault_of_each_kind() {
     assert!(text(&out).contains("nothing to repair"), "{}", text(&out));
 
     // One fault of each kind, inside the emulation only.
-    let st = state_of(&name);
-    let nginx = pid_of(&st, "ingress C0/grp1");
+    let nginx = pid_of(&name, "ingress C0/grp1");
     let nginx_workers = children(nginx);
     assert!(!nginx_workers.is_empty(), "nginx has no worker");
     for p in [
@@ -102,7 +90,7 @@ fn repair_brings_back_one_fault_of_each_kind() {
         "ingress C0/grp1",
         "pod C0/c4",
     ] {
-        run(&["kill", "-9", &pid_of(&st, p).to_string()]);
+        run(&["kill", "-9", &pid_of(&name, p).to_string()]);
     }
     let etcd_data = format!("{}/C0e2.etcd/member", state_dir(&name));
     assert!(std::path::Path::new(&etcd_data).is_dir(), "{etcd_data}");
@@ -190,7 +178,7 @@ fn repair_brings_back_one_fault_of_each_kind() {
     );
 
     // A workload killed again is repaired by `apply` with nothing edited.
-    run(&["kill", "-9", &pid_of(&state_of(&name), "pod C0/c4").to_string()]);
+    run(&["kill", "-9", &pid_of(&name, "pod C0/c4").to_string()]);
     std::thread::sleep(Duration::from_millis(200));
     let out = knetsim(&["apply", "--name", &name, &topology]);
     assert!(

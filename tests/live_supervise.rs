@@ -16,42 +16,21 @@
 mod common;
 
 use common::{
-    assert_nothing_left, installed_or_built_in, knetsim, live_ready, run, state_dir, text, Down, RootSnapshot,
+    assert_nothing_left, installed_or_built_in, knetsim, live_ready, recorded_pid, run, text, wait_for, Down,
+    RootSnapshot,
 };
 use serde_json::Value;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROGRAMS: &[&str] = &["ip", "nft", "etcd", "nginx", "ping", "curl", "sysctl"];
 
-fn state_of(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{}/state.json", state_dir(name))).unwrap()).unwrap()
-}
-
-/// The recorded PID of process `name`, if any.
 fn pid_of(name: &str, process: &str) -> Option<u32> {
-    state_of(name)["processes"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == process)
-        .and_then(|p| p["pid"].as_u64())
-        .map(|p| p as u32)
+    recorded_pid(name, process)
 }
 
 fn healthy(name: &str) -> bool {
     knetsim(&["status", "--name", name]).status.success()
-}
-
-/// Waits until `cond` holds; returns how long it took, or None after `within`.
-fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 /// The events as `knetsim events --json` lists them.

@@ -556,3 +556,31 @@ pub fn processes_in_netns(inodes: &std::collections::BTreeSet<u64>) -> Vec<(u32,
     }
     found
 }
+
+/// Emulation `name`'s `state.json`.
+pub fn state_json(name: &str) -> serde_json::Value {
+    let path = format!("{}/state.json", state_dir(name));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+/// The PID emulation `name` recorded for process `process` (`router c0`), if any.
+pub fn recorded_pid(name: &str, process: &str) -> Option<u32> {
+    state_json(name)["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == process)
+        .and_then(|p| p["pid"].as_u64())
+        .map(|p| p as u32)
+}
+
+/// Waits until `cond` holds; how long it took, or None after `within`.
+pub fn wait_for(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
