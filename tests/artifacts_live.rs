@@ -133,6 +133,7 @@ fn compile_in(path: &Path, state_dir: &Path) -> (Model, Bundle) {
     let opts = CompileOptions {
         name: String::new(),
         state_dir: state_dir.to_path_buf(),
+        not_ready: Default::default(),
     };
     let fail =
         |d: knetsim_compiler::Diagnostics| -> ! { panic!("{} does not compile:\n{}", path.display(), d.render()) };

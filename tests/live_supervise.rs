@@ -3,7 +3,9 @@
 //! workload) is repaired by the supervisor without any command, within the
 //! back-off plus 2 s: `status` healthy again and `knetsim test` passing, the
 //! restart listed by `knetsim events`. A process killed again waits out the
-//! kubelet's back-off (scaled by `KNETSIM_BACKOFF_SCALE=0.1`: 1 s). A deleted pod
+//! kubelet's back-off (scaled by `KNETSIM_BACKOFF_SCALE=0.1`: 1 s). While a
+//! backend's workload is dead its pod is not ready and its service's VIP sends
+//! every request to the other backend; back, both answer. A deleted pod
 //! namespace is re-created. The supervisor's own death shows in `status` and is
 //! repaired by `knetsim repair`. `down` leaves nothing and the root namespace is as
 //! it was.
@@ -16,8 +18,8 @@
 mod common;
 
 use common::{
-    assert_nothing_left, installed_or_built_in, knetsim, live_ready, recorded_pid, run, text, wait_for, Down,
-    RootSnapshot,
+    assert_nothing_left, installed_or_built_in, knetsim, live_ready, recorded_pid, run, state_json, text, wait_for,
+    Down, RootSnapshot,
 };
 use serde_json::Value;
 use std::process::Command;
@@ -133,6 +135,76 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
             "{restarts:#?}"
         );
     }
+
+    // Readiness drives endpoints: while ic0's workload is dead (in its back-off),
+    // the pod is not ready and service s1's VIP sends everything to ic1; once it
+    // runs again both answer. Killed again and again, the back-off grows (1, 2, 4 s)
+    // until a burst of 50 requests fits in the window.
+    let not_ready = |pod: &str| {
+        state_json(&name)["not_ready"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p == pod))
+    };
+    let burst = || -> Vec<String> {
+        let out = knetsim(&[
+            "exec",
+            "--name",
+            &name,
+            "C0w1",
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 50); do curl -s -m 1 http://100.64.11.1:8000/; done",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut seen_out = false;
+    for _ in 0..5 {
+        let old = pid_of(&name, "pod C0/ic0").unwrap();
+        run(&["kill", "-9", &old.to_string()]);
+        assert!(
+            wait_for(Duration::from_secs(3), || not_ready("C0/ic0")).is_some(),
+            "ic0 never not ready"
+        );
+        let bodies = burst();
+        if !not_ready("C0/ic0") {
+            // Restarted before the burst ended: try again with a longer back-off.
+            assert!(wait_for(Duration::from_secs(5), || pid_of(&name, "pod C0/ic0")
+                .is_some_and(|p| p != old))
+            .is_some());
+            continue;
+        }
+        assert_eq!(bodies.len(), 50, "{bodies:?}");
+        assert!(
+            bodies.iter().all(|b| b == "S1-W3"),
+            "a not-ready backend answered: {bodies:?}"
+        );
+        seen_out = true;
+        break;
+    }
+    assert!(seen_out, "no burst fitted in ic0's back-off");
+    assert!(
+        wait_for(Duration::from_secs(10), || !not_ready("C0/ic0") && healthy(&name)).is_some(),
+        "ic0 not ready again"
+    );
+    let bodies = burst();
+    assert!(
+        bodies.iter().any(|b| b == "S1-W2") && bodies.iter().any(|b| b == "S1-W3"),
+        "{bodies:?}"
+    );
+    let listed = events(&name);
+    assert!(
+        listed
+            .iter()
+            .any(|e| e["object"] == "C0/ic0" && e["action"] == "endpoints left the service rules")
+            && listed
+                .iter()
+                .any(|e| e["object"] == "C0/ic0" && e["action"] == "endpoints back in the service rules"),
+        "{listed:#?}"
+    );
 
     // A pod's namespace deleted by hand is made again.
     let netns = format!("{name}-k0_c2");

@@ -17,6 +17,7 @@ pub use diagnostics::{Diagnostic, Diagnostics};
 pub use model::Model;
 pub use topology::Source;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// Where an emulation lives on the machine: everything the compiler writes into
@@ -27,6 +28,10 @@ pub struct CompileOptions {
     pub name: String,
     /// Directory for configs, logs and state (`/tmp/knetsim` for the default emulation).
     pub state_dir: PathBuf,
+    /// A live fact, observed by the running emulation's supervisor: pods (`C0/c4`)
+    /// that are not ready. Their endpoints stay listed but leave the kube-proxy
+    /// rules, as an EndpointSlice's `ready: false` endpoints do.
+    pub not_ready: BTreeSet<String>,
 }
 
 impl CompileOptions {
@@ -36,6 +41,7 @@ impl CompileOptions {
         CompileOptions {
             name: name.to_string(),
             state_dir: host::HostLayout::system().state_dir(name),
+            not_ready: BTreeSet::new(),
         }
     }
 }
@@ -87,7 +93,9 @@ pub fn check(source: &Source, opts: &CompileOptions) -> Result<Model, Diagnostic
         ])
     })?;
     let spec = topology::parse(source)?;
-    model::build(source, &spec, opts)
+    let mut model = model::build(source, &spec, opts)?;
+    model.mark_not_ready(&opts.not_ready);
+    Ok(model)
 }
 
 /// A compiled topology, handed to the executor typed: the model, the plan, and the
@@ -121,6 +129,7 @@ mod tests {
         let with = |name: &str, dir: &str| CompileOptions {
             name: name.into(),
             state_dir: dir.into(),
+            not_ready: BTreeSet::new(),
         };
         assert!(with("", "/tmp/knetsim").validate().is_ok());
         assert!(with("lab-1", "/tmp/knetsim-lab-1").validate().is_ok());

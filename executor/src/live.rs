@@ -24,7 +24,8 @@ use crate::system::System;
 use knetsim_compiler::artifacts::paths::PLAN;
 use knetsim_compiler::plan::{delta, repair, Action, Component, CreateNetns, Drift, Op, Plan};
 use knetsim_compiler::Bundle;
-use std::collections::BTreeMap;
+use knetsim_compiler::{CompileOptions, Source};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -193,6 +194,65 @@ impl Locked {
             .collect();
         self.record_events(&events)?;
         Ok(done)
+    }
+
+    /// Recompiles the running topology with `not_ready` (pod -> why) as the pods
+    /// that are not ready and applies the difference (the kube-proxy rules of the
+    /// workers of their clusters), recording it in the state and as events of
+    /// `source`. Nothing to do if the state already says so.
+    pub fn set_readiness(
+        &mut self,
+        not_ready: &BTreeMap<String, String>,
+        source: &str,
+        sys: &dyn System,
+        opts: &Options,
+    ) -> Result<Option<Changed>, LiveError> {
+        let was: BTreeSet<String> = self.file.state().not_ready.iter().cloned().collect();
+        let now: BTreeSet<String> = not_ready.keys().cloned().collect();
+        if was == now {
+            return Ok(None);
+        }
+        let st = self.file.state();
+        let compile_opts = CompileOptions {
+            name: st.name.clone(),
+            state_dir: st.state_dir.clone().into(),
+            not_ready: now.clone(),
+        };
+        let compiled =
+            knetsim_compiler::compile_all(&Source::new("topology.toml", self.text.clone()), &compile_opts)
+                .map_err(|d| LiveError::Plan(format!("the running topology does not compile: {}", d.render())))?;
+        let new_plan = compiled.plan.without(&self.skip);
+        let old_plan = self.plan(&self.bundle)?;
+        let actions = delta(&old_plan, &self.bundle, &new_plan, &compiled.bundle).map_err(|u| {
+            LiveError::Plan(format!(
+                "readiness cannot be applied: {}",
+                u.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ))
+        })?;
+        let text = self.text.clone();
+        let done = self.change_to(&text, &compiled.bundle, &actions, sys, opts, &mut |_, _| {})?;
+        self.file.state_mut().not_ready = now.iter().cloned().collect();
+        self.file.save()?;
+        let at_ms = events::now_ms();
+        let mut list: Vec<Event> = now
+            .difference(&was)
+            .map(|pod| Event {
+                at_ms,
+                source: source.into(),
+                object: pod.clone(),
+                reason: format!("not ready: {}", not_ready[pod]),
+                action: "endpoints left the service rules".into(),
+            })
+            .collect();
+        list.extend(was.difference(&now).map(|pod| Event {
+            at_ms,
+            source: source.into(),
+            object: pod.clone(),
+            reason: "ready: its workload runs".into(),
+            action: "endpoints back in the service rules".into(),
+        }));
+        self.record_events(&list)?;
+        Ok(Some(done))
     }
 
     /// Appends `events` to the emulation's events (`knetsim events`), the file

@@ -61,6 +61,10 @@ pub struct State {
     /// [`ProcessRecord`] as soon as the PID is known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub starting: Vec<StartingProcess>,
+    /// Pods (`C0/c4`) the running generation was compiled with as not ready (their
+    /// workload is not running): a live fact every compile of this emulation takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ready: Vec<String>,
 }
 
 /// A live change moving the emulation from generation `from` to `to`.

@@ -15,11 +15,11 @@
 
 use crate::engine::Options;
 use crate::live::{LiveError, Locked, Repair};
-use crate::observe::{netns_present, process_alive};
+use crate::observe::{self, netns_present, process_alive};
 use crate::state::{self, LockWait, ProcessRecord, StartingProcess, StateError, StateFile};
 use crate::system::System;
 use knetsim_compiler::plan::{Action, Op, Probe, StartProcess};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -175,7 +175,9 @@ pub fn run(
             .filter(|p| p.pid != me && p.name != NAME && !process_alive(p.pid, p.start_ticks))
             .any(|p| backoff.wait(&p.name, now).is_zero());
         let gone = st.namespaces.iter().any(|n| !netns_present(n));
-        if !due && !gone {
+        let not_ready: BTreeSet<String> = observe::not_ready(&st).into_keys().collect();
+        let stale = not_ready != st.not_ready.iter().cloned().collect::<BTreeSet<_>>();
+        if !due && !gone && !stale {
             continue;
         }
         if let Err(e) = round(state_dir, name, sys, &opts, backoff, say) {
@@ -199,6 +201,9 @@ fn round(
         Err(LiveError::State(StateError::Locked { .. })) => return Ok(()),
         Err(e) => return Err(e),
     };
+    // A dead workload's pod leaves its services' rules first, and comes back once
+    // it runs again (below), as a pod's Ready condition drives its endpoints.
+    readiness(&mut locked, sys, opts, say)?;
     let (drift, actions) = locked.diagnose()?;
     let now = Instant::now();
     let process_name = |a: &Action| match (&a, &a.step().op) {
@@ -234,6 +239,31 @@ fn round(
     locked.repair(&repair, sys, opts, &mut |a, d| {
         say(&format!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0))
     })?;
+    readiness(&mut locked, sys, opts, say)?;
+    Ok(())
+}
+
+/// Applies the pods' readiness as the recorded processes say it is.
+fn readiness(
+    locked: &mut Locked,
+    sys: &dyn System,
+    opts: &Options,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), LiveError> {
+    let t = Instant::now();
+    let not_ready = observe::not_ready(locked.file.state());
+    if locked.set_readiness(&not_ready, NAME, sys, opts)?.is_some() {
+        let pods: Vec<&str> = not_ready.keys().map(String::as_str).collect();
+        say(&format!(
+            "readiness applied in {:.1} ms (not ready: {})",
+            t.elapsed().as_secs_f64() * 1000.0,
+            if pods.is_empty() {
+                "none".to_string()
+            } else {
+                pods.join(", ")
+            }
+        ));
+    }
     Ok(())
 }
 

@@ -141,6 +141,7 @@ fn default_compiled(name: &str, dir: &Path) -> (Plan, Bundle) {
         &CompileOptions {
             name: name.into(),
             state_dir: dir.to_path_buf(),
+            not_ready: Default::default(),
         },
     )
     .expect("default topology compiles");

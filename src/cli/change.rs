@@ -67,6 +67,9 @@ pub(super) fn lock(target: &Target, sys: &LinuxSystem) -> Result<(Locked, Runnin
         eprintln!("note: {note}")
     })
     .map_err(|e| e.to_string())?;
+    let mut opts = opts;
+    // Readiness is a live fact every compile of this emulation takes.
+    opts.not_ready = locked.file.state().not_ready.iter().cloned().collect();
     let running = Running {
         opts,
         text: locked.text.clone(),
@@ -99,6 +102,8 @@ pub(super) fn peek(target: &Target) -> Result<Running, String> {
                     .iter()
                     .map(|s| s.parse::<Component>())
                     .collect::<Result<Vec<_>, _>>()?;
+                let mut opts = opts;
+                opts.not_ready = st.not_ready.iter().cloned().collect();
                 return Ok(Running {
                     opts,
                     text,

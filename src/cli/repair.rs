@@ -11,7 +11,7 @@ use super::Target;
 use knetsim_compiler::plan::{Action, Drift};
 use knetsim_executor::events::{self, Event};
 use knetsim_executor::live::{diagnose, Locked, Repair};
-use knetsim_executor::observe::process_alive;
+use knetsim_executor::observe::{not_ready, process_alive};
 use knetsim_executor::state;
 use knetsim_executor::supervise;
 use knetsim_executor::system::process::is_root;
@@ -62,6 +62,7 @@ pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Tar
     let (drift, actions) = locked.diagnose().map_err(failed)?;
     report(&drift, &actions);
     if actions.is_empty() {
+        sync_readiness(locked, sys, source)?;
         return Ok(0);
     }
     let done = locked
@@ -77,6 +78,7 @@ pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Tar
             &mut |a, d| eprintln!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0),
         )
         .map_err(failed)?;
+    sync_readiness(locked, sys, source)?;
     println!(
         "emulation {} repaired in {:.1} ms ({} action{})",
         display_name(&target.options()?.name),
@@ -85,6 +87,20 @@ pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Tar
         if done.performed.len() == 1 { "" } else { "s" }
     );
     Ok(0)
+}
+
+/// Pods whose workload runs (again) are back in their services' rules, and those
+/// whose workload does not run leave them.
+fn sync_readiness(locked: &mut Locked, sys: &LinuxSystem, source: &str) -> Result<(), CliError> {
+    let not_ready = not_ready(locked.file.state());
+    if locked
+        .set_readiness(&not_ready, source, sys, &options())
+        .map_err(failed)?
+        .is_some()
+    {
+        eprintln!("readiness applied: {} pod(s) not ready", not_ready.len());
+    }
+    Ok(())
 }
 
 /// A supervisor that was started (`up --supervise`) and died is started again: its

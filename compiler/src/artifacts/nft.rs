@@ -51,7 +51,12 @@ fn ip_wide(s: &Service) -> IpWide {
     IpWide {
         name: s.name.clone(),
         vip: s.vip.to_string(),
-        endpoints: s.endpoints.iter().map(|e| e.ip.to_string()).collect(),
+        endpoints: s
+            .endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .map(|e| e.ip.to_string())
+            .collect(),
     }
 }
 
@@ -67,6 +72,7 @@ fn port_rules(s: &Service) -> impl Iterator<Item = PortRule> + '_ {
             endpoints: s
                 .endpoints
                 .iter()
+                .filter(|e| e.ready)
                 .map(|e| EndpointRule {
                     chain: format!("endpoint-{base}__{}/{}", e.ip, p.target_port),
                     ip: e.ip.to_string(),
@@ -88,20 +94,21 @@ pub fn tables(ruleset: &str) -> Vec<String> {
     out
 }
 
-/// The cluster's ruleset. Like kube-proxy, which programs every node with every
+/// The cluster's ruleset, with the ready endpoints only (a service none of whose
+/// endpoints is ready has no rule, as one without endpoints). Like kube-proxy, which programs every node with every
 /// service, each worker of a cluster loads the same rules: the text is rendered once
 /// and shared by the workers' artifacts.
 pub fn ruleset(c: &Cluster) -> Arc<str> {
     let ip_wide: Vec<IpWide> = c
         .services
         .iter()
-        .filter(|s| s.ports.is_empty() && !s.endpoints.is_empty())
+        .filter(|s| s.ports.is_empty() && s.endpoints.iter().any(|e| e.ready))
         .map(ip_wide)
         .collect();
     let ported: Vec<PortRule> = c
         .services
         .iter()
-        .filter(|s| !s.endpoints.is_empty())
+        .filter(|s| s.endpoints.iter().any(|e| e.ready))
         .flat_map(port_rules)
         .collect();
     Arc::from(templates::render(
@@ -123,5 +130,37 @@ mod tests {
         let text = "add table ip kube-proxy\ndelete table ip kube-proxy\n\ntable ip kube-proxy {\n  chain services {\n  }\n}\n";
         assert_eq!(super::tables(text), ["ip kube-proxy"]);
         assert!(super::tables("").is_empty());
+    }
+
+    #[test]
+    fn a_pod_not_ready_leaves_the_rules_and_stays_listed() {
+        use crate::{check, CompileOptions, Source};
+        let source = Source::default_topology();
+        let mut opts = CompileOptions::named("");
+        let all = check(&source, &opts).unwrap();
+        opts.not_ready.insert("C0/ic0".into());
+        let less = check(&source, &opts).unwrap();
+        let c0 = |m: &crate::Model| m.cluster("C0").unwrap().clone();
+        let (all, less) = (c0(&all), c0(&less));
+        let ip = |c: &crate::model::Cluster, pod: &str| c.pods.iter().find(|p| p.name == pod).unwrap().ip.to_string();
+        let (ic0, ic1) = (ip(&all, "ic0"), ip(&all, "ic1"));
+        let rules = super::ruleset(&all);
+        assert!(rules.contains(&ic0) && rules.contains(&ic1));
+        let rules = super::ruleset(&less);
+        assert!(!rules.contains(&ic0), "{rules}");
+        assert!(rules.contains(&ic1), "{rules}");
+        let s1 = less.services.iter().find(|s| s.name == "s1").unwrap();
+        assert_eq!(
+            s1.endpoints
+                .iter()
+                .map(|e| (e.pod.as_str(), e.ready))
+                .collect::<Vec<_>>(),
+            [("ic0", false), ("ic1", true)]
+        );
+        // No ready endpoint left: no rule for the service at all.
+        opts.not_ready.insert("C0/ic1".into());
+        let none = c0(&check(&source, &opts).unwrap());
+        let vip = s1.vip.to_string();
+        assert!(!super::ruleset(&none).contains(&vip));
     }
 }

@@ -175,6 +175,18 @@ pub struct Service {
 pub struct Endpoint {
     pub pod: String,
     pub ip: Ipv4Addr,
+    /// Whether the pod is ready (a live fact: [`crate::CompileOptions::not_ready`]).
+    /// Only ready endpoints are in the kube-proxy rules.
+    #[serde(default = "ready", skip_serializing_if = "is_ready")]
+    pub ready: bool,
+}
+
+fn ready() -> bool {
+    true
+}
+
+fn is_ready(r: &bool) -> bool {
+    *r
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +256,17 @@ pub struct TcpConnector {
 }
 
 impl Model {
+    /// Marks the endpoints of the pods `not_ready` (`C0/c4`) not ready.
+    pub fn mark_not_ready(&mut self, not_ready: &std::collections::BTreeSet<String>) {
+        for c in &mut self.clusters {
+            for s in &mut c.services {
+                for e in &mut s.endpoints {
+                    e.ready = !not_ready.contains(&format!("{}/{}", c.name, e.pod));
+                }
+            }
+        }
+    }
+
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
     }

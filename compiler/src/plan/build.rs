@@ -269,7 +269,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                     format!("workload:{}/{}", c.name, p.name),
                     vec![add],
                     Op::StartProcess(StartProcess {
-                        name: format!("pod {}/{}", c.name, p.name),
+                        name: workload_name(&format!("{}/{}", c.name, p.name)),
                         netns: p.netns.clone(),
                         argv: argv.clone(),
                         builtin: None,
@@ -359,7 +359,18 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
     }
 }
 
-/// The CNI ADD steps of a service's endpoints whose pods exist (not deleted).
+/// The process name of pod `id`'s (`C0/c4`) workload.
+pub fn workload_name(id: &str) -> String {
+    format!("{WORKLOAD_PREFIX}{id}")
+}
+
+/// The pod (`C0/c4`) whose workload a process name names, if it is one.
+pub fn workload_pod(process: &str) -> Option<&str> {
+    process.strip_prefix(WORKLOAD_PREFIX)
+}
+
+const WORKLOAD_PREFIX: &str = "pod ";
+
 /// flanneld's command line, as a real flanneld on PATH takes it (the built-in agent
 /// takes the same flags).
 fn flanneld_argv(c: &Cluster, w: &crate::model::Worker, endpoints: &[String], subnet_env: &str) -> Vec<String> {
@@ -376,6 +387,7 @@ fn flanneld_argv(c: &Cluster, w: &crate::model::Worker, endpoints: &[String], su
     argv
 }
 
+/// The CNI ADD steps of a service's endpoints whose pods exist (not deleted).
 fn live_endpoints<'a>(c: &'a Cluster, svc: &'a crate::model::Service) -> impl Iterator<Item = String> + 'a {
     svc.endpoints
         .iter()

@@ -13,7 +13,7 @@ mod filter;
 mod op;
 mod render;
 
-pub use build::build;
+pub use build::{build, workload_name, workload_pod};
 pub use delta::{delta, repair, Action, Drift, Unsupported};
 pub use filter::Component;
 pub use op::*;

@@ -96,11 +96,20 @@ impl Inventory {
                 netns: p.netns.clone(),
                 ip: p.ip.to_string(),
             }));
-            inv.services.extend(c.services.iter().map(|s| ServiceInfo {
-                id: format!("{}/{}", c.name, s.name),
-                vip: s.vip.to_string(),
-                ports: s.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect(),
-                endpoints: s.endpoints.iter().map(|e| format!("{} ({})", e.pod, e.ip)).collect(),
+            inv.services.extend(c.services.iter().map(|s| {
+                ServiceInfo {
+                    id: format!("{}/{}", c.name, s.name),
+                    vip: s.vip.to_string(),
+                    ports: s.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect(),
+                    endpoints: s
+                        .endpoints
+                        .iter()
+                        .map(|e| match e.ready {
+                            true => format!("{} ({})", e.pod, e.ip),
+                            false => format!("{} ({}, not ready)", e.pod, e.ip),
+                        })
+                        .collect(),
+                }
             }));
             inv.ingresses.extend(c.ingresses.iter().map(|i| {
                 IngressInfo {

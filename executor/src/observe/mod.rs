@@ -116,6 +116,18 @@ pub fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
     same && LinuxSystem::new().check(&Probe::Alive, Some(pid)).unwrap_or(false)
 }
 
+/// Pods (`C0/c4`) whose recorded workload is not running, with why: they are not
+/// ready (no probes yet: a running workload counts as ready, as a container
+/// without a readiness probe does).
+pub fn not_ready(st: &State) -> std::collections::BTreeMap<String, String> {
+    st.processes
+        .iter()
+        .filter_map(|p| Some((knetsim_compiler::plan::workload_pod(&p.name)?, p)))
+        .filter(|(_, p)| !process_alive(p.pid, p.start_ticks))
+        .map(|(pod, p)| (pod.to_string(), format!("its workload (pid {}) is not running", p.pid)))
+        .collect()
+}
+
 /// `FLANNEL_SUBNET` from a flannel subnet file.
 pub fn read_subnet(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;

@@ -223,6 +223,7 @@ impl Builder<'_> {
                     Some(pod) => endpoints.push(Endpoint {
                         pod: pod.name.clone(),
                         ip: pod.ip,
+                        ready: true,
                     }),
                     None if cs.services.iter().any(|other| other.name.get_ref() == p.get_ref()) => {
                         let pods: Vec<&str> = cluster.pods.iter().map(|p| p.name.as_str()).collect();
