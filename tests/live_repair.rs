@@ -70,7 +70,8 @@ fn repair_brings_back_one_fault_of_each_kind() {
     let root_before = RootSnapshot::take();
     let name = format!("r{}", std::process::id());
     let guard = Down(name.clone());
-    ok(&["up", "--name", &name, "--no-checks"]);
+    // Without the supervisor, which would repair the faults before `repair` does.
+    ok(&["up", "--name", &name, "--no-checks", "--no-supervise"]);
     let (healthy, status) = healthy_status(&name, Duration::from_secs(20));
     assert!(healthy, "not healthy after up: {status:#}");
     let c1_ip = pod_ip(&status, "C0/c1");

@@ -1,4 +1,4 @@
-//! `knetsim up --supervise` on the default topology, as root: kill -9 of one
+//! The supervisor `knetsim up` starts, on the default topology, as root: kill -9 of one
 //! process of each kind (router, flannel agent, etcd member, nginx master, a pod's
 //! workload) is repaired by the supervisor without any command, within the
 //! back-off plus 2 s: `status` healthy again and `knetsim test` passing, the
@@ -55,7 +55,7 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
     let name = format!("s{}", std::process::id());
     let guard = Down(name.clone());
     let out = Command::new(env!("CARGO_BIN_EXE_knetsim"))
-        .args(["up", "--name", &name, "--no-checks", "--supervise"])
+        .args(["up", "--name", &name, "--no-checks"])
         .env("KNETSIM_BACKOFF_SCALE", "0.1")
         .output()
         .unwrap();

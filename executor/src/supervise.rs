@@ -1,4 +1,4 @@
-//! The supervisor (`knetsim up --supervise`): one process per emulation that
+//! The supervisor (started by `knetsim up`, unless `--no-supervise`): one process per emulation that
 //! restarts what dies, as the kubelet restarts containers and static pods, and
 //! re-creates a pod whose namespace was deleted. It changes nothing itself: when
 //! it sees a recorded process dead or a namespace gone it takes the emulation's

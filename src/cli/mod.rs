@@ -100,7 +100,7 @@ enum Command {
     Repair(repair::RepairArgs),
     /// What repairs did and why (`repair`, `apply`, the supervisor), like `kubectl get events` (--follow, --json).
     Events(events::EventsArgs),
-    /// The emulation's supervisor, started by `up --supervise`.
+    /// The emulation's supervisor, started by `up` (unless --no-supervise).
     #[command(hide = true)]
     Supervise(supervise::SuperviseArgs),
     /// Tear an emulation down from its recorded state (`--all`: every emulation).

@@ -103,7 +103,7 @@ fn sync_readiness(locked: &mut Locked, sys: &LinuxSystem, source: &str) -> Resul
     Ok(())
 }
 
-/// A supervisor that was started (`up --supervise`) and died is started again: its
+/// A supervisor that was started (by `up`) and died is started again: its
 /// own death is repaired by the next `repair` or `apply`.
 fn restart_supervisor(locked: &mut Locked, sys: &LinuxSystem, source: &str) -> Result<(), CliError> {
     let Some(dead) = locked

@@ -1,4 +1,4 @@
-//! `knetsim supervise` (started by `up --supervise`, not by people): the
+//! `knetsim supervise` (started by `up`, not by people): the
 //! emulation's supervisor, restarting what dies with the kubelet's back-off. The
 //! loop is `knetsim_executor::supervise`; this only starts it and logs.
 

@@ -43,9 +43,10 @@ pub struct UpArgs {
     /// Do not run the topology's [[checks]] once it is up.
     #[arg(long)]
     no_checks: bool,
-    /// Start a supervisor that restarts what dies (the kubelet's back-off) and re-creates deleted pods.
+    /// Do not start the supervisor (which restarts what dies with the kubelet's back-off,
+    /// takes pods whose workload is dead out of their services, re-creates deleted pods).
     #[arg(long)]
-    supervise: bool,
+    no_supervise: bool,
 }
 
 /// Subcommands of this knetsim, which can stand in for missing programs (`flanneld`).
@@ -258,7 +259,7 @@ fn print_summary(
     println!("     knetsim status{flag}    |  knetsim test{flag}    |  knetsim down{flag}");
 }
 
-/// Starts the emulation's supervisor in the switches' namespace (`--supervise`).
+/// Starts the emulation's supervisor in the switches' namespace (unless `--no-supervise`).
 fn start_supervisor(sf: &mut StateFile, sys: &LinuxSystem, plan: &Plan, name: &str) -> Result<(), String> {
     let netns = plan
         .namespaces
@@ -352,7 +353,7 @@ pub fn up(a: UpArgs) -> Outcome {
     progress.clear();
     match result {
         Ok(applied) => {
-            if a.supervise {
+            if !a.no_supervise {
                 if let Err(e) = start_supervisor(&mut sf, &sys, &plan, &name) {
                     eprintln!(
                         "warning: the supervisor did not start ({e}); `knetsim repair{}` starts it",

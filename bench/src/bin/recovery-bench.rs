@@ -2,7 +2,7 @@
 //!
 //! `cargo build --release --workspace && sudo ./target/release/recovery-bench [--runs N]`
 //!
-//! Brings up the default topology as emulation `rb<pid>` with `--supervise` (the
+//! Brings up the default topology as emulation `rb<pid>` with its supervisor (the
 //! knetsim binary beside this one, `KNETSIM_BACKOFF_SCALE=0.01` so that every kill
 //! of a run is a first restart or past its back-off), then, `--runs` times (default
 //! 5) for each component kind (router, flannel agent, etcd member, nginx master, a
@@ -121,7 +121,7 @@ fn main() {
         .unwrap_or(5);
     let name = format!("rb{}", std::process::id());
     let _guard = Guard(name.clone());
-    must(&["up", "--name", &name, "--no-checks", "--supervise"]);
+    must(&["up", "--name", &name, "--no-checks"]);
     wait(Duration::from_secs(30), || healthy(&name)).expect("healthy after up");
     println!(
         "recovery-bench: default topology, emulation {name}, {runs} runs per kind, {}",
