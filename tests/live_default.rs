@@ -843,8 +843,10 @@ fn status_reports_every_etcd_subnet_and_pod() {
         assert_eq!(p["addresses"], serde_json::json!([ip]), "{p:#}");
     }
 
-    // 4 etcd members, 6 flannel agents, 4 `knetsim serve` and one http.server pod, nginx.
+    // 4 etcd members, 6 flannel agents, 4 `knetsim serve` and one http.server pod, nginx,
+    // and the supervisor.
     let processes = v["processes"].as_array().unwrap();
-    assert_eq!(processes.len(), 16, "{v:#}");
+    assert_eq!(processes.len(), 17, "{v:#}");
+    assert!(processes.iter().any(|p| p["name"] == "supervisor"), "{v:#}");
     assert!(processes.iter().all(|p| p["alive"] == true), "{v:#}");
 }

@@ -99,6 +99,16 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
     }
     let out = knetsim(&["test", "--name", &name]);
     assert!(out.status.success(), "checks fail after the restarts:\n{}", text(&out));
+    let status: Value = serde_json::from_slice(&knetsim(&["status", "--name", &name, "--json"]).stdout).unwrap();
+    let c4 = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "C0/c4")
+        .unwrap()
+        .clone();
+    assert_eq!(c4["restarts"], 1, "{c4:#}");
+    assert_eq!(c4["workload_running"], true, "{c4:#}");
 
     // A crash loop: the router's first back-off (1 s here) is over, so a kill is
     // restarted at once (restart 2); killed again at once, restart 3 waits out the
@@ -182,6 +192,14 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
             bodies.iter().all(|b| b == "S1-W3"),
             "a not-ready backend answered: {bodies:?}"
         );
+        // `status` says so, as `kubectl get pods` would (unless it just came back).
+        let shown = text(&knetsim(&["status", "--name", &name]));
+        let line = shown
+            .lines()
+            .find(|l| l.starts_with("C0/ic0 "))
+            .unwrap_or_default()
+            .to_string();
+        assert!(line.contains("CrashLoopBackOff") || !not_ready("C0/ic0"), "{shown}");
         seen_out = true;
         break;
     }

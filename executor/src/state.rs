@@ -99,6 +99,13 @@ pub struct ProcessRecord {
     pub log: String,
     /// Unix time (seconds) it was started.
     pub started_at: u64,
+    /// How many times it was restarted after it died (`kubectl get pods`' RESTARTS).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]

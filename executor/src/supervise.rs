@@ -134,6 +134,7 @@ pub fn start(
         argv,
         log,
         started_at: state::unix_now(),
+        restarts: 0,
     });
     if let Ok(r) = &record {
         st.processes.retain(|p| p.name != NAME);

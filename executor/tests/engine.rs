@@ -383,6 +383,7 @@ fn record(name: &str, pid: u32, dir: &str) -> ProcessRecord {
         argv: vec![name.into()],
         log: format!("{dir}/{name}.log"),
         started_at: 0,
+        restarts: 0,
     }
 }
 

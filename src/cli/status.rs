@@ -130,23 +130,17 @@ fn print_text(h: &Health) {
         .pods
         .iter()
         .map(|p| {
-            let status = if p.ready {
-                "Ready"
-            } else if p.present {
-                "NoAddress"
-            } else {
-                "Missing"
-            };
             vec![
                 p.name.clone(),
                 p.worker.clone(),
                 p.netns.clone(),
                 p.ip.clone(),
-                status.to_string(),
+                p.phase().to_string(),
+                p.restarts.to_string(),
             ]
         })
         .collect();
-    table(&["POD", "WORKER", "NAMESPACE", "IP", "STATUS"], &rows);
+    table(&["POD", "WORKER", "NAMESPACE", "IP", "STATUS", "RESTARTS"], &rows);
     let rows: Vec<Vec<String>> = h
         .services
         .iter()

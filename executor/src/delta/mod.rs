@@ -401,9 +401,17 @@ fn perform(
             old: before,
             new: after,
         } => {
+            // A process restarted after it died counts one restart more.
+            let mut restarts = None;
             match (&before.op, &after.op) {
                 (Op::CniAdd(add), _) => sys.cni_del(add)?,
                 (Op::StartProcess(StartProcess { name, netns, log, .. }), _) => {
+                    restarts = sf
+                        .state()
+                        .processes
+                        .iter()
+                        .find(|p| &p.name == name && &p.netns == netns)
+                        .map(|p| p.restarts + u32::from(!crate::observe::process_alive(p.pid, p.start_ticks)));
                     stop(name, netns, sys, sf.state_mut())?;
                     stop_leftovers(netns, log, sys, sf.state())?;
                 }
@@ -422,7 +430,19 @@ fn perform(
             } else {
                 Begin::Afresh
             };
-            run(after, new, sys, opts, sf, begin, effects)
+            run(after, new, sys, opts, sf, begin, effects)?;
+            if let (Some(n), Op::StartProcess(StartProcess { name, netns, .. })) = (restarts, &after.op) {
+                if let Some(p) = sf
+                    .state_mut()
+                    .processes
+                    .iter_mut()
+                    .find(|p| &p.name == name && &p.netns == netns)
+                {
+                    p.restarts = n;
+                }
+                sf.save()?;
+            }
+            Ok(())
         }
         Action::Reload(step) => {
             let Op::StartProcess(StartProcess { name, netns, .. }) = &step.op else {

@@ -81,6 +81,7 @@ pub(crate) fn start_process(
         argv: argv.clone(),
         log: log.clone(),
         started_at: unix_now(),
+        restarts: 0,
     };
     effects.push(Effect::Process(record.clone()));
     Ok(record)

@@ -91,6 +91,27 @@ pub struct PodHealth {
     pub present: bool,
     pub addresses: Vec<String>,
     pub ready: bool,
+    /// Whether its workload runs (None: it has no workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_running: Option<bool>,
+    /// Restarts of its workload after it died.
+    pub restarts: u32,
+    /// Compiled as not ready (its endpoints are out of the service rules).
+    pub endpoints_out: bool,
+}
+
+impl PodHealth {
+    /// Its state in the words of `kubectl get pods`' STATUS.
+    pub fn phase(&self) -> &'static str {
+        match (self.present, self.workload_running, self.ready) {
+            (false, _, _) => "Missing",
+            (true, Some(false), _) if self.restarts > 0 => "CrashLoopBackOff",
+            (true, Some(false), _) => "Terminated",
+            (true, _, false) => "NoAddress",
+            (true, _, true) if self.endpoints_out => "NotReady",
+            (true, _, true) => "Ready",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -253,6 +274,10 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
         pods = par_map(&inv.pods, PROBE_THREADS, |p| {
             let present = netns_present(&p.netns);
             let addresses = if present { eth0_addresses(&p.netns) } else { Vec::new() };
+            let workload = st
+                .processes
+                .iter()
+                .find(|w| w.name == knetsim_compiler::plan::workload_name(&p.id));
             PodHealth {
                 name: p.id.clone(),
                 worker: p.worker.clone(),
@@ -261,6 +286,9 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
                 present,
                 ready: addresses.contains(&p.ip),
                 addresses,
+                workload_running: workload.map(|w| process_alive(w.pid, w.start_ticks)),
+                restarts: workload.map_or(0, |w| w.restarts),
+                endpoints_out: st.not_ready.contains(&p.id),
             }
         });
         services = inv
