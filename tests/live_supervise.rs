@@ -256,3 +256,101 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
     assert_nothing_left(&name);
     RootSnapshot::take().assert_same_as(&root_before);
 }
+
+const NEVER: &str = r#"[[clusters]]
+name = "C0"
+workers = 2
+pods = [
+  { name = "web1", worker = "w1", command = ["knetsim", "serve", "--text", "one", "--port", "8000"], ports = [8000] },
+  { name = "web2", worker = "w2", command = ["knetsim", "serve", "--text", "two", "--port", "8000"], ports = [8000], restart_policy = "Never" },
+]
+services = [{ name = "web", vip = "100.64.0.10", pods = ["web1", "web2"] }]
+"#;
+
+#[test]
+fn restart_policy_never_leaves_the_workload_ended_and_out_of_its_service() {
+    let test = "restart_policy_never_leaves_the_workload_ended_and_out_of_its_service";
+    if !live_ready(test, PROGRAMS) || !installed_or_built_in(test, "flanneld", "flanneld") {
+        return;
+    }
+    let root_before = RootSnapshot::take();
+    let name = format!("n{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let topology = dir.path().join("never.toml");
+    std::fs::write(&topology, NEVER).unwrap();
+    let guard = Down(name.clone());
+    let out = knetsim(&["up", "--name", &name, "--no-checks", topology.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let answers = || -> Vec<String> {
+        let out = knetsim(&[
+            "exec",
+            "--name",
+            &name,
+            "C0w1",
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 20); do curl -s -m 1 http://100.64.0.10:8000/; done",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let both = answers();
+    assert!(
+        both.iter().any(|a| a == "one") && both.iter().any(|a| a == "two"),
+        "{both:?}"
+    );
+
+    let (web1, web2) = (
+        pid_of(&name, "pod C0/web1").unwrap(),
+        pid_of(&name, "pod C0/web2").unwrap(),
+    );
+    run(&["kill", "-9", &web1.to_string(), &web2.to_string()]);
+    let not_ready = |pod: &str| {
+        state_json(&name)["not_ready"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p == pod))
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            pid_of(&name, "pod C0/web1").is_some_and(|p| p != web1) && not_ready("C0/web2") && !not_ready("C0/web1")
+        })
+        .is_some(),
+        "web1 not restarted or web2 not out: {:#}",
+        state_json(&name)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        pid_of(&name, "pod C0/web2"),
+        Some(web2),
+        "a Never workload was restarted"
+    );
+    let one: Vec<String> = answers();
+    assert_eq!(one.len(), 20, "{one:?}");
+    assert!(one.iter().all(|a| a == "one"), "the ended pod still answers: {one:?}");
+
+    // An end state, not a fault: healthy, nothing to repair, shown as such.
+    let out = knetsim(&["status", "--name", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("pod C0/web2 ") && l.contains("Ended")),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("C0/web2 ") && l.contains("Terminated")),
+        "{shown}"
+    );
+    let out = knetsim(&["repair", "--name", &name, "--dry-run"]);
+    assert!(text(&out).contains("nothing to repair"), "{}", text(&out));
+
+    drop(guard);
+    assert_nothing_left(&name);
+    RootSnapshot::take().assert_same_as(&root_before);
+}

@@ -9,6 +9,7 @@
 use crate::layout::{write_atomic, StateLayout};
 pub use crate::layout::{LOCK_FILE, STATE_FILE};
 use knetsim_compiler::host::HostLayout;
+use knetsim_compiler::plan::RestartPolicy;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,9 @@ pub struct ProcessRecord {
     /// How many times it was restarted after it died (`kubectl get pods`' RESTARTS).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// Whether it is started again once it ended (its step's `restart`).
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_always")]
+    pub restart: RestartPolicy,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -18,7 +18,7 @@ use crate::live::{LiveError, Locked, Repair};
 use crate::observe::{self, netns_present, process_alive};
 use crate::state::{self, LockWait, ProcessRecord, StartingProcess, StateError, StateFile};
 use crate::system::System;
-use knetsim_compiler::plan::{Action, Op, Probe, StartProcess};
+use knetsim_compiler::plan::{Action, Op, Probe, RestartPolicy, StartProcess};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -121,6 +121,7 @@ pub fn start(
         builtin: None,
         log: log.clone(),
         outputs: Vec::new(),
+        restart: Default::default(),
         ready: Probe::Alive,
     };
     let spawned = sys.start_process(&spec);
@@ -135,6 +136,7 @@ pub fn start(
         log,
         started_at: state::unix_now(),
         restarts: 0,
+        restart: RestartPolicy::Always,
     });
     if let Ok(r) = &record {
         st.processes.retain(|p| p.name != NAME);
@@ -173,7 +175,8 @@ pub fn run(
         let due = st
             .processes
             .iter()
-            .filter(|p| p.pid != me && p.name != NAME && !process_alive(p.pid, p.start_ticks))
+            .filter(|p| p.pid != me && p.name != NAME && p.restart.is_always())
+            .filter(|p| !process_alive(p.pid, p.start_ticks))
             .any(|p| backoff.wait(&p.name, now).is_zero());
         let gone = st.namespaces.iter().any(|n| !netns_present(n));
         let not_ready: BTreeSet<String> = observe::not_ready(&st).into_keys().collect();

@@ -110,6 +110,7 @@ fn chain(dir: &str) -> Plan {
                     builtin: None,
                     log: format!("{dir}/p.log"),
                     outputs: vec![],
+                    restart: Default::default(),
                     ready: Probe::Alive,
                 }),
             ),
@@ -328,6 +329,7 @@ fn probe_timeout_fails_and_stops_the_process() {
                     builtin: None,
                     log: "/tmp/none/etcd.log".into(),
                     outputs: vec![],
+                    restart: Default::default(),
                     ready: Probe::HttpGet {
                         netns: "a".into(),
                         url: "http://127.0.0.1:2379/health".into(),
@@ -384,6 +386,7 @@ fn record(name: &str, pid: u32, dir: &str) -> ProcessRecord {
         log: format!("{dir}/{name}.log"),
         started_at: 0,
         restarts: 0,
+        restart: Default::default(),
     }
 }
 

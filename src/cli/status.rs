@@ -94,7 +94,12 @@ fn print_text(h: &Health) {
                 p.name.clone(),
                 p.netns.clone(),
                 p.pid.to_string(),
-                yes(p.alive, "Running", "Dead"),
+                match (p.alive, p.ended) {
+                    (true, _) => "Running",
+                    (false, true) => "Ended",
+                    (false, false) => "Dead",
+                }
+                .to_string(),
                 human_secs(p.uptime_s),
                 p.log.clone(),
             ]

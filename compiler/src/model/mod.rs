@@ -160,6 +160,24 @@ pub struct Pod {
     /// Deleted, its endpoints kept (nothing is created for it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_always")]
+    pub restart_policy: RestartPolicy,
+}
+
+/// Kubernetes' `restartPolicy`: whether a workload that ended is started again
+/// (by the supervisor, with the kubelet's back-off, or by `knetsim repair`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    /// Left as it ended: its pod is not ready and leaves its services' rules.
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn is_always(&self) -> bool {
+        *self == RestartPolicy::Always
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use super::{
     AddAddress, AddRoute, CniAdd, CreateBridge, CreateNetns, CreateVeth, EtcdPut, GenerateCerts, Impair, MakeDir,
-    NftLoad, Op, Plan, Probe, SetSysctl, StartProcess, Step, VethEnd, Wait, WriteFile,
+    NftLoad, Op, Plan, Probe, RestartPolicy, SetSysctl, StartProcess, Step, VethEnd, Wait, WriteFile,
 };
 use crate::artifacts::{etcd, flannel, paths, paths::runtime};
 use crate::bundle::Bundle;
@@ -157,6 +157,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 builtin: None,
                 log: member.log.clone(),
                 outputs: vec![member.data_dir.clone()],
+                restart: RestartPolicy::Always,
                 ready: Probe::TcpConnect {
                     netns: m.netns.clone(),
                     addr: format!("{}:2380", m.ip),
@@ -225,6 +226,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 builtin: Some("flanneld".into()),
                 log: runtime::flannel_log(n, w),
                 outputs: vec![subnet_env.clone()],
+                restart: RestartPolicy::Always,
                 ready: Probe::FileExists { path: subnet_env },
             }),
         );
@@ -275,6 +277,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                         builtin: None,
                         log: runtime::pod_log(n, c, &p.name),
                         outputs: vec![],
+                        restart: p.restart_policy,
                         ready,
                     }),
                 );
@@ -350,6 +353,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 builtin: None,
                 log: format!("{dir}/nginx.log"),
                 outputs: vec![],
+                restart: RestartPolicy::Always,
                 ready: Probe::TcpConnect {
                     netns: w.netns.clone(),
                     addr: format!("127.0.0.1:{}", ing.port),
@@ -460,6 +464,7 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
                 builtin: Some("router".into()),
                 log: runtime::router_log(n, r),
                 outputs: vec![],
+                restart: RestartPolicy::Always,
                 ready: Probe::HttpGet {
                     netns: netns.clone(),
                     url: "http://127.0.0.1:9090/healthz".into(),
@@ -595,5 +600,28 @@ mod ip_masq_tests {
             let inventory: serde_json::Value = serde_json::from_str(b.get(paths::INVENTORY).unwrap()).unwrap();
             assert!(inventory["clusters"][0]["flannel"].get("ip_masq").is_none());
         }
+    }
+}
+
+#[cfg(test)]
+mod restart_policy_tests {
+    use crate::artifacts::paths::PLAN;
+    use crate::plan::{Op, Plan, RestartPolicy, StartProcess};
+    use crate::{compile, CompileOptions, Source};
+
+    #[test]
+    fn a_pods_restart_policy_reaches_its_workload_step() {
+        let text = "[[clusters]]\nname = \"C0\"\npods = [\n  { name = \"a\", worker = \"w1\", command = [\"sleep\", \"9\"] },\n  { name = \"b\", worker = \"w1\", command = [\"sleep\", \"9\"], restart_policy = \"Never\" },\n]\n";
+        let bundle = compile(&Source::new("t.toml", text), &CompileOptions::named("d")).unwrap();
+        let plan: Plan = serde_json::from_str(bundle.get(PLAN).unwrap()).unwrap();
+        let restart = |id: &str| match &plan.step(id).unwrap().op {
+            Op::StartProcess(StartProcess { restart, .. }) => *restart,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(restart("workload:C0/a"), RestartPolicy::Always);
+        assert_eq!(restart("workload:C0/b"), RestartPolicy::Never);
+        assert_eq!(restart("etcd:C0e1"), RestartPolicy::Always);
+        // Only a Never is written out: plans without one are as they were.
+        assert_eq!(bundle.get(PLAN).unwrap().matches("\"restart\"").count(), 1);
     }
 }

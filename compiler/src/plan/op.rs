@@ -2,6 +2,7 @@
 //! own, and the executor's `System` takes that same struct: the plan hands its
 //! steps over typed, with nothing to copy field by field.
 
+pub use crate::model::RestartPolicy;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +116,9 @@ pub struct StartProcess {
     /// (flannel's subnet file, else the probe would pass on the old one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
+    /// Whether it is started again once it ended (a pod's `restart_policy`).
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_always")]
+    pub restart: RestartPolicy,
     pub ready: Probe,
 }
 

@@ -99,6 +99,8 @@ pub struct PodSpec {
     /// list it: it keeps its address and its stale endpoints, nothing runs for it.
     #[serde(default)]
     pub deleted: bool,
+    /// Kubernetes' `restartPolicy` of the workload: `Always` (default) or `Never`.
+    pub restart_policy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

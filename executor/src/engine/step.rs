@@ -82,6 +82,7 @@ pub(crate) fn start_process(
         log: log.clone(),
         started_at: unix_now(),
         restarts: 0,
+        restart: spec.restart,
     };
     effects.push(Effect::Process(record.clone()));
     Ok(record)

@@ -1,10 +1,11 @@
 //! What a running emulation lacks against its plan ([`Drift`]), for `knetsim
 //! repair` (and `apply` with nothing edited): namespaces that are gone, processes
-//! that do not run, nft tables missing from the namespace their rules were loaded in.
+//! that do not run (unless their `restart` is `Never`), nft tables missing from the
+//! namespace their rules were loaded in.
 
 use super::{netns_present, process_alive};
 use crate::state::State;
-use knetsim_compiler::plan::{Drift, NftLoad, Op, Plan, StartProcess};
+use knetsim_compiler::plan::{Drift, NftLoad, Op, Plan, RestartPolicy, StartProcess};
 use knetsim_compiler::Bundle;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -17,6 +18,11 @@ pub fn drift(plan: &Plan, bundle: &Bundle, st: &State) -> Drift {
     };
     for s in &plan.steps {
         match &s.op {
+            // A workload that must not restart is left as it ended (not ready).
+            Op::StartProcess(StartProcess {
+                restart: RestartPolicy::Never,
+                ..
+            }) => {}
             Op::StartProcess(StartProcess { name, netns, .. }) => {
                 let recorded: Vec<_> = st
                     .processes

@@ -60,6 +60,9 @@ pub struct ProcessHealth {
     pub netns: String,
     pub pid: u32,
     pub alive: bool,
+    /// Ended and not to be restarted (`restart_policy = "Never"`): an end state,
+    /// not a fault.
+    pub ended: bool,
     pub uptime_s: u64,
     pub log: String,
 }
@@ -221,13 +224,17 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
     let processes: Vec<ProcessHealth> = st
         .processes
         .iter()
-        .map(|p| ProcessHealth {
-            name: p.name.clone(),
-            netns: p.netns.clone(),
-            pid: p.pid,
-            alive: process_alive(p.pid, p.start_ticks),
-            uptime_s: now.saturating_sub(p.started_at),
-            log: p.log.clone(),
+        .map(|p| {
+            let alive = process_alive(p.pid, p.start_ticks);
+            ProcessHealth {
+                name: p.name.clone(),
+                netns: p.netns.clone(),
+                pid: p.pid,
+                alive,
+                ended: !alive && !p.restart.is_always(),
+                uptime_s: now.saturating_sub(p.started_at),
+                log: p.log.clone(),
+            }
         })
         .collect();
     let router_procs: Vec<_> = st.processes.iter().filter(|p| netns_present(&p.netns)).collect();
@@ -329,7 +336,12 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
             .collect()
     }
     problems.extend(missing(&namespaces, |n| n.present, |n| &n.name, "namespace missing:"));
-    problems.extend(missing(&processes, |p| p.alive, |p| &p.name, "process dead:"));
+    problems.extend(missing(
+        &processes,
+        |p| p.alive || p.ended,
+        |p| &p.name,
+        "process dead:",
+    ));
     problems.extend(missing(&etcd, |e| e.healthy, |e| &e.host, "etcd unhealthy:"));
     problems.extend(missing(
         &flannel,
@@ -343,7 +355,7 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
     }
     if st.complete
         && interrupted.is_none()
-        && (namespaces.iter().any(|n| !n.present) || processes.iter().any(|p| !p.alive))
+        && (namespaces.iter().any(|n| !n.present) || processes.iter().any(|p| !p.alive && !p.ended))
     {
         problems.push(format!(
             "`knetsim repair{}` restarts what died and re-creates deleted pods",
@@ -353,7 +365,7 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
     let healthy = st.complete
         && interrupted.is_none()
         && namespaces.iter().all(|n| n.present)
-        && processes.iter().all(|p| p.alive)
+        && processes.iter().all(|p| p.alive || p.ended)
         && etcd.iter().all(|e| e.healthy)
         && flannel.iter().all(|f| f.present)
         && pods.iter().all(|p| p.ready)

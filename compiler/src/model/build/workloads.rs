@@ -128,6 +128,7 @@ impl Builder<'_> {
                     );
                 }
             }
+            let restart_policy = self.restart_policy(p);
             cluster.pods.push(Pod {
                 name: p.name.get_ref().clone(),
                 worker: worker.host.name.clone(),
@@ -137,7 +138,45 @@ impl Builder<'_> {
                 command: p.command.as_ref().map(|c| c.get_ref().clone()),
                 ports: p.ports.iter().map(|p| *p.get_ref()).collect(),
                 deleted: p.deleted,
+                restart_policy,
             });
+        }
+    }
+
+    /// A pod's `restart_policy`, as Kubernetes spells it.
+    fn restart_policy(&mut self, p: &spec::PodSpec) -> RestartPolicy {
+        let Some(v) = &p.restart_policy else {
+            return RestartPolicy::Always;
+        };
+        match v.get_ref().as_str() {
+            "Always" => RestartPolicy::Always,
+            "Never" => RestartPolicy::Never,
+            "OnFailure" => {
+                self.report.error(
+                    v.span(),
+                    format!(
+                        "pod `{}`: restart_policy `OnFailure` is not supported yet",
+                        p.name.get_ref()
+                    ),
+                    "needs the workload's exit code",
+                    "knetsim does not see a workload's exit code yet; use \"Always\" or \"Never\"",
+                );
+                RestartPolicy::Always
+            }
+            other => {
+                let hint = match other.to_ascii_lowercase().as_str() {
+                    "always" => "did you mean \"Always\"? (Kubernetes spells it with a capital)".to_string(),
+                    "never" => "did you mean \"Never\"? (Kubernetes spells it with a capital)".to_string(),
+                    _ => "use \"Always\" (the default) or \"Never\"".to_string(),
+                };
+                self.report.error(
+                    v.span(),
+                    format!("pod `{}`: unknown restart_policy `{other}`", p.name.get_ref()),
+                    "not a restart policy",
+                    &hint,
+                );
+                RestartPolicy::Always
+            }
         }
     }
 
