@@ -354,3 +354,117 @@ fn restart_policy_never_leaves_the_workload_ended_and_out_of_its_service() {
     assert_nothing_left(&name);
     RootSnapshot::take().assert_same_as(&root_before);
 }
+
+/// web1's readiness and web2's liveness are files the test creates and removes.
+fn probes_topology(dir: &str) -> String {
+    format!(
+        r#"[[clusters]]
+name = "C0"
+workers = 2
+pods = [
+  {{ name = "web1", worker = "w1", command = ["knetsim", "serve", "--text", "one", "--port", "8000"], ports = [8000],
+     readiness_probe = {{ exec = {{ command = ["test", "!", "-e", "{dir}/web1-unready"] }}, period_seconds = 1, failure_threshold = 2 }} }},
+  {{ name = "web2", worker = "w2", command = ["knetsim", "serve", "--text", "two", "--port", "8000"], ports = [8000],
+     readiness_probe = {{ http_get = {{ port = 8000, path = "/" }}, period_seconds = 1 }},
+     liveness_probe = {{ exec = {{ command = ["test", "!", "-e", "{dir}/web2-sick"] }}, period_seconds = 1, failure_threshold = 2 }} }},
+]
+services = [{{ name = "web", vip = "100.64.0.10", pods = ["web1", "web2"] }}]
+"#
+    )
+}
+
+#[test]
+fn probes_drive_readiness_and_liveness() {
+    let test = "probes_drive_readiness_and_liveness";
+    if !live_ready(test, PROGRAMS) || !installed_or_built_in(test, "flanneld", "flanneld") {
+        return;
+    }
+    let root_before = RootSnapshot::take();
+    let name = format!("p{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let topology = dir.path().join("probes.toml");
+    std::fs::write(&topology, probes_topology(&d)).unwrap();
+    let guard = Down(name.clone());
+    let out = knetsim(&["up", "--name", &name, "--no-checks", topology.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let answers = || -> Vec<String> {
+        let out = knetsim(&[
+            "exec",
+            "--name",
+            &name,
+            "C0w1",
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 20); do curl -s -m 1 http://100.64.0.10:8000/; done",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let not_ready = |pod: &str| {
+        state_json(&name)["not_ready"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p == pod))
+    };
+    let both = |a: &[String]| a.iter().any(|x| x == "one") && a.iter().any(|x| x == "two");
+    assert!(
+        wait_for(Duration::from_secs(5), || both(&answers())).is_some(),
+        "not both answering"
+    );
+
+    // web1's readiness probe fails twice: out of the service, though it runs.
+    let web1 = pid_of(&name, "pod C0/web1").unwrap();
+    std::fs::write(dir.path().join("web1-unready"), "").unwrap();
+    let took = wait_for(Duration::from_secs(5), || not_ready("C0/web1")).expect("web1 never not ready");
+    eprintln!(
+        "web1 not ready {:.2} s after its probe began failing",
+        took.as_secs_f64()
+    );
+    let only = answers();
+    assert_eq!(only.len(), 20, "{only:?}");
+    assert!(only.iter().all(|a| a == "two"), "a not-ready pod answered: {only:?}");
+    assert_eq!(pid_of(&name, "pod C0/web1"), Some(web1), "readiness must not restart");
+    std::fs::remove_file(dir.path().join("web1-unready")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || !not_ready("C0/web1")).is_some(),
+        "web1 not ready again"
+    );
+    assert!(both(&answers()));
+
+    // web2's liveness probe fails twice: killed and restarted, one restart more.
+    let web2 = pid_of(&name, "pod C0/web2").unwrap();
+    std::fs::write(dir.path().join("web2-sick"), "").unwrap();
+    let took = wait_for(Duration::from_secs(6), || {
+        pid_of(&name, "pod C0/web2").is_some_and(|p| p != web2)
+    })
+    .expect("web2 not restarted by its liveness probe");
+    eprintln!(
+        "web2 restarted {:.2} s after its liveness probe began failing",
+        took.as_secs_f64()
+    );
+    std::fs::remove_file(dir.path().join("web2-sick")).unwrap();
+    let listed = events(&name);
+    assert!(
+        listed.iter().any(|e| e["object"] == "workload:C0/web2"
+            && e["reason"].as_str().unwrap().contains("liveness probe")
+            && e["action"].as_str().unwrap().starts_with("killed")),
+        "{listed:#?}"
+    );
+    assert!(wait_for(Duration::from_secs(5), || healthy(&name) && both(&answers())).is_some());
+    let status: Value = serde_json::from_slice(&knetsim(&["status", "--name", &name, "--json"]).stdout).unwrap();
+    let w2 = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "C0/web2")
+        .unwrap()
+        .clone();
+    assert_eq!(w2["restarts"], 1, "{w2:#}");
+
+    drop(guard);
+    assert_nothing_left(&name);
+    RootSnapshot::take().assert_same_as(&root_before);
+}

@@ -31,6 +31,7 @@ pub mod live;
 pub mod observe;
 pub mod par;
 pub mod preflight;
+pub mod prober;
 pub mod state;
 pub mod supervise;
 pub mod system;

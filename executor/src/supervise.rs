@@ -14,11 +14,17 @@
 //! process a second.
 
 use crate::engine::Options;
+use crate::events::{self, Event};
+use crate::layout::StateLayout;
 use crate::live::{LiveError, Locked, Repair};
 use crate::observe::{self, netns_present, process_alive};
-use crate::state::{self, LockWait, ProcessRecord, StartingProcess, StateError, StateFile};
+use crate::prober::{self, Prober, Verdicts};
+use crate::state::{self, LockWait, ProcessRecord, StartingProcess, State, StateError, StateFile};
+use crate::system::Pid;
 use crate::system::System;
+use knetsim_compiler::plan::workload_name;
 use knetsim_compiler::plan::{Action, Op, Probe, RestartPolicy, StartProcess};
+use knetsim_compiler::Model;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -161,6 +167,8 @@ pub fn run(
 ) {
     let me = std::process::id();
     let opts = Options::new(1);
+    let mut prober = Prober::default();
+    let mut model: Option<(u64, Model)> = None;
     loop {
         std::thread::sleep(period);
         let st = match state::read(state_dir) {
@@ -171,7 +179,18 @@ pub fn run(
         if st.change.is_some() || !st.complete {
             continue;
         }
+        // The running generation's model says which pods have probes.
+        if model.as_ref().map(|m| m.0) != Some(st.generation) {
+            model = running_model(state_dir, st.generation).map(|m| (st.generation, m));
+        }
         let now = Instant::now();
+        let verdicts = match &model {
+            Some((_, m)) => {
+                prober.sync(m, &st, now, &process_alive);
+                prober.tick(now, &prober::run_in_netns)
+            }
+            None => Verdicts::default(),
+        };
         let due = st
             .processes
             .iter()
@@ -179,12 +198,12 @@ pub fn run(
             .filter(|p| !process_alive(p.pid, p.start_ticks))
             .any(|p| backoff.wait(&p.name, now).is_zero());
         let gone = st.namespaces.iter().any(|n| !netns_present(n));
-        let not_ready: BTreeSet<String> = observe::not_ready(&st).into_keys().collect();
+        let not_ready: BTreeSet<String> = not_ready(&st, &verdicts).into_keys().collect();
         let stale = not_ready != st.not_ready.iter().cloned().collect::<BTreeSet<_>>();
-        if !due && !gone && !stale {
+        if !due && !gone && !stale && verdicts.kill.is_empty() {
             continue;
         }
-        if let Err(e) = round(state_dir, name, sys, &opts, backoff, say) {
+        if let Err(e) = round(state_dir, name, sys, &opts, backoff, &verdicts, say) {
             say(&format!("repair failed: {e}"));
         }
     }
@@ -197,6 +216,7 @@ fn round(
     sys: &dyn System,
     opts: &Options,
     backoff: &mut Backoff,
+    verdicts: &Verdicts,
     say: &mut dyn FnMut(&str),
 ) -> Result<(), LiveError> {
     let mut locked = match Locked::open(state_dir, name, &mut LockWait::no_wait(), sys, opts, &mut |n| say(n)) {
@@ -205,9 +225,12 @@ fn round(
         Err(LiveError::State(StateError::Locked { .. })) => return Ok(()),
         Err(e) => return Err(e),
     };
+    // A workload whose liveness (or startup) probe failed is stopped, as the
+    // kubelet kills its container; the repair below restarts it.
+    kill_unhealthy(&mut locked, sys, verdicts, say)?;
     // A dead workload's pod leaves its services' rules first, and comes back once
     // it runs again (below), as a pod's Ready condition drives its endpoints.
-    readiness(&mut locked, sys, opts, say)?;
+    readiness(&mut locked, sys, opts, verdicts, say)?;
     let (drift, actions) = locked.diagnose()?;
     let now = Instant::now();
     let process_name = |a: &Action| match (&a, &a.step().op) {
@@ -243,19 +266,72 @@ fn round(
     locked.repair(&repair, sys, opts, &mut |a, d| {
         say(&format!("{a} ({:.1} ms)", d.as_secs_f64() * 1000.0))
     })?;
-    readiness(&mut locked, sys, opts, say)?;
+    readiness(&mut locked, sys, opts, verdicts, say)?;
     Ok(())
 }
 
-/// Applies the pods' readiness as the recorded processes say it is.
+/// Pods not ready: those whose workload is not running, and those their probes say.
+fn not_ready(st: &State, verdicts: &Verdicts) -> BTreeMap<String, String> {
+    let mut out = observe::not_ready(st);
+    for (pod, why) in &verdicts.not_ready {
+        out.entry(pod.clone()).or_insert_with(|| why.clone());
+    }
+    out
+}
+
+/// Stops the workloads the probes condemned (by their recorded PID), with an event each.
+fn kill_unhealthy(
+    locked: &mut Locked,
+    sys: &dyn System,
+    verdicts: &Verdicts,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), LiveError> {
+    let mut list = Vec::new();
+    for (pod, pid, why) in &verdicts.kill {
+        let Some(w) = locked
+            .file
+            .state()
+            .processes
+            .iter()
+            .find(|w| w.pid == *pid && w.name == workload_name(pod))
+            .cloned()
+        else {
+            continue;
+        };
+        let _ = sys.kill(Pid {
+            pid: w.pid,
+            start_ticks: w.start_ticks,
+        });
+        say(&format!("{pod}: {why}: killed pid {pid}"));
+        list.push(Event {
+            at_ms: events::now_ms(),
+            source: NAME.into(),
+            object: format!("workload:{pod}"),
+            reason: why.clone(),
+            action: format!("killed (pid {pid}); restarted with the back-off"),
+        });
+    }
+    locked.record_events(&list)
+}
+
+/// The model of the running generation (its bundle's inventory), if it can be read.
+fn running_model(state_dir: &Path, generation: u64) -> Option<Model> {
+    let path = StateLayout::new(state_dir)
+        .running_bundle(generation)
+        .join(knetsim_compiler::artifacts::paths::INVENTORY);
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Applies the pods' readiness as the recorded processes and the probes say it is.
 fn readiness(
     locked: &mut Locked,
     sys: &dyn System,
     opts: &Options,
+    verdicts: &Verdicts,
     say: &mut dyn FnMut(&str),
 ) -> Result<(), LiveError> {
     let t = Instant::now();
-    let not_ready = observe::not_ready(locked.file.state());
+    let not_ready = not_ready(locked.file.state(), verdicts);
     if locked.set_readiness(&not_ready, NAME, sys, opts)?.is_some() {
         let pods: Vec<&str> = not_ready.keys().map(String::as_str).collect();
         say(&format!(

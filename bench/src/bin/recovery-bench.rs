@@ -9,7 +9,8 @@
 //! pod's workload), kill -9 of its recorded PID and the time until (a) a new PID is
 //! recorded and (b) `status` is healthy again. Then the same faults all at once,
 //! repaired by one `knetsim repair` with the supervisor stopped, timed as a whole
-//! command. Last, the idle supervisor's CPU over 20 s and its resident memory.
+//! command. Then how long readiness changes took to reach the rules (from the
+//! supervisor's log), and last the idle supervisor's CPU over 20 s and its memory.
 //! It always tears the emulation down. Without root it says `SKIP` and exits 0: it
 //! is a report, not a test.
 
@@ -176,6 +177,28 @@ fn main() {
         "\n`knetsim repair` of 5 dead processes and a deleted pod namespace (whole command): {}",
         summary(&mut whole)
     );
+
+    // Readiness: how long each change of a pod's readiness took to reach the rules
+    // (the supervisor logs it), from the moment it saw the change.
+    let log = std::fs::read_to_string(format!("/tmp/knetsim-{name}/supervisor.log")).unwrap_or_default();
+    let mut applied: Vec<f64> = log
+        .lines()
+        .filter_map(|l| {
+            l.split("readiness applied in ")
+                .nth(1)?
+                .split(" ms")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if !applied.is_empty() {
+        println!(
+            "readiness to rules (recompile, delta, nft -f on the workers, commit), {} changes: {}",
+            applied.len(),
+            summary(&mut applied)
+        );
+    }
 
     // The idle supervisor (restarted by the last repair).
     let supervisor = pid_of(&name, "supervisor").expect("supervisor");

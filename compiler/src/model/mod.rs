@@ -162,6 +162,47 @@ pub struct Pod {
     pub deleted: bool,
     #[serde(default, skip_serializing_if = "RestartPolicy::is_always")]
     pub restart_policy: RestartPolicy,
+    #[serde(default, skip_serializing_if = "Probes::is_empty")]
+    pub probes: Probes,
+}
+
+/// A pod's Kubernetes probes, run by the supervisor against its workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<PodProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<PodProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<PodProbe>,
+}
+
+impl Probes {
+    pub fn is_empty(&self) -> bool {
+        self.readiness.is_none() && self.liveness.is_none() && self.startup.is_none()
+    }
+}
+
+/// One probe, with Kubernetes' defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodProbe {
+    pub handler: ProbeHandler,
+    pub initial_delay_seconds: u32,
+    pub period_seconds: u32,
+    pub timeout_seconds: u32,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeHandler {
+    /// A TCP connect to the pod's address.
+    TcpSocket { port: u16 },
+    /// An HTTP GET of the pod's address; 200-399 is a success.
+    HttpGet { port: u16, path: String },
+    /// A command in the pod's network namespace; exit status 0 is a success.
+    Exec { command: Vec<String> },
 }
 
 /// Kubernetes' `restartPolicy`: whether a workload that ended is started again

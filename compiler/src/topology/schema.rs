@@ -101,6 +101,45 @@ pub struct PodSpec {
     pub deleted: bool,
     /// Kubernetes' `restartPolicy` of the workload: `Always` (default) or `Never`.
     pub restart_policy: Option<Spanned<String>>,
+    /// Kubernetes' probes of the workload, run by the supervisor.
+    pub readiness_probe: Option<Spanned<ProbeSpec>>,
+    pub liveness_probe: Option<Spanned<ProbeSpec>>,
+    pub startup_probe: Option<Spanned<ProbeSpec>>,
+}
+
+/// A Kubernetes `Probe`: one handler and its timing (Kubernetes' defaults when left out).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    pub tcp_socket: Option<TcpSocketSpec>,
+    pub http_get: Option<HttpGetSpec>,
+    pub exec: Option<ExecSpec>,
+    pub initial_delay_seconds: Option<Spanned<u32>>,
+    pub period_seconds: Option<Spanned<u32>>,
+    pub timeout_seconds: Option<Spanned<u32>>,
+    pub success_threshold: Option<Spanned<u32>>,
+    pub failure_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSocketSpec {
+    pub port: Spanned<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGetSpec {
+    pub port: Spanned<u16>,
+    /// Default `/`.
+    pub path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    /// argv run in the pod's network namespace; exit status 0 = success.
+    pub command: Spanned<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

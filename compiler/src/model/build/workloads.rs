@@ -129,6 +129,11 @@ impl Builder<'_> {
                 }
             }
             let restart_policy = self.restart_policy(p);
+            let probes = Probes {
+                readiness: self.probe(p, &p.readiness_probe, "readiness_probe"),
+                liveness: self.probe(p, &p.liveness_probe, "liveness_probe"),
+                startup: self.probe(p, &p.startup_probe, "startup_probe"),
+            };
             cluster.pods.push(Pod {
                 name: p.name.get_ref().clone(),
                 worker: worker.host.name.clone(),
@@ -139,8 +144,114 @@ impl Builder<'_> {
                 ports: p.ports.iter().map(|p| *p.get_ref()).collect(),
                 deleted: p.deleted,
                 restart_policy,
+                probes,
             });
         }
+    }
+
+    /// One of a pod's probes, checked as the Kubernetes API checks a `Probe` and
+    /// with its defaults (period 10 s, timeout 1 s, success 1, failure 3).
+    fn probe(&mut self, p: &spec::PodSpec, probe: &Option<Spanned<spec::ProbeSpec>>, field: &str) -> Option<PodProbe> {
+        let probe = probe.as_ref()?;
+        let (span, spec) = (probe.span(), probe.get_ref());
+        let pod = p.name.get_ref();
+        if p.command.is_none() {
+            self.report.error(
+                span.clone(),
+                format!("pod `{pod}` has a {field} but no command to probe"),
+                "nothing runs",
+                "give the pod a `command` (its workload), or remove the probe",
+            );
+            return None;
+        }
+        let mut handlers = Vec::new();
+        if let Some(t) = &spec.tcp_socket {
+            handlers.push(self.probe_port(&t.port).map(|port| ProbeHandler::TcpSocket { port }));
+        }
+        if let Some(h) = &spec.http_get {
+            let path = h.path.as_ref().map_or_else(|| "/".to_string(), |s| s.get_ref().clone());
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                let at = h.path.as_ref().map_or(span.clone(), |s| s.span());
+                self.report.error(
+                    at,
+                    format!("invalid http_get path `{path}`"),
+                    "bad path",
+                    "an absolute path such as \"/healthz\"",
+                );
+            }
+            handlers.push(
+                self.probe_port(&h.port)
+                    .map(|port| ProbeHandler::HttpGet { port, path }),
+            );
+        }
+        if let Some(e) = &spec.exec {
+            if e.command.get_ref().first().is_none_or(|c| c.trim().is_empty()) {
+                self.report.error(
+                    e.command.span(),
+                    "an exec probe needs a command",
+                    "empty",
+                    "e.g. [\"test\", \"-e\", \"/tmp/ready\"]",
+                );
+            }
+            handlers.push(Some(ProbeHandler::Exec {
+                command: e.command.get_ref().clone(),
+            }));
+        }
+        if handlers.len() != 1 {
+            self.report.error(
+                span,
+                format!(
+                    "pod `{pod}`: a {field} takes exactly one of tcp_socket, http_get, exec ({} given)",
+                    handlers.len()
+                ),
+                "one handler",
+                "e.g. { tcp_socket = { port = 8000 } }",
+            );
+            return None;
+        }
+        let handler = handlers.pop().flatten()?;
+        let mut seconds = |v: &Option<Spanned<u32>>, default: u32, least: u32, what: &str| -> u32 {
+            match v {
+                Some(n) if *n.get_ref() < least => {
+                    self.report
+                        .error(n.span(), format!("{what} must be at least {least}"), "too small", "");
+                    default
+                }
+                Some(n) => *n.get_ref(),
+                None => default,
+            }
+        };
+        let initial_delay_seconds = seconds(&spec.initial_delay_seconds, 0, 0, "initial_delay_seconds");
+        let period_seconds = seconds(&spec.period_seconds, 10, 1, "period_seconds");
+        let timeout_seconds = seconds(&spec.timeout_seconds, 1, 1, "timeout_seconds");
+        let success_threshold = seconds(&spec.success_threshold, 1, 1, "success_threshold");
+        let failure_threshold = seconds(&spec.failure_threshold, 3, 1, "failure_threshold");
+        if field != "readiness_probe" && success_threshold != 1 {
+            let at = spec.success_threshold.as_ref().map_or(span, |s| s.span());
+            self.report.error(
+                at,
+                format!("a {field}'s success_threshold must be 1"),
+                "must be 1",
+                "as in Kubernetes: only a readiness probe may need several successes",
+            );
+        }
+        Some(PodProbe {
+            handler,
+            initial_delay_seconds,
+            period_seconds,
+            timeout_seconds,
+            success_threshold,
+            failure_threshold,
+        })
+    }
+
+    fn probe_port(&mut self, port: &Spanned<u16>) -> Option<u16> {
+        if *port.get_ref() == 0 {
+            self.report
+                .error(port.span(), "port 0 is not usable", "port 0", "a port from 1 to 65535");
+            return None;
+        }
+        Some(*port.get_ref())
     }
 
     /// A pod's `restart_policy`, as Kubernetes spells it.
