@@ -1,4 +1,4 @@
-//! `knetsim repair` (and `apply` with nothing edited) on the default topology, as
+//! `knetsim apply` with nothing edited (and `knetsim repair`) on the default topology, as
 //! root: one fault of each kind (kill -9 of a router, a flannel agent, an etcd
 //! member, nginx's master and a pod's workload; `nft delete table` inside a worker;
 //! `ip netns del` of a pod's namespace), then `repair` brings everything back:
@@ -140,7 +140,9 @@ fn repair_brings_back_one_fault_of_each_kind() {
         "the dry run changed something"
     );
 
-    let out = knetsim(&["repair", "--name", &name]);
+    // `apply` of the running topology, edited in nothing, repairs it all.
+    let topology = format!("{}/topology.toml", state_dir(&name));
+    let out = knetsim(&["apply", "--name", &name, &topology]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("repaired in"), "{}", text(&out));
     let (healthy, status) = healthy_status(&name, Duration::from_secs(20));
@@ -170,7 +172,6 @@ fn repair_brings_back_one_fault_of_each_kind() {
     // Nothing left to do, whether asked with `repair` or with `apply` of the running topology.
     let out = knetsim(&["repair", "--name", &name]);
     assert!(text(&out).contains("nothing to repair"), "{}", text(&out));
-    let topology = format!("{}/topology.toml", state_dir(&name));
     let out = knetsim(&["apply", "--name", &name, &topology]);
     assert!(
         out.status.success() && text(&out).contains("nothing to repair"),
@@ -178,10 +179,10 @@ fn repair_brings_back_one_fault_of_each_kind() {
         text(&out)
     );
 
-    // A workload killed again is repaired by `apply` with nothing edited.
+    // A workload killed again is repaired by `repair`.
     run(&["kill", "-9", &pid_of(&name, "pod C0/c4").to_string()]);
     std::thread::sleep(Duration::from_millis(200));
-    let out = knetsim(&["apply", "--name", &name, &topology]);
+    let out = knetsim(&["repair", "--name", &name]);
     assert!(
         out.status.success() && text(&out).contains("restart pod C0/c4"),
         "{}",

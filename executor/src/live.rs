@@ -248,7 +248,7 @@ impl Locked {
             at_ms,
             source: source.into(),
             object: pod.clone(),
-            reason: "ready: its workload runs".into(),
+            reason: "ready again".into(),
             action: "endpoints back in the service rules".into(),
         }));
         self.record_events(&list)?;

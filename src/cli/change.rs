@@ -151,14 +151,16 @@ fn run_change(
     if dry_run {
         let running = peek(target)?;
         let text = edit(&running)?;
-        let (_, _, actions) = compute(&running, origin, text)?;
-        if actions.is_empty() && unchanged == Unchanged::Repair {
+        let (_, new_bundle, actions) = compute(&running, origin, text)?;
+        if actions.is_empty() && new_bundle == running.bundle && unchanged == Unchanged::Repair {
             return super::repair::dry_run(target);
         }
         for a in &actions {
             println!("{a}");
         }
-        if actions.is_empty() {
+        if actions.is_empty() && new_bundle != running.bundle {
+            eprintln!("no actions: only the stored topology changes (e.g. probes, which the supervisor reads)");
+        } else if actions.is_empty() {
             eprintln!("no changes");
         }
         return Ok(0);
@@ -172,7 +174,9 @@ fn run_change(
     let text = edit(&running)?;
     let (source, new_bundle, actions) = compute(&running, origin, text)?;
     mark("delta computed");
-    if actions.is_empty() && unchanged == Unchanged::Repair {
+    // The same desired state: converge on it. (A change without actions, such as a
+    // pod's probes, is still stored: the supervisor reads it from the generation.)
+    if actions.is_empty() && new_bundle == running.bundle && unchanged == Unchanged::Repair {
         return super::repair::repair_locked(&mut locked, &sys, target, "apply");
     }
     let done = locked
