@@ -251,6 +251,17 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
     );
     assert!(healthy(&name));
     assert_ne!(pid_of(&name, "supervisor"), Some(supervisor));
+    // Any change repairs it too.
+    let second = pid_of(&name, "supervisor").unwrap();
+    run(&["kill", "-9", &second.to_string()]);
+    assert!(wait_for(Duration::from_secs(2), || !healthy(&name)).is_some());
+    let out = knetsim(&["pod", "add", "--name", &name, "C0/x1", "--worker", "w1"]);
+    assert!(
+        out.status.success() && text(&out).contains("restarted the supervisor"),
+        "{}",
+        text(&out)
+    );
+    assert!(healthy(&name));
 
     drop(guard);
     assert_nothing_left(&name);

@@ -171,6 +171,7 @@ fn run_change(
     let sys = LinuxSystem::new();
     let (mut locked, running) = lock(target, &sys)?;
     mark("state locked");
+    super::repair::restart_supervisor(&mut locked, &sys, "change")?;
     let text = edit(&running)?;
     let (source, new_bundle, actions) = compute(&running, origin, text)?;
     mark("delta computed");

@@ -104,8 +104,9 @@ fn sync_readiness(locked: &mut Locked, sys: &LinuxSystem, source: &str) -> Resul
 }
 
 /// A supervisor that was started (by `up`) and died is started again: its
-/// own death is repaired by the next `repair` or `apply`.
-fn restart_supervisor(locked: &mut Locked, sys: &LinuxSystem, source: &str) -> Result<(), CliError> {
+/// own death is repaired by the next command that changes the emulation
+/// (`repair`, `apply`, `pod`, `svc`).
+pub(super) fn restart_supervisor(locked: &mut Locked, sys: &LinuxSystem, source: &str) -> Result<(), CliError> {
     let Some(dead) = locked
         .file
         .state()
