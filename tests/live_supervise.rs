@@ -45,6 +45,36 @@ fn events(name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The bodies of `n` requests to `url` from `C0w1`, one line each.
+fn bodies(name: &str, url: &str, n: usize) -> Vec<String> {
+    let script = format!("for i in $(seq {n}); do curl -s -m 1 {url}; done");
+    let out = knetsim(&["exec", "--name", name, "C0w1", "--", "sh", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether emulation `name`'s state lists `pod` as not ready.
+fn not_ready(name: &str, pod: &str) -> bool {
+    state_json(name)["not_ready"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|p| p == pod))
+}
+
+/// The service `web` of the small topologies below.
+const WEB_VIP: &str = "http://100.64.0.10:8000/";
+
+/// Brings `text` up as emulation `name` (its file in `dir`); the guard tears it down.
+fn up_topology(name: &str, topology_text: &str, dir: &std::path::Path) -> Down {
+    let topology = dir.join("topology.toml");
+    std::fs::write(&topology, topology_text).unwrap();
+    let guard = Down(name.to_string());
+    let out = knetsim(&["up", "--name", name, "--no-checks", topology.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    guard
+}
+
 #[test]
 fn the_supervisor_restarts_each_kind_and_backs_off() {
     let test = "the_supervisor_restarts_each_kind_and_backs_off";
@@ -150,37 +180,16 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
     // the pod is not ready and service s1's VIP sends everything to ic1; once it
     // runs again both answer. Killed again and again, the back-off grows (1, 2, 4 s)
     // until a burst of 50 requests fits in the window.
-    let not_ready = |pod: &str| {
-        state_json(&name)["not_ready"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|p| p == pod))
-    };
-    let burst = || -> Vec<String> {
-        let out = knetsim(&[
-            "exec",
-            "--name",
-            &name,
-            "C0w1",
-            "--",
-            "sh",
-            "-c",
-            "for i in $(seq 50); do curl -s -m 1 http://100.64.11.1:8000/; done",
-        ]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
     let mut seen_out = false;
     for _ in 0..5 {
         let old = pid_of(&name, "pod C0/ic0").unwrap();
         run(&["kill", "-9", &old.to_string()]);
         assert!(
-            wait_for(Duration::from_secs(3), || not_ready("C0/ic0")).is_some(),
+            wait_for(Duration::from_secs(3), || not_ready(&name, "C0/ic0")).is_some(),
             "ic0 never not ready"
         );
-        let bodies = burst();
-        if !not_ready("C0/ic0") {
+        let bodies = bodies(&name, "http://100.64.11.1:8000/", 50);
+        if !not_ready(&name, "C0/ic0") {
             // Restarted before the burst ended: try again with a longer back-off.
             assert!(wait_for(Duration::from_secs(5), || pid_of(&name, "pod C0/ic0")
                 .is_some_and(|p| p != old))
@@ -199,16 +208,21 @@ fn the_supervisor_restarts_each_kind_and_backs_off() {
             .find(|l| l.starts_with("C0/ic0 "))
             .unwrap_or_default()
             .to_string();
-        assert!(line.contains("CrashLoopBackOff") || !not_ready("C0/ic0"), "{shown}");
+        assert!(
+            line.contains("CrashLoopBackOff") || !not_ready(&name, "C0/ic0"),
+            "{shown}"
+        );
         seen_out = true;
         break;
     }
     assert!(seen_out, "no burst fitted in ic0's back-off");
     assert!(
-        wait_for(Duration::from_secs(10), || !not_ready("C0/ic0") && healthy(&name)).is_some(),
+        wait_for(Duration::from_secs(10), || !not_ready(&name, "C0/ic0")
+            && healthy(&name))
+        .is_some(),
         "ic0 not ready again"
     );
-    let bodies = burst();
+    let bodies = bodies(&name, "http://100.64.11.1:8000/", 50);
     assert!(
         bodies.iter().any(|b| b == "S1-W2") && bodies.iter().any(|b| b == "S1-W3"),
         "{bodies:?}"
@@ -287,28 +301,8 @@ fn restart_policy_never_leaves_the_workload_ended_and_out_of_its_service() {
     let root_before = RootSnapshot::take();
     let name = format!("n{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    let topology = dir.path().join("never.toml");
-    std::fs::write(&topology, NEVER).unwrap();
-    let guard = Down(name.clone());
-    let out = knetsim(&["up", "--name", &name, "--no-checks", topology.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let answers = || -> Vec<String> {
-        let out = knetsim(&[
-            "exec",
-            "--name",
-            &name,
-            "C0w1",
-            "--",
-            "sh",
-            "-c",
-            "for i in $(seq 20); do curl -s -m 1 http://100.64.0.10:8000/; done",
-        ]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
-    let both = answers();
+    let guard = up_topology(&name, NEVER, dir.path());
+    let both = bodies(&name, WEB_VIP, 20);
     assert!(
         both.iter().any(|a| a == "one") && both.iter().any(|a| a == "two"),
         "{both:?}"
@@ -319,14 +313,11 @@ fn restart_policy_never_leaves_the_workload_ended_and_out_of_its_service() {
         pid_of(&name, "pod C0/web2").unwrap(),
     );
     run(&["kill", "-9", &web1.to_string(), &web2.to_string()]);
-    let not_ready = |pod: &str| {
-        state_json(&name)["not_ready"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|p| p == pod))
-    };
     assert!(
         wait_for(Duration::from_secs(5), || {
-            pid_of(&name, "pod C0/web1").is_some_and(|p| p != web1) && not_ready("C0/web2") && !not_ready("C0/web1")
+            pid_of(&name, "pod C0/web1").is_some_and(|p| p != web1)
+                && not_ready(&name, "C0/web2")
+                && !not_ready(&name, "C0/web1")
         })
         .is_some(),
         "web1 not restarted or web2 not out: {:#}",
@@ -338,7 +329,7 @@ fn restart_policy_never_leaves_the_workload_ended_and_out_of_its_service() {
         Some(web2),
         "a Never workload was restarted"
     );
-    let one: Vec<String> = answers();
+    let one = bodies(&name, WEB_VIP, 20);
     assert_eq!(one.len(), 20, "{one:?}");
     assert!(one.iter().all(|a| a == "one"), "the ended pod still answers: {one:?}");
 
@@ -393,57 +384,31 @@ fn probes_drive_readiness_and_liveness() {
     let root_before = RootSnapshot::take();
     let name = format!("p{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display().to_string();
-    let topology = dir.path().join("probes.toml");
-    std::fs::write(&topology, probes_topology(&d)).unwrap();
-    let guard = Down(name.clone());
-    let out = knetsim(&["up", "--name", &name, "--no-checks", topology.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let answers = || -> Vec<String> {
-        let out = knetsim(&[
-            "exec",
-            "--name",
-            &name,
-            "C0w1",
-            "--",
-            "sh",
-            "-c",
-            "for i in $(seq 50); do curl -s -m 1 http://100.64.0.10:8000/; done",
-        ]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
-    let not_ready = |pod: &str| {
-        state_json(&name)["not_ready"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|p| p == pod))
-    };
+    let guard = up_topology(&name, &probes_topology(&dir.path().display().to_string()), dir.path());
     let both = |a: &[String]| a.iter().any(|x| x == "one") && a.iter().any(|x| x == "two");
     assert!(
-        wait_for(Duration::from_secs(5), || both(&answers())).is_some(),
+        wait_for(Duration::from_secs(5), || both(&bodies(&name, WEB_VIP, 20))).is_some(),
         "not both answering"
     );
 
     // web1's readiness probe fails twice: out of the service, though it runs.
     let web1 = pid_of(&name, "pod C0/web1").unwrap();
     std::fs::write(dir.path().join("web1-unready"), "").unwrap();
-    let took = wait_for(Duration::from_secs(5), || not_ready("C0/web1")).expect("web1 never not ready");
+    let took = wait_for(Duration::from_secs(5), || not_ready(&name, "C0/web1")).expect("web1 never not ready");
     eprintln!(
         "web1 not ready {:.2} s after its probe began failing",
         took.as_secs_f64()
     );
-    let only = answers();
+    let only = bodies(&name, WEB_VIP, 50);
     assert_eq!(only.len(), 50, "{only:?}");
     assert!(only.iter().all(|a| a == "two"), "a not-ready pod answered: {only:?}");
     assert_eq!(pid_of(&name, "pod C0/web1"), Some(web1), "readiness must not restart");
     std::fs::remove_file(dir.path().join("web1-unready")).unwrap();
     assert!(
-        wait_for(Duration::from_secs(5), || !not_ready("C0/web1")).is_some(),
+        wait_for(Duration::from_secs(5), || !not_ready(&name, "C0/web1")).is_some(),
         "web1 not ready again"
     );
-    assert!(both(&answers()));
+    assert!(both(&bodies(&name, WEB_VIP, 20)));
 
     // web2's liveness probe fails twice: killed and restarted, one restart more.
     let web2 = pid_of(&name, "pod C0/web2").unwrap();
@@ -464,7 +429,9 @@ fn probes_drive_readiness_and_liveness() {
             && e["action"].as_str().unwrap().starts_with("killed")),
         "{listed:#?}"
     );
-    assert!(wait_for(Duration::from_secs(5), || healthy(&name) && both(&answers())).is_some());
+    assert!(wait_for(Duration::from_secs(5), || healthy(&name)
+        && both(&bodies(&name, WEB_VIP, 20)))
+    .is_some());
     let status: Value = serde_json::from_slice(&knetsim(&["status", "--name", &name, "--json"]).stdout).unwrap();
     let w2 = status["pods"]
         .as_array()
