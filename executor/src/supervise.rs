@@ -15,8 +15,7 @@
 
 use crate::engine::Options;
 use crate::events::{self, Event};
-use crate::layout::StateLayout;
-use crate::live::{LiveError, Locked, Repair};
+use crate::live::{self, CurrentFile, LiveError, Locked, Repair};
 use crate::observe::{self, netns_present, process_alive};
 use crate::prober::{self, Prober, Verdicts};
 use crate::state::{self, LockWait, ProcessRecord, StartingProcess, State, StateError, StateFile};
@@ -181,7 +180,7 @@ pub fn run(
         }
         // The running generation's model says which pods have probes.
         if model.as_ref().map(|m| m.0) != Some(st.generation) {
-            model = running_model(state_dir, st.generation).map(|m| (st.generation, m));
+            model = running_model(state_dir);
         }
         let now = Instant::now();
         let verdicts = match &model {
@@ -314,12 +313,12 @@ fn kill_unhealthy(
     locked.record_events(&list)
 }
 
-/// The model of the running generation (its bundle's inventory), if it can be read.
-fn running_model(state_dir: &Path, generation: u64) -> Option<Model> {
-    let path = StateLayout::new(state_dir)
-        .running_bundle(generation)
-        .join(knetsim_compiler::artifacts::paths::INVENTORY);
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+/// The running generation and its model (its bundle's inventory), read as every
+/// reader reads them ([`live::read_current`]), if they can be read.
+fn running_model(state_dir: &Path) -> Option<(u64, Model)> {
+    let inventory = CurrentFile::Artifact(knetsim_compiler::artifacts::paths::INVENTORY);
+    let (st, text) = live::read_current(state_dir, inventory).ok()??;
+    Some((st.generation, serde_json::from_str(&text).ok()?))
 }
 
 /// Applies the pods' readiness as the recorded processes and the probes say it is.

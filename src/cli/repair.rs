@@ -37,6 +37,7 @@ pub fn repair(a: RepairArgs) -> Outcome {
     }
     let sys = LinuxSystem::new();
     let (mut locked, _) = lock(&a.target, &sys)?;
+    restart_supervisor(&mut locked, &sys, "repair")?;
     repair_locked(&mut locked, &sys, &a.target, "repair")
 }
 
@@ -54,11 +55,10 @@ pub(super) fn dry_run(target: &Target) -> Outcome {
     Ok(0)
 }
 
-/// Repairs the emulation whose lock is held; `source` (`repair`, `apply`) names who
-/// did it in the events.
+/// Repairs the emulation whose lock is held (its supervisor already looked after by
+/// the caller); `source` (`repair`, `apply`) names who did it in the events.
 pub(super) fn repair_locked(locked: &mut Locked, sys: &LinuxSystem, target: &Target, source: &str) -> Outcome {
     let t0 = Instant::now();
-    restart_supervisor(locked, sys, source)?;
     let (drift, actions) = locked.diagnose().map_err(failed)?;
     report(&drift, &actions);
     if actions.is_empty() {
