@@ -69,11 +69,28 @@ impl Diagnostics {
 
     /// Renders all diagnostics as rustc-style text (no colour).
     pub fn render(&self) -> String {
+        let mut text = self.render_as(CsDiagnostic::error);
+        let count = self.items.len();
+        text.push_str(&format!(
+            "{count} error{} in {}\n",
+            if count == 1 { "" } else { "s" },
+            self.file
+        ));
+        text
+    }
+
+    /// Renders the items as warnings: things Kubernetes accepts but that are likely
+    /// not what was meant (a selector that matches nothing).
+    pub fn render_warnings(&self) -> String {
+        self.render_as(CsDiagnostic::warning)
+    }
+
+    fn render_as(&self, severity: fn() -> CsDiagnostic<()>) -> String {
         let file = SimpleFile::new(self.file.as_str(), self.text.as_str());
         let config = term::Config::default();
         let mut out = NoColor::new(Vec::new());
         for d in &self.items {
-            let mut cs = CsDiagnostic::error().with_message(format!("{}: {}", self.location(d), d.message));
+            let mut cs = severity().with_message(format!("{}: {}", self.location(d), d.message));
             if let Some(span) = &d.span {
                 let span = clamp(span.clone(), self.text.len());
                 cs = cs.with_labels(vec![Label::primary((), span).with_message(d.label.clone())]);
@@ -84,14 +101,7 @@ impl Diagnostics {
             // Writing into a Vec cannot fail.
             let _ = term::emit(&mut out, &config, &file, &cs);
         }
-        let count = self.items.len();
-        let mut text = String::from_utf8_lossy(&out.into_inner()).into_owned();
-        text.push_str(&format!(
-            "{count} error{} in {}\n",
-            if count == 1 { "" } else { "s" },
-            self.file
-        ));
-        text
+        String::from_utf8_lossy(&out.into_inner()).into_owned()
     }
 }
 

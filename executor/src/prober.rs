@@ -75,7 +75,7 @@ impl Prober {
         let mut keep = Vec::new();
         for c in &model.clusters {
             for p in c.pods.iter().filter(|p| !p.deleted) {
-                let id = format!("{}/{}", c.name, p.name);
+                let id = c.pod_id(p);
                 let Some(w) = st.processes.iter().find(|w| w.name == workload_name(&id)) else {
                     continue;
                 };

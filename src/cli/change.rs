@@ -203,6 +203,7 @@ fn compute(running: &Running, origin: &str, text: String) -> Result<(Source, Bun
         eprint!("{}", d.render());
         CliError::from("the change does not compile; nothing was changed")
     })?;
+    eprint!("{}", compiled.model.warnings);
     let (new_plan, new_bundle) = (compiled.plan.without(&running.skip), compiled.bundle);
     // The running plan comes from the stored generation, as the disk has it.
     let old_plan = plan_of(&running.bundle, &running.skip).map_err(failed)?;

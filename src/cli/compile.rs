@@ -73,6 +73,7 @@ pub fn compile(a: CompileArgs) -> Outcome {
 pub fn check(a: CheckArgs) -> Outcome {
     let (opts, source) = load_options_and_source(&a.target, a.topology.as_deref())?;
     let m = compiler::check(&source, &opts)?;
+    eprint!("{}", m.warnings);
     let hosts = m.hosts().count();
     let pods: usize = m.clusters.iter().map(|c| c.pods.len()).sum();
     let services: usize = m.clusters.iter().map(|c| c.services.len()).sum();
@@ -88,6 +89,7 @@ pub fn check(a: CheckArgs) -> Outcome {
 pub fn plan(a: PlanArgs) -> Outcome {
     let (opts, source) = load_options_and_source(&a.target, a.topology.as_deref())?;
     let compiled = compiler::compile_all(&source, &opts)?;
+    eprint!("{}", compiled.model.warnings);
     if a.json {
         print!(
             "{}",

@@ -8,12 +8,13 @@ pub fn parse(text: &str) -> Result<DocumentMut, String> {
         .map_err(|e| format!("the running topology does not parse: {e}"))
 }
 
-/// `C0/c10` -> (`C0`, `c10`).
-pub fn split_id(id: &str) -> Result<(&str, &str), String> {
-    match id.split_once('/') {
-        Some((c, n)) if !c.is_empty() && !n.is_empty() && !n.contains('/') => Ok((c, n)),
-        _ => Err(format!("`{id}`: name it CLUSTER/NAME, e.g. C0/c10")),
-    }
+/// `C0/c10` -> (`C0`, `default`, `c10`); `C0/prod/web` -> (`C0`, `prod`, `web`).
+pub fn split_id(id: &str) -> Result<(&str, &str, &str), String> {
+    knetsim_compiler::model::split_workload_id(id).ok_or_else(|| {
+        format!(
+            "`{id}`: name it CLUSTER/NAME (namespace default) or CLUSTER/NAMESPACE/NAME, e.g. C0/c10 or C0/prod/web"
+        )
+    })
 }
 
 pub fn cluster_mut<'a>(doc: &'a mut DocumentMut, name: &str) -> Result<&'a mut Table, String> {
@@ -80,8 +81,14 @@ impl List<'_> {
         .unwrap_or(false)
     }
 
-    pub fn position(&self, name: &str) -> Option<usize> {
-        (0..self.len()).find(|&i| self.str_field(i, "name").as_deref() == Some(name))
+    /// The element `name` of Kubernetes namespace `namespace` (no `namespace` field: `default`).
+    pub fn position(&self, namespace: &str, name: &str) -> Option<usize> {
+        (0..self.len()).find(|&i| self.str_field(i, "name").as_deref() == Some(name) && self.namespace(i) == namespace)
+    }
+
+    pub fn namespace(&self, i: usize) -> String {
+        self.str_field(i, "namespace")
+            .unwrap_or_else(|| knetsim_compiler::model::DEFAULT_NAMESPACE.to_string())
     }
 
     pub fn set_field(&mut self, i: usize, key: &str, value: Value) {
@@ -155,6 +162,23 @@ pub fn strings(t: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `app=web` -> (`app`, `web`), for `--label` and `--selector`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}`: write KEY=VALUE, e.g. app=web")),
+    }
+}
+
+/// `{ app = "web", tier = "front" }`.
+pub fn labels_table(labels: &[(String, String)]) -> InlineTable {
+    let mut t = InlineTable::new();
+    for (k, v) in labels {
+        t.insert(k, v.as_str().into());
+    }
+    t
+}
+
 pub fn string_array(items: &[String]) -> Value {
     let mut a = Array::new();
     for s in items {
@@ -163,13 +187,17 @@ pub fn string_array(items: &[String]) -> Value {
     Value::Array(a)
 }
 
-/// Removes `pod` from every service's `pods` in a cluster; returns the services changed.
-pub fn drop_endpoint(cluster: &mut Table, pod: &str) -> Vec<String> {
+/// Removes `pod` of `namespace` from the `pods` of every service of that namespace in a
+/// cluster; returns the services changed.
+pub fn drop_endpoint(cluster: &mut Table, namespace: &str, pod: &str) -> Vec<String> {
     let mut changed = Vec::new();
     let Some(mut services) = List::of(cluster, "services", false) else {
         return changed;
     };
     for i in 0..services.len() {
+        if services.namespace(i) != namespace {
+            continue;
+        }
         let pods: Vec<String> = match &services {
             List::Inline(a) => a.get(i).map(|v| strings(v, "pods")).unwrap_or_default(),
             List::Tables(t) => t
@@ -238,6 +266,8 @@ mod tests {
         let mut doc = parse(TEXT).unwrap();
         assert!(cluster_mut(&mut doc, "C9").unwrap_err().contains("clusters: C0"));
         assert!(split_id("c10").is_err());
-        assert_eq!(split_id("C0/c10").unwrap(), ("C0", "c10"));
+        assert_eq!(split_id("C0/c10").unwrap(), ("C0", "default", "c10"));
+        assert_eq!(split_id("C0/prod/web").unwrap(), ("C0", "prod", "web"));
+        assert!(split_id("C0/a/b/c").is_err());
     }
 }

@@ -11,14 +11,19 @@ fn url_host(url: &str) -> &str {
     authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
 }
 
-/// Removes the checks probing from or to `cluster`'s pod or service `name`
-/// (written `C0/c2`, or `c2.C0` in a URL); returns their names.
-pub fn drop_checks_naming(doc: &mut DocumentMut, cluster: &str, name: &str) -> Vec<String> {
+/// Removes the checks probing from or to `cluster`'s pod or service `name` of
+/// `namespace` (written `C0/c2` or `C0/prod/web`, or `c2.C0` / `web.prod.C0` in a
+/// URL); returns their names.
+pub fn drop_checks_naming(doc: &mut DocumentMut, cluster: &str, namespace: &str, name: &str) -> Vec<String> {
     let Some(checks) = doc.get_mut("checks").and_then(|c| c.as_array_of_tables_mut()) else {
         return Vec::new();
     };
-    let slash = format!("{cluster}/{name}");
-    let dotted = format!("{name}.{cluster}");
+    let slash = knetsim_compiler::model::workload_id(cluster, namespace, name);
+    let dotted = if namespace == knetsim_compiler::model::DEFAULT_NAMESPACE {
+        format!("{name}.{cluster}")
+    } else {
+        format!("{name}.{namespace}.{cluster}")
+    };
     let names_it = |t: &Table| {
         let field = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
         let ping = field("ping");
@@ -77,14 +82,14 @@ ping = "C0/c1"
     #[test]
     fn only_the_checks_naming_the_pod_go() {
         let mut doc: DocumentMut = TEXT.parse().unwrap();
-        let dropped = drop_checks_naming(&mut doc, "C0", "c2");
+        let dropped = drop_checks_naming(&mut doc, "C0", "default", "c2");
         assert_eq!(dropped, ["from c2", "to c2", "url of c2"]);
         let text = doc.to_string();
         assert!(text.contains("name = \"other\"   # kept\nfrom = \"C0/c22\""), "{text}");
         assert!(!text.contains("c2.C0") && !text.contains("\"C0/c2\""), "{text}");
-        assert_eq!(drop_checks_naming(&mut doc, "C0", "c1"), ["other"]);
+        assert_eq!(drop_checks_naming(&mut doc, "C0", "default", "c1"), ["other"]);
         assert!(!doc.to_string().contains("[[checks]]"), "{doc}");
-        assert!(drop_checks_naming(&mut doc, "C0", "c1").is_empty());
+        assert!(drop_checks_naming(&mut doc, "C0", "default", "c1").is_empty());
     }
 
     #[test]

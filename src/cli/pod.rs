@@ -6,6 +6,7 @@ use super::edit::{self, List};
 use super::host_local;
 use super::Target;
 use knetsim_compiler::artifacts::paths::{self, INVENTORY};
+use knetsim_compiler::model::DEFAULT_NAMESPACE;
 use toml_edit::{InlineTable, Value};
 
 #[derive(clap::Args)]
@@ -24,11 +25,14 @@ enum PodCommand {
 
 #[derive(clap::Args)]
 struct AddArgs {
-    /// CLUSTER/POD, e.g. C0/c10.
+    /// CLUSTER/POD (namespace default) or CLUSTER/NAMESPACE/POD, e.g. C0/c10, C0/prod/web.
     pod: String,
     /// Local worker name, e.g. w1.
     #[arg(long)]
     worker: String,
+    /// A label KEY=VALUE (repeatable), e.g. --label app=web.
+    #[arg(long, value_parser = edit::parse_label)]
+    label: Vec<(String, String)>,
     /// A port the workload listens on (readiness is a TCP connect to the first).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Vec<u16>,
@@ -44,7 +48,7 @@ struct AddArgs {
 
 #[derive(clap::Args)]
 struct RmArgs {
-    /// CLUSTER/POD, e.g. C0/c2.
+    /// CLUSTER/POD or CLUSTER/NAMESPACE/POD, e.g. C0/c2.
     pod: String,
     /// Leave the pod's endpoint in the services' rules (stale, as in the deck's chapter 3:
     /// some connections to the VIP then fail). The pod is kept in the topology as `deleted = true`.
@@ -65,22 +69,29 @@ pub fn pod(a: PodArgs) -> super::error::Outcome {
 }
 
 fn add(running: &Running, a: &AddArgs) -> Result<String, String> {
-    let (cluster, name) = edit::split_id(&a.pod)?;
+    let (cluster, ns, name) = edit::split_id(&a.pod)?;
+    let id = &a.pod;
     let mut doc = edit::parse(&running.text)?;
     let c = edit::cluster_mut(&mut doc, cluster)?;
     let mut pods = List::of(c, "pods", true).ok_or("`pods` of the cluster is not a list")?;
-    if let Some(i) = pods.position(name) {
+    if let Some(i) = pods.position(ns, name) {
         return Err(if pods.bool_field(i, "deleted") {
             format!(
-                "pod {cluster}/{name} was deleted with --keep-endpoints and its stale endpoint remains: \
-                 `knetsim pod rm {cluster}/{name}` first"
+                "pod {id} was deleted with --keep-endpoints and its stale endpoint remains: \
+                 `knetsim pod rm {id}` first"
             )
         } else {
-            format!("pod {cluster}/{name} already exists")
+            format!("pod {id} already exists")
         });
     }
     let mut t = InlineTable::new();
     t.insert("name", name.into());
+    if ns != DEFAULT_NAMESPACE {
+        t.insert("namespace", ns.into());
+    }
+    if !a.label.is_empty() {
+        t.insert("labels", Value::InlineTable(edit::labels_table(&a.label)));
+    }
     t.insert("worker", a.worker.as_str().into());
     if !a.command.is_empty() {
         t.insert("command", edit::string_array(&a.command));
@@ -124,7 +135,7 @@ fn host_local_next(running: &Running, cluster: &str, worker: &str) -> Option<std
     )
 }
 
-/// Addresses of the running pods of a cluster: name -> (global worker, ip).
+/// Addresses of the running pods of a cluster: (namespace/name, global worker, ip).
 fn running_addresses(running: &Running, cluster: &str) -> Vec<(String, String, String)> {
     let inv: serde_json::Value = running
         .bundle
@@ -139,23 +150,23 @@ fn running_addresses(running: &Running, cluster: &str) -> Vec<(String, String, S
         .flat_map(|c| c["pods"].as_array().cloned().unwrap_or_default())
         .map(|p| {
             let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
-            (s("name"), s("worker"), s("ip"))
+            let ns = p["namespace"].as_str().unwrap_or(DEFAULT_NAMESPACE);
+            (format!("{ns}/{}", s("name")), s("worker"), s("ip"))
         })
         .collect()
 }
 
 fn rm(running: &Running, a: &RmArgs) -> Result<String, String> {
-    let (cluster, name) = edit::split_id(&a.pod)?;
+    let (cluster, ns, name) = edit::split_id(&a.pod)?;
+    let id = &a.pod;
     let addresses = running_addresses(running, cluster);
     let mut doc = edit::parse(&running.text)?;
     let c = edit::cluster_mut(&mut doc, cluster)?;
     let mut pods = List::of(c, "pods", false).ok_or_else(|| format!("cluster {cluster} has no pods"))?;
-    let i = pods.position(name).ok_or_else(|| format!("no pod {cluster}/{name}"))?;
+    let i = pods.position(ns, name).ok_or_else(|| format!("no pod {id}"))?;
     if a.keep_endpoints {
         if pods.bool_field(i, "deleted") {
-            return Err(format!(
-                "pod {cluster}/{name} is already deleted (its endpoint is stale)"
-            ));
+            return Err(format!("pod {id} is already deleted (its endpoint is stale)"));
         }
         pods.set_field(i, "deleted", Value::from(true));
         return Ok(doc.to_string());
@@ -167,13 +178,14 @@ fn rm(running: &Running, a: &RmArgs) -> Result<String, String> {
             continue;
         }
         let Some(pod) = pods.str_field(j, "name") else { continue };
+        let pod = format!("{}/{pod}", pods.namespace(j));
         if let Some((_, _, ip)) = addresses.iter().find(|(n, _, _)| *n == pod) {
             pods.set_field(j, "ip", Value::from(ip.as_str()));
         }
     }
     pods.remove(i);
-    edit::drop_endpoint(c, name);
-    let dropped = super::edit_checks::drop_checks_naming(&mut doc, cluster, name);
+    edit::drop_endpoint(c, ns, name);
+    let dropped = super::edit_checks::drop_checks_naming(&mut doc, cluster, ns, name);
     super::edit_checks::report_dropped(&dropped, &a.pod);
     Ok(doc.to_string())
 }

@@ -22,14 +22,22 @@ enum SvcCommand {
 
 #[derive(clap::Args)]
 struct AddArgs {
-    /// CLUSTER/SERVICE, e.g. C0/web.
+    /// CLUSTER/SERVICE or CLUSTER/NAMESPACE/SERVICE, e.g. C0/web.
     service: String,
     /// The VIP (default: the next free one of the cluster's service CIDR).
     #[arg(long)]
     vip: Option<String>,
-    /// Backend pods, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Backend pods of the service's namespace, comma-separated ...
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "selector",
+        conflicts_with = "selector"
+    )]
     pods: Vec<String>,
+    /// ... or a label selector KEY=VALUE (repeatable), as a Kubernetes Service's.
+    #[arg(long, value_parser = edit::parse_label)]
+    selector: Vec<(String, String)>,
     /// Service ports (default: IP-wide, pingable).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Vec<u16>,
@@ -42,7 +50,7 @@ struct AddArgs {
 
 #[derive(clap::Args)]
 struct RmArgs {
-    /// CLUSTER/SERVICE.
+    /// CLUSTER/SERVICE or CLUSTER/NAMESPACE/SERVICE.
     service: String,
     #[command(flatten)]
     target: Target,
@@ -59,19 +67,26 @@ pub fn svc(a: SvcArgs) -> super::error::Outcome {
 }
 
 fn add(running: &Running, a: &AddArgs) -> Result<String, String> {
-    let (cluster, name) = edit::split_id(&a.service)?;
+    let (cluster, ns, name) = edit::split_id(&a.service)?;
     let mut doc = edit::parse(&running.text)?;
     let c = edit::cluster_mut(&mut doc, cluster)?;
     let mut services = List::of(c, "services", true).ok_or("`services` of the cluster is not a list")?;
-    if services.position(name).is_some() {
-        return Err(format!("service {cluster}/{name} already exists"));
+    if services.position(ns, name).is_some() {
+        return Err(format!("service {} already exists", a.service));
     }
     let mut t = InlineTable::new();
     t.insert("name", name.into());
+    if ns != knetsim_compiler::model::DEFAULT_NAMESPACE {
+        t.insert("namespace", ns.into());
+    }
     if let Some(vip) = &a.vip {
         t.insert("vip", vip.as_str().into());
     }
-    t.insert("pods", edit::string_array(&a.pods));
+    if a.selector.is_empty() {
+        t.insert("pods", edit::string_array(&a.pods));
+    } else {
+        t.insert("selector", Value::InlineTable(edit::labels_table(&a.selector)));
+    }
     if !a.port.is_empty() {
         let mut ports = Array::new();
         for p in &a.port {
@@ -84,15 +99,15 @@ fn add(running: &Running, a: &AddArgs) -> Result<String, String> {
 }
 
 fn rm(running: &Running, a: &RmArgs) -> Result<String, String> {
-    let (cluster, name) = edit::split_id(&a.service)?;
+    let (cluster, ns, name) = edit::split_id(&a.service)?;
     let mut doc = edit::parse(&running.text)?;
     let c = edit::cluster_mut(&mut doc, cluster)?;
     let mut services = List::of(c, "services", false).ok_or_else(|| format!("cluster {cluster} has no services"))?;
     let i = services
-        .position(name)
-        .ok_or_else(|| format!("no service {cluster}/{name}"))?;
+        .position(ns, name)
+        .ok_or_else(|| format!("no service {}", a.service))?;
     services.remove(i);
-    let dropped = super::edit_checks::drop_checks_naming(&mut doc, cluster, name);
+    let dropped = super::edit_checks::drop_checks_naming(&mut doc, cluster, ns, name);
     super::edit_checks::report_dropped(&dropped, &a.service);
     Ok(doc.to_string())
 }

@@ -300,6 +300,7 @@ pub fn up(a: UpArgs) -> Outcome {
     let t0 = Instant::now();
     let (opts, source) = load_options_and_source(&a.target, a.topology.as_deref())?;
     let Compiled { model, plan, bundle } = compiler::compile_all(&source, &opts)?;
+    eprint!("{}", model.warnings);
     let plan: Plan = plan.without(&a.skip);
     let name = opts.name.clone();
     let state_dir = opts.state_dir.clone();

@@ -94,7 +94,8 @@ pub mod runtime {
     pub fn router_ca(n: &Naming) -> String {
         n.state("skupper/certs")
     }
-    pub fn pod_log(n: &Naming, cluster: &Cluster, pod: &str) -> String {
-        n.state(&format!("pods/{}/{pod}.log", cluster.name))
+    /// `pods/C0/c1.log`; `pods/C0/prod/web.log` for a pod of another namespace.
+    pub fn pod_log(n: &Naming, cluster: &Cluster, pod: &crate::model::Pod) -> String {
+        n.state(&format!("pods/{}.log", cluster.pod_id(pod)))
     }
 }

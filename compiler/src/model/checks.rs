@@ -163,7 +163,7 @@ impl Resolver<'_> {
     fn node_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.hosts().map(|h| h.name.clone()).collect();
         for c in &self.model.clusters {
-            names.extend(c.pods.iter().map(|p| format!("{}/{}", c.name, p.name)));
+            names.extend(c.pods.iter().map(|p| c.pod_id(p)));
         }
         names
     }
@@ -201,11 +201,15 @@ impl Resolver<'_> {
     /// `from`: a host's or a pod's namespace, and its own address (for `localhost`).
     fn node(&self, report: &mut Report, from: &Spanned<String>) -> Option<(String, Ipv4Addr)> {
         let name = from.get_ref();
-        if let Some((cluster, pod)) = name.split_once('/') {
+        if name.contains('/') {
+            let Some((cluster, ns, pod)) = super::split_workload_id(name) else {
+                self.unknown(report, from, name, "node", &self.node_names());
+                return None;
+            };
             let c = self.cluster(report, from, cluster)?;
             // A deleted pod (`pod rm --keep-endpoints`) still resolves: its check fails
             // when run, which is what the deck's exercise wants to show.
-            return match c.pods.iter().find(|p| p.name == pod) {
+            return match c.pod(ns, pod) {
                 Some(p) => Some((p.netns.clone(), p.ip)),
                 None => {
                     self.unknown(report, from, name, "node", &self.node_names());
@@ -241,34 +245,38 @@ impl Resolver<'_> {
             );
             return None;
         }
-        let scoped = name
-            .split_once('/')
-            .or_else(|| name.rsplit_once('.').map(|(n, c)| (c, n)));
-        if let Some((cluster, local)) = scoped {
+        // `C0/c1`, `C0/prod/web`, `c1.C0`, `web.prod.C0`.
+        let scoped = if name.contains('/') {
+            super::split_workload_id(name)
+        } else {
+            name.rsplit_once('.').map(|(rest, c)| match rest.split_once('.') {
+                Some((n, ns)) => (c, ns, n),
+                None => (c, super::DEFAULT_NAMESPACE, rest),
+            })
+        };
+        if let Some((cluster, ns, local)) = scoped {
             let c = self.cluster(report, value, cluster)?;
             // A deleted pod keeps its address (its endpoints are stale): pinging it fails.
-            if let Some(p) = c.pods.iter().find(|p| p.name == local) {
+            if let Some(p) = c.pod(ns, local) {
                 return Some(Target {
                     address: p.ip,
                     workload: true,
                 });
             }
-            if let Some(s) = c.services.iter().find(|s| s.name == local) {
+            if let Some(s) = c.service(ns, local) {
                 return Some(Target {
                     address: s.vip,
                     workload: true,
                 });
             }
             // Known names in the form this one is written in, so that a typo finds its match.
-            let qualified = |n: &str| {
-                if name.contains('/') {
-                    format!("{cluster}/{n}")
-                } else {
-                    format!("{n}.{cluster}")
-                }
+            let qualified = |ns: &str, n: &str| match (name.contains('/'), ns == super::DEFAULT_NAMESPACE) {
+                (true, _) => super::workload_id(cluster, ns, n),
+                (false, true) => format!("{n}.{cluster}"),
+                (false, false) => format!("{n}.{ns}.{cluster}"),
             };
-            let known: Vec<String> = (c.pods.iter().map(|p| qualified(&p.name)))
-                .chain(c.services.iter().map(|s| qualified(&s.name)))
+            let known: Vec<String> = (c.pods.iter().map(|p| qualified(&p.namespace, &p.name)))
+                .chain(c.services.iter().map(|s| qualified(&s.namespace, &s.name)))
                 .collect();
             self.unknown(report, value, name, "pod or service", &known);
             return None;

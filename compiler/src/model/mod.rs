@@ -30,6 +30,9 @@ pub struct Model {
     /// The topology's `[[checks]]`, resolved; written as `checks.json`, not in the inventory.
     #[serde(skip)]
     pub checks: Vec<Check>,
+    /// Rendered warnings of the build (legal input that is likely a mistake), for the CLI to print.
+    #[serde(skip)]
+    pub warnings: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,12 +87,113 @@ pub struct Cluster {
     pub workers: Vec<Worker>,
     pub flannel: Flannel,
     pub service_cidr: Ipv4Network,
+    /// Declared namespaces (`default` and `kube-system` always exist besides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<Namespace>,
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
 }
 
+/// The namespace every unqualified pod and service is in.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The namespace that always exists besides `default` (the cluster DNS runs there).
+pub const SYSTEM_NAMESPACE: &str = "kube-system";
+/// The label Kubernetes puts on every namespace (since 1.21), holding its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Namespace {
+    pub name: String,
+    /// As declared; [`Cluster::namespace_labels`] adds Kubernetes' own.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+/// How a pod or service of `namespace` is named across the emulation: `C0/c1` in
+/// `default` (the seed's form), `C0/prod/web` in any other namespace.
+pub fn workload_id(cluster: &str, namespace: &str, name: &str) -> String {
+    if namespace == DEFAULT_NAMESPACE {
+        format!("{cluster}/{name}")
+    } else {
+        format!("{cluster}/{namespace}/{name}")
+    }
+}
+
+/// `C0/c1` -> (`C0`, `default`, `c1`); `C0/prod/web` -> (`C0`, `prod`, `web`).
+pub fn split_workload_id(id: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = id.split('/');
+    let (a, b, c) = (parts.next()?, parts.next()?, parts.next());
+    if parts.next().is_some() || a.is_empty() || b.is_empty() {
+        return None;
+    }
+    match c {
+        None => Some((a, DEFAULT_NAMESPACE, b)),
+        Some(c) if !c.is_empty() => Some((a, b, c)),
+        Some(_) => None,
+    }
+}
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_string()
+}
+
+fn is_default_namespace(ns: &str) -> bool {
+    ns == DEFAULT_NAMESPACE
+}
+
 impl Cluster {
+    /// Whether `name` exists: declared, or `default` / `kube-system`.
+    pub fn has_namespace(&self, name: &str) -> bool {
+        name == DEFAULT_NAMESPACE || name == SYSTEM_NAMESPACE || self.namespaces.iter().any(|n| n.name == name)
+    }
+
+    /// A namespace's labels as Kubernetes has them: the declared ones plus
+    /// `kubernetes.io/metadata.name`.
+    pub fn namespace_labels(&self, name: &str) -> Labels {
+        let mut labels = self
+            .namespaces
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.to_string());
+        labels
+    }
+
+    /// Every namespace name: `default`, `kube-system`, then the declared ones.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut out = vec![DEFAULT_NAMESPACE.to_string(), SYSTEM_NAMESPACE.to_string()];
+        for n in &self.namespaces {
+            if !out.contains(&n.name) {
+                out.push(n.name.clone());
+            }
+        }
+        out
+    }
+
+    /// A pod's emulation-wide name (`C0/c1`, `C0/prod/web`).
+    pub fn pod_id(&self, pod: &Pod) -> String {
+        workload_id(&self.name, &pod.namespace, &pod.name)
+    }
+
+    pub fn service_id(&self, service: &Service) -> String {
+        workload_id(&self.name, &service.namespace, &service.name)
+    }
+
+    /// The pod `name` of `namespace`.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.pods.iter().find(|p| p.name == name && p.namespace == namespace)
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.name == name && s.namespace == namespace)
+    }
+
     pub fn worker(&self, local: &str) -> Option<&Worker> {
         self.workers.iter().find(|w| w.host.local == local)
     }
@@ -149,6 +253,10 @@ impl Flannel {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pod {
     pub name: String,
+    #[serde(default = "default_namespace", skip_serializing_if = "is_default_namespace")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
     /// Global name of the worker host.
     pub worker: String,
     pub netns: String,
@@ -157,6 +265,9 @@ pub struct Pod {
     pub container_id: String,
     pub command: Option<Vec<String>>,
     pub ports: Vec<u16>,
+    /// The container ports that have a name (NetworkPolicy's named ports, SRV records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_ports: Vec<NamedPort>,
     /// Deleted, its endpoints kept (nothing is created for it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
@@ -164,6 +275,14 @@ pub struct Pod {
     pub restart_policy: RestartPolicy,
     #[serde(default, skip_serializing_if = "Probes::is_empty")]
     pub probes: Probes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPort {
+    pub name: String,
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
 }
 
 /// A pod's Kubernetes probes, run by the supervisor against its workload.
@@ -224,6 +343,11 @@ impl RestartPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
+    #[serde(default = "default_namespace", skip_serializing_if = "is_default_namespace")]
+    pub namespace: String,
+    /// The label selector its endpoints come from (empty: a list of pods).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub selector: Labels,
     pub vip: Ipv4Addr,
     pub endpoints: Vec<Endpoint>,
     /// Empty = IP-wide DNAT.
@@ -232,6 +356,7 @@ pub struct Service {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Endpoint {
+    /// The pod's name, in the service's namespace.
     pub pod: String,
     pub ip: Ipv4Addr,
     /// Whether the pod is ready (a live fact: [`crate::CompileOptions::not_ready`]).
@@ -320,7 +445,7 @@ impl Model {
         for c in &mut self.clusters {
             for s in &mut c.services {
                 for e in &mut s.endpoints {
-                    e.ready = !not_ready.contains(&format!("{}/{}", c.name, e.pod));
+                    e.ready = !not_ready.contains(&workload_id(&c.name, &s.namespace, &e.pod));
                 }
             }
         }

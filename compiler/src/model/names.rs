@@ -24,9 +24,14 @@ impl Naming {
         format!("{}{host}", self.prefix)
     }
 
-    /// The seed names pod namespaces `k<cluster>_<pod>`.
-    pub fn pod_netns(&self, cluster_index: usize, pod: &str) -> String {
-        format!("{}k{cluster_index}_{pod}", self.prefix)
+    /// The seed names pod namespaces `k<cluster>_<pod>`; a pod of another Kubernetes
+    /// namespace than `default` is `k<cluster>_<namespace>.<pod>` (names have no '.').
+    pub fn pod_netns(&self, cluster_index: usize, namespace: &str, pod: &str) -> String {
+        if namespace == super::DEFAULT_NAMESPACE {
+            format!("{}k{cluster_index}_{pod}", self.prefix)
+        } else {
+            format!("{}k{cluster_index}_{namespace}.{pod}", self.prefix)
+        }
     }
 
     pub fn switch_netns(&self) -> String {

@@ -14,6 +14,8 @@ use std::ops::Range;
 #[derive(Default)]
 pub struct Report {
     pub items: Vec<Diagnostic>,
+    /// Legal but likely unintended (kubectl would warn); shown, never fatal.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Report {
@@ -27,6 +29,14 @@ impl Report {
             d = d.hint(hint);
         }
         self.items.push(d);
+    }
+
+    pub fn warning(&mut self, span: Range<usize>, message: impl Into<String>, label: &str, hint: &str) {
+        let mut d = Diagnostic::at(span, message).label(label);
+        if !hint.is_empty() {
+            d = d.hint(hint);
+        }
+        self.warnings.push(d);
     }
 
     /// Parses an IPv4 CIDR written as a string, reporting a bad one.

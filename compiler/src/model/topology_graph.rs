@@ -121,9 +121,9 @@ impl TopologyGraph {
             for p in &c.pods {
                 let i = add!(
                     &mut g,
-                    format!("{}/{}", c.name, p.name),
+                    c.pod_id(p),
                     Node {
-                        name: format!("{}/{}", c.name, p.name),
+                        name: c.pod_id(p),
                         cluster: Some(c.name.clone()),
                         kind: NodeKind::Pod { ip: p.ip }
                     }
@@ -131,18 +131,25 @@ impl TopologyGraph {
                 g.add_edge(i, index[&p.worker], EdgeKind::Placement);
             }
             for s in &c.services {
-                let key = format!("{}/svc/{}", c.name, s.name);
+                let key = format!("svc:{}", c.service_id(s));
                 let i = add!(
                     &mut g,
                     key,
                     Node {
-                        name: s.name.clone(),
+                        name: match s.namespace.as_str() {
+                            super::DEFAULT_NAMESPACE => s.name.clone(),
+                            ns => format!("{ns}/{}", s.name),
+                        },
                         cluster: Some(c.name.clone()),
                         kind: NodeKind::Service { vip: s.vip }
                     }
                 );
                 for e in &s.endpoints {
-                    g.add_edge(i, index[&format!("{}/{}", c.name, e.pod)], EdgeKind::Backend);
+                    g.add_edge(
+                        i,
+                        index[&super::workload_id(&c.name, &s.namespace, &e.pod)],
+                        EdgeKind::Backend,
+                    );
                 }
             }
             for ing in &c.ingresses {
@@ -157,7 +164,14 @@ impl TopologyGraph {
                 );
                 g.add_edge(i, index[&ing.worker], EdgeKind::Placement);
                 for r in &ing.routes {
-                    g.add_edge(i, index[&format!("{}/svc/{}", c.name, r.service)], EdgeKind::Route);
+                    g.add_edge(
+                        i,
+                        index[&format!(
+                            "svc:{}",
+                            super::workload_id(&c.name, super::DEFAULT_NAMESPACE, &r.service)
+                        )],
+                        EdgeKind::Route,
+                    );
                 }
             }
         }

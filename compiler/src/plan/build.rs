@@ -246,7 +246,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
             // One CNI ADD at a time per worker (as a kubelet would); workers run in parallel.
             after.extend(previous_add.take());
             let add = s.add(
-                format!("cni-add:{}/{}", c.name, p.name),
+                format!("cni-add:{}", c.pod_id(p)),
                 after,
                 Op::CniAdd(CniAdd {
                     worker_netns: w.host.netns.clone(),
@@ -268,14 +268,14 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                     None => Probe::Alive,
                 };
                 s.add(
-                    format!("workload:{}/{}", c.name, p.name),
+                    format!("workload:{}", c.pod_id(p)),
                     vec![add],
                     Op::StartProcess(StartProcess {
-                        name: workload_name(&format!("{}/{}", c.name, p.name)),
+                        name: workload_name(&c.pod_id(p)),
                         netns: p.netns.clone(),
                         argv: argv.clone(),
                         builtin: None,
-                        log: runtime::pod_log(n, c, &p.name),
+                        log: runtime::pod_log(n, c, p),
                         outputs: vec![],
                         restart: p.restart_policy,
                         ready,
@@ -395,8 +395,8 @@ fn flanneld_argv(c: &Cluster, w: &crate::model::Worker, endpoints: &[String], su
 fn live_endpoints<'a>(c: &'a Cluster, svc: &'a crate::model::Service) -> impl Iterator<Item = String> + 'a {
     svc.endpoints
         .iter()
-        .filter(|e| c.pods.iter().any(|p| p.name == e.pod && !p.deleted))
-        .map(|e| format!("cni-add:{}/{}", c.name, e.pod))
+        .filter(|e| c.pod(&svc.namespace, &e.pod).is_some_and(|p| !p.deleted))
+        .map(|e| format!("cni-add:{}", crate::model::workload_id(&c.name, &svc.namespace, &e.pod)))
 }
 
 fn routers(model: &Model, n: &Naming, s: &mut Steps) {
@@ -445,7 +445,7 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
         if let Some(c) = model.cluster(&r.cluster) {
             for t in &r.tcp_connectors {
                 if let Some(p) = c.pods.iter().find(|p| p.ip == t.host && !p.deleted) {
-                    after.push(format!("cni-add:{}/{}", c.name, p.name));
+                    after.push(format!("cni-add:{}", c.pod_id(p)));
                 } else if let Some(svc) = c.services.iter().find(|s| s.vip == t.host) {
                     // A service target is reached through the worker's kube-proxy rules.
                     after.push(format!("route:{}:services", r.worker));

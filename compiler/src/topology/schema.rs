@@ -58,6 +58,9 @@ pub struct ClusterSpec {
     pub flannel: FlannelSpec,
     /// Service VIPs are taken from here (default 100.64.0.0/16).
     pub service_cidr: Option<Spanned<String>>,
+    /// Kubernetes namespaces besides `default` and `kube-system` (which always exist).
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceSpec>,
     #[serde(default)]
     pub pods: Vec<PodSpec>,
     #[serde(default)]
@@ -82,16 +85,32 @@ pub struct FlannelSpec {
     pub ip_masq: Option<Spanned<bool>>,
 }
 
+/// A Kubernetes namespace and its labels (what a NetworkPolicy's namespaceSelector sees).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub labels: Option<Spanned<Labels>>,
+}
+
+/// Kubernetes labels (or a Service's selector): key = value.
+pub type Labels = std::collections::BTreeMap<Spanned<String>, Spanned<String>>;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodSpec {
     pub name: Spanned<String>,
+    /// The pod's Kubernetes namespace (default `default`).
+    pub namespace: Option<Spanned<String>>,
+    pub labels: Option<Spanned<Labels>>,
     pub worker: Spanned<String>,
     /// argv of the pod's workload; no shell is involved.
     pub command: Option<Spanned<Vec<String>>>,
-    /// Ports the workload listens on inside the pod (documentation and clash checks).
+    /// Ports the workload listens on inside the pod: `80` or
+    /// `{ port = 80, name = "http", protocol = "TCP" }` (a container port).
     #[serde(default)]
-    pub ports: Vec<Spanned<u16>>,
+    pub ports: Vec<Spanned<ContainerPortSpec>>,
     /// A fixed address in the worker's pod subnet (`knetsim pod rm` pins the pods
     /// after a removed one so that they keep theirs). Default: the next free one.
     pub ip: Option<Spanned<String>>,
@@ -146,9 +165,14 @@ pub struct ExecSpec {
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: Spanned<String>,
+    /// The service's Kubernetes namespace (default `default`); its backends are pods of it.
+    pub namespace: Option<Spanned<String>>,
     /// Given, or allocated from the cluster's service CIDR.
     pub vip: Option<Spanned<String>>,
-    pub pods: Spanned<Vec<Spanned<String>>>,
+    /// The backends by name ...
+    pub pods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// ... or by labels, as a Kubernetes Service's `selector`.
+    pub selector: Option<Spanned<Labels>>,
     /// No ports = IP-wide DNAT (the seed's form); ports = kube-proxy style per-port rules.
     #[serde(default)]
     pub ports: Vec<Spanned<PortSpec>>,
@@ -164,6 +188,56 @@ pub enum PortSpec {
         /// Spanned so an unsupported protocol is pointed at precisely.
         protocol: Option<Spanned<String>>,
     },
+}
+
+/// A pod's container port: `80` or `{ port = 80, name = "http", protocol = "TCP" }`.
+#[derive(Debug, Clone)]
+pub struct ContainerPortSpec {
+    pub port: u16,
+    /// A named port (an IANA_SVC_NAME), for NetworkPolicy and SRV records.
+    pub name: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullContainerPort {
+    port: u16,
+    name: Option<Spanned<String>>,
+    protocol: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for ContainerPortSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContainerPortVisitor;
+        impl<'de> Visitor<'de> for ContainerPortVisitor {
+            type Value = ContainerPortSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number (e.g. 80) or a table like { port = 80, name = \"http\" }")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ContainerPortSpec, E> {
+                u16::try_from(v)
+                    .map(|port| ContainerPortSpec {
+                        port,
+                        name: None,
+                        protocol: None,
+                    })
+                    .map_err(|_| E::custom(format!("port {v} is out of range 0..=65535")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ContainerPortSpec, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ContainerPortSpec, A::Error> {
+                let full = FullContainerPort::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ContainerPortSpec {
+                    port: full.port,
+                    name: full.name,
+                    protocol: full.protocol,
+                })
+            }
+        }
+        deserializer.deserialize_any(ContainerPortVisitor)
+    }
 }
 
 /// The table form of a service port; its own type so unknown keys are rejected

@@ -91,14 +91,14 @@ impl Inventory {
             );
             // A deleted pod (`pod rm --keep-endpoints`) only lives on as a stale endpoint.
             inv.pods.extend(c.pods.iter().filter(|p| !p.deleted).map(|p| PodInfo {
-                id: format!("{}/{}", c.name, p.name),
+                id: c.pod_id(p),
                 worker: p.worker.clone(),
                 netns: p.netns.clone(),
                 ip: p.ip.to_string(),
             }));
             inv.services.extend(c.services.iter().map(|s| {
                 ServiceInfo {
-                    id: format!("{}/{}", c.name, s.name),
+                    id: c.service_id(s),
                     vip: s.vip.to_string(),
                     ports: s.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect(),
                     endpoints: s

@@ -30,7 +30,7 @@ pub fn live_facts(st: &State, model: &Model) -> LiveFacts {
             for (netns, ips) in cni_results(&results) {
                 let pod = c.pods.iter().find(|p| !p.deleted && p.netns == netns);
                 if let Some(p) = pod.filter(|p| netns_present(&p.netns)) {
-                    facts.pod_ips.insert(format!("{}/{}", c.name, p.name), ips);
+                    facts.pod_ips.insert(c.pod_id(p), ips);
                 }
             }
             if let Some(subnet) = read_subnet(Path::new(&runtime::subnet_env(&naming, w))) {

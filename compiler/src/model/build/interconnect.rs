@@ -178,19 +178,22 @@ impl Builder<'_> {
                 continue;
             };
             let target = match (&e.pod, &e.service) {
-                (Some(p), None) => match c.pods.iter().find(|x| &x.name == p.get_ref()) {
+                // `name` (of `default`) or `namespace/name`.
+                (Some(p), None) => match c.pod(ns_of(p.get_ref()).0, ns_of(p.get_ref()).1) {
                     Some(pod) => pod.ip,
                     // Declared but not placed (its worker is unknown): already reported.
                     None if cspec.pods.iter().any(|x| x.name.get_ref() == p.get_ref()) => continue,
                     None => {
-                        self.unknown(p, "pod", &c.name, c.pods.iter().map(|p| p.name.as_str()));
+                        let known: Vec<String> = c.pods.iter().map(|p| qualified(&p.namespace, &p.name)).collect();
+                        self.unknown(p, "pod", &c.name, known.iter().map(String::as_str));
                         continue;
                     }
                 },
-                (None, Some(s)) => match c.services.iter().find(|x| &x.name == s.get_ref()) {
+                (None, Some(s)) => match c.service(ns_of(s.get_ref()).0, ns_of(s.get_ref()).1) {
                     Some(svc) => svc.vip,
                     None => {
-                        self.unknown(s, "service", &c.name, c.services.iter().map(|s| s.name.as_str()));
+                        let known: Vec<String> = c.services.iter().map(|s| qualified(&s.namespace, &s.name)).collect();
+                        self.unknown(s, "service", &c.name, known.iter().map(String::as_str));
                         continue;
                     }
                 },
@@ -304,4 +307,18 @@ fn router_reachability(routers: &[Router], start: &str) -> HashSet<String> {
         }
     }
     seen
+}
+
+/// `web` -> (`default`, `web`); `prod/web` -> (`prod`, `web`).
+fn ns_of(name: &str) -> (&str, &str) {
+    name.split_once('/').unwrap_or((DEFAULT_NAMESPACE, name))
+}
+
+/// The inverse of [`ns_of`], for hints.
+fn qualified(namespace: &str, name: &str) -> String {
+    if namespace == DEFAULT_NAMESPACE {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
 }

@@ -16,6 +16,7 @@ use std::ops::Range;
 mod flannel;
 mod impairments;
 mod interconnect;
+mod namespaces;
 #[cfg(test)]
 mod tests;
 mod workloads;
@@ -41,8 +42,13 @@ pub fn build(source: &Source, topo: &spec::TopologySpec, opts: &CompileOptions) 
         unusable_clusters: HashSet::new(),
         ports: PortTable::default(),
     };
-    let model = b.model(topo);
+    let mut model = b.model(topo);
     if b.report.items.is_empty() {
+        if !b.report.warnings.is_empty() {
+            let mut warnings = std::mem::take(&mut b.report.warnings);
+            warnings.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
+            model.warnings = source.diagnostics(warnings).render_warnings();
+        }
         let graph_problems = topology_graph::check(&model);
         if graph_problems.is_empty() {
             return Ok(model);
@@ -238,6 +244,7 @@ impl<'a> Builder<'a> {
             clusters: declared.into_iter().map(|d| d.cluster).collect(),
             routers,
             checks: Vec::new(),
+            warnings: String::new(),
         };
         model.checks = checks::resolve(
             &topo.checks,
@@ -560,10 +567,12 @@ impl<'a> Builder<'a> {
             workers,
             flannel,
             service_cidr,
+            namespaces: Vec::new(),
             pods: Vec::new(),
             services: Vec::new(),
             ingresses: Vec::new(),
         };
+        self.namespaces(cs, &mut cluster);
         self.pods(cs, &mut cluster);
         self.services(cs, &mut cluster, cidr_ok);
         self.ingresses(cs, &mut cluster);

@@ -3,9 +3,32 @@
 
 use super::*;
 
+/// The CNI container id of a pod: `C0-c1` in `default` (the seed's), `C0-prod.web` else
+/// (names have no '.', so the two forms never meet).
+fn container_id(cluster: &str, namespace: &str, pod: &str) -> String {
+    if namespace == DEFAULT_NAMESPACE {
+        format!("{cluster}-{pod}")
+    } else {
+        format!("{cluster}-{namespace}.{pod}")
+    }
+}
+
+/// Kubernetes' IANA_SVC_NAME: 1-15 characters of `[a-z0-9-]`, at least one letter,
+/// no leading, trailing or doubled '-'.
+pub(super) fn is_port_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars().any(|c| c.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
 impl Builder<'_> {
     pub(super) fn pods(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
-        let mut names = Unique::within("pod", format!("cluster `{}`", cluster.name));
+        // Pod names are unique per namespace, as in Kubernetes.
+        let mut names: HashMap<String, Unique> = HashMap::new();
         let mut per_worker: HashMap<String, usize> = HashMap::new();
         // Pinned addresses first: the others skip them.
         let mut pinned: HashMap<usize, Ipv4Addr> = HashMap::new();
@@ -66,23 +89,22 @@ impl Builder<'_> {
             // An invalid name is reported but the pod is kept, so references to it
             // do not fail as well.
             self.report.identifier(&p.name, "pod name", 40);
-            if !names.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text) {
+            let ns = p.namespace.as_ref().map_or(DEFAULT_NAMESPACE, |n| n.get_ref().as_str());
+            let unique = names.entry(ns.to_string()).or_insert_with(|| {
+                let scope = if ns == DEFAULT_NAMESPACE {
+                    format!("cluster `{}`", cluster.name)
+                } else {
+                    format!("namespace `{ns}` of cluster `{}`", cluster.name)
+                };
+                Unique::within("pod", scope)
+            });
+            if !unique.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text) {
                 continue;
             }
             // Checked before the worker, so a pod on an unknown worker has them checked too.
-            let mut ports = Unique::within("port", format!("pod `{}`", p.name.get_ref()));
-            for port in &p.ports {
-                if *port.get_ref() == 0 {
-                    self.report.error(
-                        port.span(),
-                        format!("port 0 of pod `{}` is not usable", p.name.get_ref()),
-                        "bad port",
-                        "ports are 1..=65535 (the pod's readiness is a TCP connect to its first port)",
-                    );
-                    continue;
-                }
-                ports.insert(&mut self.report, &port.get_ref().to_string(), port.span(), self.text);
-            }
+            let namespace = self.namespace_of(&p.namespace, cluster);
+            let labels = self.labels(&p.labels);
+            let named_ports = self.container_ports(p);
             let Some(worker) = cluster.worker(p.worker.get_ref()) else {
                 self.unknown(
                     &p.worker,
@@ -137,16 +159,79 @@ impl Builder<'_> {
             cluster.pods.push(Pod {
                 name: p.name.get_ref().clone(),
                 worker: worker.host.name.clone(),
-                netns: self.naming.pod_netns(cluster.index, p.name.get_ref()),
+                netns: self.naming.pod_netns(cluster.index, &namespace, p.name.get_ref()),
                 ip,
-                container_id: format!("{}-{}", cluster.name, p.name.get_ref()),
+                container_id: container_id(&cluster.name, &namespace, p.name.get_ref()),
                 command: p.command.as_ref().map(|c| c.get_ref().clone()),
-                ports: p.ports.iter().map(|p| *p.get_ref()).collect(),
+                ports: p.ports.iter().map(|p| p.get_ref().port).collect(),
+                named_ports,
+                namespace,
+                labels,
                 deleted: p.deleted,
                 restart_policy,
                 probes,
             });
         }
+    }
+
+    /// A pod's container ports checked (each once per protocol, names unique and
+    /// IANA_SVC_NAMEs as Kubernetes requires); returns the named ones.
+    fn container_ports(&mut self, p: &spec::PodSpec) -> Vec<NamedPort> {
+        let pod = p.name.get_ref();
+        let mut numbers = Unique::within("port", format!("pod `{pod}`"));
+        let mut names = Unique::within("port name", format!("pod `{pod}`"));
+        let mut named = Vec::new();
+        for port in &p.ports {
+            let cp = port.get_ref();
+            if cp.port == 0 {
+                self.report.error(
+                    port.span(),
+                    format!("port 0 of pod `{pod}` is not usable"),
+                    "bad port",
+                    "ports are 1..=65535 (the pod's readiness is a TCP connect to its first port)",
+                );
+                continue;
+            }
+            let protocol = match &cp.protocol {
+                None => "tcp".to_string(),
+                Some(v) => match v.get_ref().to_ascii_lowercase().as_str() {
+                    p @ ("tcp" | "udp") => p.to_string(),
+                    _ => {
+                        self.report.error(
+                            v.span(),
+                            format!("protocol `{}` of pod `{pod}` is not supported", v.get_ref()),
+                            "bad protocol",
+                            "use \"TCP\" or \"UDP\"",
+                        );
+                        continue;
+                    }
+                },
+            };
+            numbers.insert(
+                &mut self.report,
+                &format!("{}/{protocol}", cp.port),
+                port.span(),
+                self.text,
+            );
+            let Some(name) = &cp.name else { continue };
+            if !is_port_name(name.get_ref()) {
+                self.report.error(
+                    name.span(),
+                    format!("port name `{}` is not valid", name.get_ref()),
+                    "invalid port name",
+                    "as in Kubernetes (IANA_SVC_NAME): at most 15 lower-case letters, digits and '-', with a letter, no '--', not starting or ending with '-'",
+                );
+                continue;
+            }
+            if names.insert(&mut self.report, name.get_ref(), name.span(), self.text) {
+                named.push(NamedPort {
+                    name: name.get_ref().clone(),
+                    port: cp.port,
+                    protocol,
+                });
+            }
+        }
+        named
     }
 
     /// One of a pod's probes, checked as the Kubernetes API checks a `Probe` and
@@ -293,13 +378,22 @@ impl Builder<'_> {
 
     /// `cidr_ok`: the service CIDR was valid (VIPs are only checked against a valid one).
     pub(super) fn services(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster, cidr_ok: bool) {
-        let mut names = Unique::within("service", format!("cluster `{}`", cluster.name));
+        let mut names: HashMap<String, Unique> = HashMap::new();
         let mut vips = Unique::within("VIP", format!("cluster `{}`", cluster.name));
         let mut given = HashSet::new();
         let mut resolved: Vec<(usize, Option<Ipv4Addr>)> = Vec::new();
         for (i, s) in cs.services.iter().enumerate() {
             self.report.identifier(&s.name, "service name", 40);
-            if !names.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text) {
+            let ns = s.namespace.as_ref().map_or(DEFAULT_NAMESPACE, |n| n.get_ref().as_str());
+            let unique = names.entry(ns.to_string()).or_insert_with(|| {
+                let scope = if ns == DEFAULT_NAMESPACE {
+                    format!("cluster `{}`", cluster.name)
+                } else {
+                    format!("namespace `{ns}` of cluster `{}`", cluster.name)
+                };
+                Unique::within("service", scope)
+            });
+            if !unique.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text) {
                 continue;
             }
             // A bad VIP is reported and the service gets an allocated one instead,
@@ -363,63 +457,131 @@ impl Builder<'_> {
                     continue;
                 }
             };
-            let mut endpoints = Vec::new();
-            let mut seen = Unique::within("backend", format!("service `{}`", s.name.get_ref()));
-            for p in s.pods.get_ref() {
-                if !seen.insert(&mut self.report, p.get_ref(), p.span(), self.text) {
-                    continue;
-                }
-                match cluster.pods.iter().find(|x| &x.name == p.get_ref()) {
-                    Some(pod) => endpoints.push(Endpoint {
-                        pod: pod.name.clone(),
-                        ip: pod.ip,
-                        ready: true,
-                    }),
-                    None if cs.services.iter().any(|other| other.name.get_ref() == p.get_ref()) => {
-                        let pods: Vec<&str> = cluster.pods.iter().map(|p| p.name.as_str()).collect();
-                        self.report.error(
-                            p.span(),
-                            format!(
-                                "backend `{}` of service `{}` is a service, not a pod",
-                                p.get_ref(),
-                                s.name.get_ref()
-                            ),
-                            "not a pod",
-                            &if pods.is_empty() {
-                                format!(
-                                    "services load-balance to pods, and cluster `{}` declares none",
-                                    cluster.name
-                                )
-                            } else {
-                                format!(
-                                    "services load-balance to pods; list pods of `{}`: {}",
-                                    cluster.name,
-                                    pods.iter().take(8).copied().collect::<Vec<_>>().join(", ")
-                                )
-                            },
-                        );
-                    }
-                    // Declared but not placed (its worker is unknown): already reported.
-                    None if cs.pods.iter().any(|x| x.name.get_ref() == p.get_ref()) => {}
-                    None => self.unknown(p, "pod", &cluster.name, cluster.pods.iter().map(|p| p.name.as_str())),
-                }
-            }
-            if s.pods.get_ref().is_empty() {
-                self.report.error(
-                    s.pods.span(),
-                    format!("service `{}` has no backend pods", s.name.get_ref()),
-                    "empty",
-                    "list at least one pod of this cluster",
-                );
-            }
+            let namespace = self.namespace_of(&s.namespace, cluster);
+            let selector = self.labels(&s.selector);
+            let endpoints = self.endpoints(cs, s, cluster, &namespace, &selector);
             let ports = self.service_ports(s);
             cluster.services.push(Service {
                 name: s.name.get_ref().clone(),
+                namespace,
+                selector,
                 vip,
                 endpoints,
                 ports,
             });
         }
+    }
+
+    /// A service's endpoints: the pods it lists, or the pods of its namespace its
+    /// selector matches (in declaration order), as the endpoints controller picks them.
+    fn endpoints(
+        &mut self,
+        cs: &spec::ClusterSpec,
+        s: &spec::ServiceSpec,
+        cluster: &Cluster,
+        namespace: &str,
+        selector: &Labels,
+    ) -> Vec<Endpoint> {
+        let in_ns = |p: &&Pod| p.namespace == namespace;
+        let mut endpoints = Vec::new();
+        match (&s.pods, &s.selector) {
+            (Some(_), Some(sel)) => self.report.error(
+                sel.span(),
+                format!("service `{}` has both pods and a selector", s.name.get_ref()),
+                "pods or selector",
+                "name the backends either way, not both",
+            ),
+            (None, None) => self.report.error(
+                s.name.span(),
+                format!("service `{}` has no backends", s.name.get_ref()),
+                "no pods, no selector",
+                "add pods = [\"c1\", ...] or selector = { app = \"web\" }",
+            ),
+            (None, Some(sel)) => {
+                endpoints = (cluster.pods.iter().filter(in_ns))
+                    .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+                    .map(|p| Endpoint {
+                        pod: p.name.clone(),
+                        ip: p.ip,
+                        ready: true,
+                    })
+                    .collect();
+                if endpoints.is_empty() && !selector.is_empty() {
+                    // As kubectl: a selector matching nothing is legal (pods may come later).
+                    self.report.warning(
+                        sel.span(),
+                        format!(
+                            "the selector of service `{}` matches no pod of namespace `{namespace}`",
+                            s.name.get_ref()
+                        ),
+                        "matches nothing",
+                        "the service has no endpoints until a pod with these labels exists",
+                    );
+                }
+            }
+            (Some(pods), None) => {
+                let mut seen = Unique::within("backend", format!("service `{}`", s.name.get_ref()));
+                for p in pods.get_ref() {
+                    if !seen.insert(&mut self.report, p.get_ref(), p.span(), self.text) {
+                        continue;
+                    }
+                    match cluster.pods.iter().filter(in_ns).find(|x| &x.name == p.get_ref()) {
+                        Some(pod) => endpoints.push(Endpoint {
+                            pod: pod.name.clone(),
+                            ip: pod.ip,
+                            ready: true,
+                        }),
+                        None if cs.services.iter().any(|other| other.name.get_ref() == p.get_ref()) => {
+                            let pods: Vec<&str> = cluster.pods.iter().map(|p| p.name.as_str()).collect();
+                            self.report.error(
+                                p.span(),
+                                format!(
+                                    "backend `{}` of service `{}` is a service, not a pod",
+                                    p.get_ref(),
+                                    s.name.get_ref()
+                                ),
+                                "not a pod",
+                                &if pods.is_empty() {
+                                    format!(
+                                        "services load-balance to pods, and cluster `{}` declares none",
+                                        cluster.name
+                                    )
+                                } else {
+                                    format!(
+                                        "services load-balance to pods; list pods of `{}`: {}",
+                                        cluster.name,
+                                        pods.iter().take(8).copied().collect::<Vec<_>>().join(", ")
+                                    )
+                                },
+                            );
+                        }
+                        // Declared but not placed (its worker is unknown): already reported.
+                        None if cs.pods.iter().any(|x| {
+                            x.name.get_ref() == p.get_ref()
+                                && x.namespace.as_ref().map_or(DEFAULT_NAMESPACE, |n| n.get_ref()) == namespace
+                        }) => {}
+                        None => {
+                            let scope = if namespace == DEFAULT_NAMESPACE {
+                                cluster.name.clone()
+                            } else {
+                                format!("namespace `{namespace}` of {}", cluster.name)
+                            };
+                            let known: Vec<&str> = cluster.pods.iter().filter(in_ns).map(|p| p.name.as_str()).collect();
+                            self.unknown(p, "pod", &scope, known.into_iter())
+                        }
+                    }
+                }
+                if pods.get_ref().is_empty() {
+                    self.report.error(
+                        pods.span(),
+                        format!("service `{}` has no backend pods", s.name.get_ref()),
+                        "empty",
+                        "list at least one pod of this cluster",
+                    );
+                }
+            }
+        }
+        endpoints
     }
 
     pub(super) fn service_ports(&mut self, s: &spec::ServiceSpec) -> Vec<ServicePort> {
@@ -537,7 +699,8 @@ impl Builder<'_> {
                     continue;
                 }
                 paths.insert(&mut self.report, r.path.get_ref(), r.path.span(), self.text);
-                let Some(svc) = cluster.services.iter().find(|s| &s.name == r.service.get_ref()) else {
+                // Ingress rules name services of `default`, where the ingress lives.
+                let Some(svc) = cluster.service(DEFAULT_NAMESPACE, r.service.get_ref()) else {
                     self.unknown(
                         &r.service,
                         "service",
