@@ -56,6 +56,8 @@ pub enum Observation {
     Ping(PingSummary),
     /// One entry per request: the body, or the client's error.
     Http(Vec<Result<String, String>>),
+    /// `seen[from][to]` of a reachability matrix.
+    Matrix(Vec<Vec<bool>>),
     /// The probe could not be run at all (no such namespace, no tool).
     Broken(String),
 }
@@ -151,6 +153,10 @@ fn observe(check: &Check) -> Observation {
             }
             Observation::Http(responses)
         }
+        CheckProbe::Matrix(m) => match crate::matrix::probe(m, Duration::from_secs(check.timeout.into())) {
+            Ok(seen) => Observation::Matrix(seen),
+            Err(e) => Observation::Broken(e),
+        },
     }
 }
 
@@ -159,6 +165,12 @@ pub fn judge(check: &Check, seen: &Observation) -> (bool, String) {
     let expect_success = check.expect == Expectation::Success;
     match seen {
         Observation::Broken(e) => (false, e.clone()),
+        Observation::Matrix(cells) => {
+            let CheckProbe::Matrix(m) = &check.probe else {
+                return (false, "not a matrix check".into());
+            };
+            judge_matrix(m, cells)
+        }
         Observation::Ping(p) => {
             let answered = p.received > 0;
             let detail = match (&p.error, p.transmitted) {
@@ -202,6 +214,30 @@ pub fn judge(check: &Check, seen: &Observation) -> (bool, String) {
             judge_bodies(want, &bodies)
         }
     }
+}
+
+/// A matrix passes when every cell is as expected; the detail lists the wrong
+/// cells and shows the table seen.
+fn judge_matrix(m: &knetsim_compiler::model::matrix::Matrix, seen: &[Vec<bool>]) -> (bool, String) {
+    let mut wrong = Vec::new();
+    for (a, row) in seen.iter().enumerate() {
+        for (b, &ok) in row.iter().enumerate() {
+            if m.expect.get(a).and_then(|r| r.get(b)) != Some(&ok) {
+                let (from, to) = (&m.pods[a].label, &m.pods[b].label);
+                wrong.push(format!("{from} -> {to} {}", if ok { "connects" } else { "blocked" }));
+            }
+        }
+    }
+    let n = m.pods.len();
+    if wrong.is_empty() {
+        return (true, format!("{n}x{n} as expected"));
+    }
+    let labels: Vec<&str> = m.pods.iter().map(|p| p.label.as_str()).collect();
+    let table = knetsim_compiler::model::matrix::render(&labels, seen);
+    (
+        false,
+        format!("{} of {} cells differ: {}\n{table}", wrong.len(), n * n, wrong.join(", ")),
+    )
 }
 
 fn judge_bodies(want: &BodyMatch, bodies: &[&str]) -> (bool, String) {

@@ -28,6 +28,7 @@ pub mod flannel;
 pub mod http;
 pub mod layout;
 pub mod live;
+pub mod matrix;
 pub mod observe;
 pub mod par;
 pub mod preflight;

@@ -11,26 +11,41 @@ pub struct ServeArgs {
     /// The text every request gets (a newline is added).
     #[arg(long)]
     text: String,
-    /// Port to listen on (all addresses of the namespace).
-    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
+    /// Port to listen on (all addresses of the namespace); repeat it to listen on
+    /// several (the NetworkPolicy e2e pods serve 80 and 81).
+    #[arg(long, default_values_t = [8000], value_parser = clap::value_parser!(u16).range(1..))]
+    port: Vec<u16>,
 }
 
 pub fn serve(a: ServeArgs) -> i32 {
-    let listener = match TcpListener::bind(("0.0.0.0", a.port)) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on port {}: {e}", a.port);
-            return 1;
+    let mut listeners = Vec::new();
+    for port in &a.port {
+        match TcpListener::bind(("0.0.0.0", *port)) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("error: cannot listen on port {port}: {e}");
+                return 1;
+            }
         }
-    };
-    eprintln!("serving {:?} on port {}", a.text, a.port);
-    let body = format!("{}\n", a.text);
-    for stream in listener.incoming().flatten() {
-        let body = body.clone();
-        thread::spawn(move || answer(stream, &body));
     }
+    eprintln!("serving {:?} on port {}", a.text, join(&a.port));
+    let body = format!("{}\n", a.text);
+    thread::scope(|s| {
+        for listener in &listeners {
+            let body = &body;
+            s.spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let body = body.clone();
+                    thread::spawn(move || answer(stream, &body));
+                }
+            });
+        }
+    });
     0
+}
+
+fn join(ports: &[u16]) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Reads the request head and answers with the body; any method, any path.

@@ -5,6 +5,7 @@ pub mod checks;
 pub mod cni;
 pub mod etcd;
 pub mod flannel;
+pub mod netpol;
 pub mod nft;
 pub mod nginx;
 pub mod paths;
@@ -73,6 +74,9 @@ pub fn render(model: &Model) -> (crate::plan::Plan, Bundle) {
                 node,
                 ruleset.clone(),
             );
+            if let Some(rules) = netpol::ruleset(c, w) {
+                b.insert(paths::network_policy(c, w), ArtifactKind::NftRuleset, cl, node, rules);
+            }
         }
         for ing in &c.ingresses {
             b.insert(

@@ -31,6 +31,10 @@ pub fn nft_ruleset(c: &Cluster, w: &Worker) -> String {
     format!("clusters/{}/workers/{}/kube-proxy.nft", c.name, w.host.name)
 }
 
+pub fn network_policy(c: &Cluster, w: &Worker) -> String {
+    format!("clusters/{}/workers/{}/network-policy.nft", c.name, w.host.name)
+}
+
 pub fn nginx_conf(c: &Cluster, i: &Ingress) -> String {
     format!("clusters/{}/ingress/{}/nginx.conf", c.name, i.name)
 }
@@ -69,6 +73,9 @@ pub mod runtime {
     }
     pub fn nft_ruleset(n: &Naming, w: &Worker) -> String {
         format!("{}/kube-proxy.nft", n.host_dir(&w.host.name))
+    }
+    pub fn network_policy(n: &Naming, w: &Worker) -> String {
+        format!("{}/network-policy.nft", n.host_dir(&w.host.name))
     }
     pub fn etcd_data_dir(n: &Naming, m: &Host) -> String {
         n.state(&format!("{}.etcd", m.name))

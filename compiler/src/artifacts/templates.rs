@@ -17,6 +17,11 @@ pub fn env() -> &'static Environment<'static> {
         .expect("kube-proxy.nft.j2 parses");
         env.add_template("nginx.conf.j2", include_str!("../../../templates/nginx.conf.j2"))
             .expect("nginx.conf.j2 parses");
+        env.add_template(
+            "network-policy.nft.j2",
+            include_str!("../../../templates/network-policy.nft.j2"),
+        )
+        .expect("network-policy.nft.j2 parses");
         env.add_template("flannel.nft.j2", include_str!("../../../templates/flannel.nft.j2"))
             .expect("flannel.nft.j2 parses");
         env

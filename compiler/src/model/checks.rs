@@ -56,6 +56,8 @@ pub enum CheckProbe {
         /// Requests made, each on a new connection.
         tries: u32,
     },
+    /// Every pod to every pod (`from` is the cluster, `netns` empty).
+    Matrix(super::matrix::Matrix),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +91,7 @@ impl CheckProbe {
         match self {
             CheckProbe::Ping { target, .. } => format!("ping {target}"),
             CheckProbe::Http { url, .. } => format!("http {url}"),
+            CheckProbe::Matrix(m) => format!("matrix {}/{} of {} pods", m.protocol, m.port, m.pods.len()),
         }
     }
 }
@@ -371,7 +374,30 @@ pub fn resolve(
             );
             ok = false;
         }
-        let from = r.node(report, &s.from);
+        if let Some(m) = &s.matrix {
+            if let (Some(matrix), true) = (matrix_probe(&r, report, s, m), ok) {
+                out.push(Check {
+                    name: name.clone(),
+                    from: matrix.cluster.clone(),
+                    netns: String::new(),
+                    probe: CheckProbe::Matrix(matrix),
+                    expect: Expectation::Success,
+                    timeout: positive(report, &s.timeout, "timeout (seconds)", MAX_TIMEOUT_SECS).unwrap_or(1),
+                    needs: vec!["workloads".into()],
+                });
+            }
+            continue;
+        }
+        let Some(from_spec) = &s.from else {
+            report.error(
+                s.name.span(),
+                format!("check `{name}` has no `from`"),
+                "from where?",
+                "add from = \"C0/c1\" (a pod) or from = \"C0w1\" (a host)",
+            );
+            continue;
+        };
+        let from = r.node(report, from_spec);
         let expect = match &s.expect {
             None => Some(Expectation::Success),
             Some(e) => match e.get_ref().as_str() {
@@ -429,7 +455,7 @@ pub fn resolve(
         if let (Some((probe, needs)), Some(expect), Some((netns, _)), true) = (probe, expect, from, ok) {
             out.push(Check {
                 name: name.clone(),
-                from: s.from.get_ref().clone(),
+                from: from_spec.get_ref().clone(),
                 netns,
                 probe,
                 expect,
@@ -439,6 +465,74 @@ pub fn resolve(
         }
     }
     out
+}
+
+/// A `matrix` check: the cluster's pods and the expected table.
+fn matrix_probe(
+    r: &Resolver,
+    report: &mut Report,
+    s: &spec::CheckSpec,
+    m: &Spanned<spec::MatrixSpec>,
+) -> Option<super::matrix::Matrix> {
+    let spec = m.get_ref();
+    for (field, span) in [
+        ("from", s.from.as_ref().map(|v| v.span())),
+        ("ping", s.ping.as_ref().map(|v| v.span())),
+        ("http", s.http.as_ref().map(|v| v.span())),
+        ("expect", s.expect.as_ref().map(|v| v.span())),
+    ] {
+        if let Some(span) = span {
+            report.error(
+                span,
+                format!("a matrix check takes no `{field}`"),
+                "not for a matrix",
+                "a matrix probes every pod from every pod; its expect is the table inside matrix",
+            );
+        }
+    }
+    if let Some(p) = &spec.protocol {
+        if !p.get_ref().eq_ignore_ascii_case("tcp") {
+            report.error(
+                p.span(),
+                format!("a matrix probes TCP only, not `{}`", p.get_ref()),
+                "TCP only",
+                "leave protocol out",
+            );
+            return None;
+        }
+    }
+    if *spec.port.get_ref() == 0 {
+        report.error(spec.port.span(), "port 0 is not usable", "bad port", "ports are 1..=65535");
+        return None;
+    }
+    let cluster = match &spec.cluster {
+        Some(c) => r.cluster(report, c, c.get_ref())?,
+        None => r.model.clusters.first()?,
+    };
+    let mut namespaces = Vec::new();
+    for ns in spec.namespaces.iter().flatten() {
+        if !cluster.has_namespace(ns.get_ref()) {
+            let known = cluster.namespace_names();
+            r.unknown(report, ns, ns.get_ref(), "namespace", &known);
+            return None;
+        }
+        namespaces.push(ns.get_ref().clone());
+    }
+    let mut matrix = super::matrix::Matrix::of(cluster, &namespaces, *spec.port.get_ref());
+    let labels: Vec<&str> = matrix.pods.iter().map(|p| p.label.as_str()).collect();
+    match super::matrix::parse(spec.expect.get_ref(), &labels) {
+        Ok(cells) => matrix.expect = cells,
+        Err(e) => {
+            report.error(
+                spec.expect.span(),
+                format!("the expected matrix does not read: {e}"),
+                "bad table",
+                "a header of pods (ns/name), then a row per pod: its name and `.` (connects) or `X` per column",
+            );
+            return None;
+        }
+    }
+    Some(matrix)
 }
 
 /// The http probe of a check and the components it needs.

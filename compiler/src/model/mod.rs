@@ -5,13 +5,16 @@
 mod allocate;
 mod build;
 pub mod checks;
+pub mod matrix;
 mod names;
+pub mod policy;
 mod report;
 pub mod topology_graph;
 
 pub use build::build;
 pub use checks::{BodyMatch, Check, CheckProbe, Expectation};
 pub use names::Naming;
+pub use policy::{LabelSelector, NetworkPolicy, Peer, PolicyPort, PolicyRule, PortRef};
 
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
@@ -93,6 +96,8 @@ pub struct Cluster {
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// The namespace every unqualified pod and service is in.

@@ -240,11 +240,26 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 path: runtime::nft_ruleset(n, w),
             }),
         );
+        // Policies are in force before any pod of the worker gets its address.
+        let policies_loaded = (!c.network_policies.is_empty()).then(|| {
+            let id = format!("netpol:{}", w.host.name);
+            s.add(
+                id.clone(),
+                vec![netns_id(&w.host.netns)],
+                Op::NftLoad(NftLoad {
+                    netns: w.host.netns.clone(),
+                    artifact: paths::network_policy(c, w),
+                    path: runtime::network_policy(n, w),
+                }),
+            );
+            id
+        });
         let mut previous_add: Option<String> = None;
         for p in c.pods_on(w).filter(|p| !p.deleted) {
             let mut after = vec![flanneld.clone(), cni_conf.clone(), netns_id(&p.netns)];
             // One CNI ADD at a time per worker (as a kubelet would); workers run in parallel.
             after.extend(previous_add.take());
+            after.extend(policies_loaded.clone());
             let add = s.add(
                 format!("cni-add:{}", c.pod_id(p)),
                 after,

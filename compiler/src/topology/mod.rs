@@ -1,9 +1,11 @@
 //! The TOML topology: its schema, the defaults from `conf/`, and parsing with spans.
 
 mod defaults;
+mod policy;
 mod schema;
 
 pub use defaults::{FlannelDefaults, RouterBaseListener, FLANNEL_NETWORK_CONFIG, SKUPPER_BASE};
+pub use policy::*;
 pub use schema::*;
 
 use crate::diagnostics::{Diagnostic, Diagnostics};

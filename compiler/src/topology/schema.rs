@@ -67,6 +67,9 @@ pub struct ClusterSpec {
     pub services: Vec<ServiceSpec>,
     #[serde(default)]
     pub ingresses: Vec<IngressSpec>,
+    /// Kubernetes NetworkPolicies (networking.k8s.io/v1), enforced by nft on every worker.
+    #[serde(default)]
+    pub network_policies: Vec<super::NetworkPolicySpec>,
 }
 
 /// Overrides of `conf/flannel-network-config.json` for one cluster.
@@ -383,8 +386,8 @@ impl<'de> Deserialize<'de> for NameList {
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     pub name: Spanned<String>,
-    /// A host (`C0w1`, `C0e1`) or a pod (`C0/c1`).
-    pub from: Spanned<String>,
+    /// A host (`C0w1`, `C0e1`) or a pod (`C0/c1`); not for a `matrix`.
+    pub from: Option<Spanned<String>>,
     /// An address, a host (`C1w1`), a pod (`C0/c2`) or a service (`C0/vip`).
     pub ping: Option<Spanned<String>>,
     /// `http://HOST[:PORT][/PATH]`; HOST as for `ping`, with `NAME.CLUSTER` for pods and services.
@@ -399,6 +402,23 @@ pub struct CheckSpec {
     pub tries: Option<Spanned<u32>>,
     /// Seconds one reply or response may take.
     pub timeout: Option<Spanned<u32>>,
+    /// Every pod pair's reachability, as the upstream NetworkPolicy e2e suite prints it.
+    pub matrix: Option<Spanned<MatrixSpec>>,
+}
+
+/// `{ port = 80, expect = """ ... """ }`: a TCP connect from every pod (rows) to
+/// every pod (columns) of a cluster; `.` connects, `X` does not.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixSpec {
+    pub port: Spanned<u16>,
+    /// Only "TCP" (the default) for now.
+    pub protocol: Option<Spanned<String>>,
+    /// Default: the only cluster (or the first).
+    pub cluster: Option<Spanned<String>>,
+    /// The namespaces whose pods are probed (default: every one but kube-system).
+    pub namespaces: Option<Vec<Spanned<String>>>,
+    pub expect: Spanned<String>,
 }
 
 /// `"S1-W"` or `["S1-W2", "S1-W3"]`.

@@ -330,9 +330,19 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
                 remove_file(path, st)?;
             }
         }
-        Op::WriteFile(WriteFile { path, .. }) | Op::NftLoad(NftLoad { path, .. }) | Op::MakeDir(MakeDir { path }) => {
+        // Its tables go too while the namespace stays (e.g. the last policy of a cluster
+        // removed): an empty transaction that adds then deletes each one.
+        Op::NftLoad(NftLoad { netns, path, .. }) => {
+            let loaded = std::fs::read_to_string(path).unwrap_or_default();
+            let tables = knetsim_compiler::artifacts::nft::tables(&loaded);
+            if st.namespaces.contains(netns) && !tables.is_empty() {
+                let drop: String = tables.iter().map(|t| format!("add table {t}\ndelete table {t}\n")).collect();
+                sys.write_file(Path::new(path), drop.as_bytes())?;
+                sys.nft_load(netns, Path::new(path))?;
+            }
             remove_file(path, st)?
         }
+        Op::WriteFile(WriteFile { path, .. }) | Op::MakeDir(MakeDir { path }) => remove_file(path, st)?,
         // Certificates no router uses any more: the directory goes (keys included).
         Op::GenerateCerts(GenerateCerts { dir, .. }) => remove_file(dir, st)?,
         Op::EtcdPut(EtcdPut {

@@ -17,6 +17,7 @@ mod flannel;
 mod impairments;
 mod interconnect;
 mod namespaces;
+mod policies;
 #[cfg(test)]
 mod tests;
 mod workloads;
@@ -571,11 +572,13 @@ impl<'a> Builder<'a> {
             pods: Vec::new(),
             services: Vec::new(),
             ingresses: Vec::new(),
+            network_policies: Vec::new(),
         };
         self.namespaces(cs, &mut cluster);
         self.pods(cs, &mut cluster);
         self.services(cs, &mut cluster, cidr_ok);
         self.ingresses(cs, &mut cluster);
+        self.network_policies(cs, &mut cluster);
         cluster
     }
 

@@ -98,8 +98,15 @@ fn what(action: &Action) -> String {
             Action::Reload(_) => format!("reload {name} (SIGHUP)"),
             _ => format!("start {name}"),
         },
-        (Op::NftLoad(NftLoad { netns, .. }), false) => format!("nft -f kube-proxy rules in {netns}"),
-        (Op::NftLoad(NftLoad { path, .. }), true) => format!("remove {path}"),
+        (Op::NftLoad(NftLoad { netns, artifact, .. }), false) => {
+            let what = if artifact.ends_with("network-policy.nft") {
+                "network policy"
+            } else {
+                "kube-proxy"
+            };
+            format!("nft -f {what} rules in {netns}")
+        }
+        (Op::NftLoad(NftLoad { netns, path, .. }), true) => format!("delete its tables in {netns}, remove {path}"),
         (Op::WriteFile(WriteFile { path, .. }), false) => format!("write {path}"),
         (Op::WriteFile(WriteFile { path, .. }) | Op::MakeDir(MakeDir { path }), true) => format!("remove {path}"),
         (Op::GenerateCerts(GenerateCerts { dir, .. }), true) => format!("remove {dir}"),
