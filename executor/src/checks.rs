@@ -236,7 +236,12 @@ fn judge_matrix(m: &knetsim_compiler::model::matrix::Matrix, seen: &[Vec<bool>])
     let table = knetsim_compiler::model::matrix::render(&labels, seen);
     (
         false,
-        format!("{} of {} cells differ: {}\n{table}", wrong.len(), n * n, wrong.join(", ")),
+        format!(
+            "{} of {} cells differ: {}\n{table}",
+            wrong.len(),
+            n * n,
+            wrong.join(", ")
+        ),
     )
 }
 

@@ -78,10 +78,7 @@ fn wait_all(pending: &mut Vec<((usize, usize), OwnedFd)>, result: &mut [Vec<bool
         if poll(&mut fds, ms).is_err() {
             continue;
         }
-        let done: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let done: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         let mut i = 0;
         pending.retain(|((a, b), fd)| {

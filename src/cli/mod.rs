@@ -14,6 +14,7 @@ mod flanneld;
 mod graph;
 mod graph_live;
 mod host_local;
+mod matrix;
 mod pod;
 mod prompt;
 mod repair;

@@ -29,6 +29,22 @@ pub struct TestArgs {
     /// Print the results as JSON (one object per check) instead of the table.
     #[arg(long)]
     json: bool,
+    /// Instead of the checks: a TCP connect from every pod to every pod, printed as
+    /// the NetworkPolicy e2e suite's truth table (`.` connects, `X` does not).
+    #[arg(long)]
+    matrix: bool,
+    /// Ports the matrix probes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "80", requires = "matrix", value_parser = clap::value_parser!(u16).range(1..))]
+    ports: Vec<u16>,
+    /// Namespaces whose pods the matrix probes (repeatable; default: all but kube-system).
+    #[arg(long = "namespace", requires = "matrix")]
+    namespaces: Vec<String>,
+    /// The cluster the matrix probes (default: the first).
+    #[arg(long, requires = "matrix")]
+    cluster: Option<String>,
+    /// Seconds a matrix connection may take.
+    #[arg(long, default_value_t = 1, requires = "matrix")]
+    timeout: u64,
 }
 
 /// How `up` and `test` run the checks.
@@ -121,6 +137,16 @@ fn run_and_report(checks: &[Check], skipped: &[String], opts: &RunOptions, json:
 
 /// Exit 0: every selected check passed (or was skipped); 1: one failed.
 pub fn test(a: TestArgs) -> Outcome {
+    if a.matrix {
+        return super::matrix::matrix(super::matrix::MatrixArgs {
+            target: &a.target,
+            ports: &a.ports,
+            namespaces: &a.namespaces,
+            cluster: a.cluster.as_deref(),
+            timeout: Duration::from_secs(a.timeout.max(1)),
+            json: a.json,
+        });
+    }
     let (opts, st) = recorded_state(&a.target)?;
     let path = StateLayout::new(&opts.state_dir)
         .running_bundle(st.generation)

@@ -103,7 +103,11 @@ pub fn ruleset(c: &Cluster, w: &Worker) -> Option<String> {
             isolated.extend(selected.iter().map(|pod| pod.ip));
             for (r, rule) in rules.iter().enumerate() {
                 let lines = rule_lines(c, p, &selected, dir, i, r, rule, &own, &mut ctx.sets);
-                let out = if dir == Direction::Ingress { &mut ctx.ingress } else { &mut ctx.egress };
+                let out = if dir == Direction::Ingress {
+                    &mut ctx.ingress
+                } else {
+                    &mut ctx.egress
+                };
                 out.extend(lines);
             }
         }
@@ -201,10 +205,11 @@ fn rule_lines(
                 whole.insert(&port.protocol);
             }
             (Some(PortRef::Number(n)), None) => by_protocol.entry(&port.protocol).or_default().push(n.to_string()),
-            (Some(PortRef::Number(n)), Some(end)) => by_protocol
-                .entry(&port.protocol)
-                .or_default()
-                .push(if end > *n { format!("{n}-{end}") } else { n.to_string() }),
+            (Some(PortRef::Number(n)), Some(end)) => by_protocol.entry(&port.protocol).or_default().push(if end > *n {
+                format!("{n}-{end}")
+            } else {
+                n.to_string()
+            }),
             (Some(PortRef::Name(_)), _) => named.push(port),
         }
     }
@@ -223,9 +228,15 @@ fn rule_lines(
         };
         let mut elements = BTreeSet::new();
         for port in &named {
-            let Some(PortRef::Name(name)) = &port.port else { continue };
+            let Some(PortRef::Name(name)) = &port.port else {
+                continue;
+            };
             for pod in &destinations {
-                for np in pod.named_ports.iter().filter(|np| &np.name == name && np.protocol == port.protocol) {
+                for np in pod
+                    .named_ports
+                    .iter()
+                    .filter(|np| &np.name == name && np.protocol == port.protocol)
+                {
                     elements.insert((pod.ip, np.protocol.clone(), np.port));
                 }
             }
@@ -265,7 +276,10 @@ pub fn rule_count(ruleset: &str) -> usize {
     ruleset
         .lines()
         .map(str::trim)
-        .filter(|l| !l.starts_with('#') && (l.contains(" return") || l.contains(" drop") || l.contains(" accept") || l.contains(" jump ")))
+        .filter(|l| {
+            !l.starts_with('#')
+                && (l.contains(" return") || l.contains(" drop") || l.contains(" accept") || l.contains(" jump "))
+        })
         .filter(|l| !l.starts_with("type "))
         .count()
 }

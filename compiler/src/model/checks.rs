@@ -502,7 +502,12 @@ fn matrix_probe(
         }
     }
     if *spec.port.get_ref() == 0 {
-        report.error(spec.port.span(), "port 0 is not usable", "bad port", "ports are 1..=65535");
+        report.error(
+            spec.port.span(),
+            "port 0 is not usable",
+            "bad port",
+            "ports are 1..=65535",
+        );
         return None;
     }
     let cluster = match &spec.cluster {
@@ -519,6 +524,35 @@ fn matrix_probe(
         namespaces.push(ns.get_ref().clone());
     }
     let mut matrix = super::matrix::Matrix::of(cluster, &namespaces, *spec.port.get_ref());
+    // The table's header names the pods probed, so pods added later leave it valid.
+    let header: Vec<String> = (spec.expect.get_ref().lines().map(str::trim))
+        .find(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(unknown) = header.iter().find(|h| !matrix.pods.iter().any(|p| &&p.label == h)) {
+        let known: Vec<&str> = matrix.pods.iter().map(|p| p.label.as_str()).collect();
+        let hint = match closest(unknown, &known) {
+            Some(c) => format!(
+                "did you mean `{c}`? pods are named namespace/name (known: {})",
+                known.join(" ")
+            ),
+            None => format!("pods are named namespace/name (known: {})", known.join(" ")),
+        };
+        report.error(
+            spec.expect.span(),
+            format!(
+                "the expected matrix names `{unknown}`, which is not a pod of cluster `{}`",
+                cluster.name
+            ),
+            "unknown pod",
+            &hint,
+        );
+        return None;
+    }
+    matrix.pods = header
+        .iter()
+        .filter_map(|h| matrix.pods.iter().find(|p| &p.label == h).cloned())
+        .collect();
     let labels: Vec<&str> = matrix.pods.iter().map(|p| p.label.as_str()).collect();
     match super::matrix::parse(spec.expect.get_ref(), &labels) {
         Ok(cells) => matrix.expect = cells,

@@ -111,7 +111,11 @@ pub fn parse(text: &str, labels: &[&str]) -> Result<Vec<Vec<bool>>, String> {
             cells[row][col] = Some(match mark {
                 "." => true,
                 "X" | "x" => false,
-                other => return Err(format!("row `{label}`: `{other}` is neither `.` (connects) nor `X` (does not)")),
+                other => {
+                    return Err(format!(
+                        "row `{label}`: `{other}` is neither `.` (connects) nor `X` (does not)"
+                    ))
+                }
             });
         }
     }

@@ -167,7 +167,10 @@ mod tests {
         assert!(!req("pod", Operator::In, &["b"]).matches(&l));
         assert!(!req("x", Operator::In, &["a"]).matches(&l));
         assert!(req("pod", Operator::NotIn, &["b"]).matches(&l));
-        assert!(req("x", Operator::NotIn, &["b"]).matches(&l), "NotIn matches a missing key");
+        assert!(
+            req("x", Operator::NotIn, &["b"]).matches(&l),
+            "NotIn matches a missing key"
+        );
         assert!(req("tier", Operator::Exists, &[]).matches(&l));
         assert!(req("x", Operator::DoesNotExist, &[]).matches(&l));
         assert!(!req("pod", Operator::DoesNotExist, &[]).matches(&l));

@@ -336,7 +336,10 @@ fn reverse(step: &Step, sys: &dyn System, st: &mut State) -> Result<(), StepErro
             let loaded = std::fs::read_to_string(path).unwrap_or_default();
             let tables = knetsim_compiler::artifacts::nft::tables(&loaded);
             if st.namespaces.contains(netns) && !tables.is_empty() {
-                let drop: String = tables.iter().map(|t| format!("add table {t}\ndelete table {t}\n")).collect();
+                let drop: String = tables
+                    .iter()
+                    .map(|t| format!("add table {t}\ndelete table {t}\n"))
+                    .collect();
                 sys.write_file(Path::new(path), drop.as_bytes())?;
                 sys.nft_load(netns, Path::new(path))?;
             }

@@ -4,7 +4,9 @@
 //! pod defines).
 
 use super::*;
-use crate::model::policy::{LabelSelector, NetworkPolicy, Operator, Peer, PolicyPort, PolicyRule, PortRef, Requirement};
+use crate::model::policy::{
+    LabelSelector, NetworkPolicy, Operator, Peer, PolicyPort, PolicyRule, PortRef, Requirement,
+};
 
 impl Builder<'_> {
     pub(super) fn network_policies(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
@@ -32,7 +34,8 @@ impl Builder<'_> {
                 continue;
             }
             let pod_selector = self.selector(&np.pod_selector);
-            let (mut ingress_type, mut egress_type) = (true, np.egress.as_ref().is_some_and(|e| !e.get_ref().is_empty()));
+            let (mut ingress_type, mut egress_type) =
+                (true, np.egress.as_ref().is_some_and(|e| !e.get_ref().is_empty()));
             if let Some(types) = &np.policy_types {
                 (ingress_type, egress_type) = (false, false);
                 for t in types.get_ref() {
@@ -97,7 +100,11 @@ impl Builder<'_> {
             .iter()
             .filter_map(|p| self.peer(cluster, namespace, p, ingress))
             .collect();
-        let ports = ports.unwrap_or_default().iter().filter_map(|p| self.policy_port(p)).collect();
+        let ports = ports
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| self.policy_port(p))
+            .collect();
         PolicyRule { peers, ports }
     }
 
@@ -140,7 +147,11 @@ impl Builder<'_> {
                     ingress: None,
                     egress: None,
                 };
-                if cluster.peer_pods(&probe, &namespace_selector, &pod_selector).next().is_none() {
+                if cluster
+                    .peer_pods(&probe, &namespace_selector, &pod_selector)
+                    .next()
+                    .is_none()
+                {
                     self.report.warning(
                         peer.span(),
                         format!("this `{field}` peer matches no pod"),
@@ -270,8 +281,12 @@ impl Builder<'_> {
                         Some(c) => format!("did you mean `{c}`? (In, NotIn, Exists, DoesNotExist)"),
                         None => "In, NotIn, Exists or DoesNotExist".to_string(),
                     };
-                    self.report
-                        .error(req.operator.span(), format!("unknown operator `{other}`"), "not an operator", &hint);
+                    self.report.error(
+                        req.operator.span(),
+                        format!("unknown operator `{other}`"),
+                        "not an operator",
+                        &hint,
+                    );
                     continue;
                 }
             };
@@ -312,15 +327,24 @@ impl Builder<'_> {
     /// Named ports no pod they could apply to defines: legal, but the rule's port
     /// part then matches nothing.
     fn unused_named_ports(&mut self, cluster: &Cluster, policy: &NetworkPolicy, np: &spec::NetworkPolicySpec) {
-        let rules = (np.ingress.iter().flat_map(|r| r.get_ref().iter().map(|r| r.ports.as_deref())))
-            .chain(np.egress.iter().flat_map(|r| r.get_ref().iter().map(|r| r.ports.as_deref())));
+        let rules = (np
+            .ingress
+            .iter()
+            .flat_map(|r| r.get_ref().iter().map(|r| r.ports.as_deref())))
+        .chain(
+            np.egress
+                .iter()
+                .flat_map(|r| r.get_ref().iter().map(|r| r.ports.as_deref())),
+        );
         for ports in rules.flatten() {
             for p in ports {
                 let Some(port) = &p.get_ref().port else { continue };
                 let spec::PortNumberOrName::Name(name) = port.get_ref() else {
                     continue;
                 };
-                let defined = cluster.live_pods().any(|pod| pod.named_ports.iter().any(|n| &n.name == name));
+                let defined = cluster
+                    .live_pods()
+                    .any(|pod| pod.named_ports.iter().any(|n| &n.name == name));
                 if !defined {
                     self.report.warning(
                         port.span(),

@@ -1,0 +1,84 @@
+//! `knetsim test --matrix`: a TCP connect from every pod to every pod of a cluster,
+//! printed as the reachability truth table the upstream NetworkPolicy e2e suite
+//! prints (rows: from, columns: to; `.` connects, `X` does not).
+
+use super::error::Outcome;
+use super::running::recorded_state;
+use super::Target;
+use knetsim_compiler::artifacts::paths::INVENTORY;
+use knetsim_compiler::model::matrix::{render, Matrix};
+use knetsim_compiler::model::Model;
+use knetsim_executor::layout::StateLayout;
+use std::time::{Duration, Instant};
+
+pub struct MatrixArgs<'a> {
+    pub target: &'a Target,
+    pub ports: &'a [u16],
+    pub namespaces: &'a [String],
+    pub cluster: Option<&'a str>,
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+pub fn matrix(a: MatrixArgs) -> Outcome {
+    let (opts, st) = recorded_state(a.target)?;
+    let path = StateLayout::new(&opts.state_dir)
+        .running_bundle(st.generation)
+        .join(INVENTORY);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model: Model = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cluster = match a.cluster {
+        Some(name) => model.cluster(name).ok_or_else(|| {
+            let names: Vec<&str> = model.clusters.iter().map(|c| c.name.as_str()).collect();
+            format!("no cluster `{name}` (clusters: {})", names.join(", "))
+        })?,
+        None => model.clusters.first().ok_or("the emulation has no cluster")?,
+    };
+    if let Some(ns) = a.namespaces.iter().find(|ns| !cluster.has_namespace(ns)) {
+        return Err(format!(
+            "no namespace `{ns}` in cluster {} (namespaces: {})",
+            cluster.name,
+            cluster.namespace_names().join(", ")
+        )
+        .into());
+    }
+    let mut tables = Vec::new();
+    for &port in a.ports {
+        let m = Matrix::of(cluster, a.namespaces, port);
+        let t0 = Instant::now();
+        let seen = knetsim_executor::matrix::probe(&m, a.timeout)?;
+        tables.push((m, seen, t0.elapsed()));
+    }
+    if a.json {
+        let out: Vec<serde_json::Value> = tables
+            .iter()
+            .map(|(m, seen, took)| {
+                serde_json::json!({
+                    "cluster": m.cluster,
+                    "protocol": m.protocol,
+                    "port": m.port,
+                    "pods": m.pods.iter().map(|p| &p.label).collect::<Vec<_>>(),
+                    "reachable": seen,
+                    "seconds": took.as_secs_f64(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).expect("JSON serializes"));
+        return Ok(0);
+    }
+    for (m, seen, took) in &tables {
+        let labels: Vec<&str> = m.pods.iter().map(|p| p.label.as_str()).collect();
+        let open: usize = seen.iter().map(|r| r.iter().filter(|&&ok| ok).count()).sum();
+        let n = labels.len();
+        println!(
+            "reachability of cluster {} on {}/{} ({n}x{n}: {open} connect, {} blocked; {:.2} s)",
+            m.cluster,
+            m.protocol.to_uppercase(),
+            m.port,
+            n * n - open,
+            took.as_secs_f64()
+        );
+        print!("{}", render(&labels, seen));
+    }
+    Ok(0)
+}
