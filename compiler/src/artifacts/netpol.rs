@@ -283,3 +283,74 @@ pub fn rule_count(ruleset: &str) -> usize {
         .filter(|l| !l.starts_with("type "))
         .count()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{check, CompileOptions, Source};
+
+    fn topology(pods_per_ns: usize, policies: usize) -> String {
+        let mut t = String::from(
+            "[[clusters]]\nname = \"C0\"\nworkers = 2\nflannel = { ip_masq = true }\nnamespaces = [{ name = \"x\", labels = { ns = \"x\" } }, { name = \"y\" }]\npods = [\n",
+        );
+        for ns in ["x", "y"] {
+            for i in 0..pods_per_ns {
+                let w = 1 + i % 2;
+                t.push_str(&format!(
+                    "  {{ name = \"p{i}\", namespace = \"{ns}\", worker = \"w{w}\", labels = {{ app = \"a{}\" }}, ports = [{{ port = 80, name = \"http\" }}] }},\n",
+                    i % 3
+                ));
+            }
+        }
+        t.push_str("]\n");
+        for i in 0..policies {
+            t.push_str(&format!(
+                "[[clusters.network_policies]]\nname = \"np{i}\"\nnamespace = \"x\"\npod_selector = {{ match_labels = {{ app = \"a{}\" }} }}\ningress = [{{ from = [{{ namespace_selector = {{ match_labels = {{ ns = \"x\" }} }} }}, {{ ip_block = {{ cidr = \"10.0.0.0/8\", except = [\"10.1.0.0/16\"] }} }}], ports = [{{ port = \"http\" }}, {{ port = 81, end_port = 90 }}] }}]\n",
+                i % 3
+            ));
+        }
+        t
+    }
+
+    fn worker_ruleset(text: &str) -> String {
+        let model = check(&Source::new("t.toml", text), &CompileOptions::named("t")).unwrap();
+        let c = &model.clusters[0];
+        super::ruleset(c, &c.workers[0]).unwrap()
+    }
+
+    #[test]
+    fn rules_grow_with_policies_not_with_pods() {
+        let small = worker_ruleset(&topology(6, 3));
+        let large = worker_ruleset(&topology(300, 3));
+        assert_eq!(super::rule_count(&small), super::rule_count(&large), "{small}");
+        assert!(large.len() > small.len(), "more pods are more set elements");
+        let more = worker_ruleset(&topology(6, 6));
+        assert!(super::rule_count(&more) > super::rule_count(&small));
+        // One rule per (peer kind x port kind): pods or ipBlock, named or numeric.
+        assert!(
+            small.contains("ip daddr @p0-pods ip saddr @p0-in0-peers meta l4proto tcp th dport { 81-90 } return"),
+            "{small}"
+        );
+        assert!(small.contains("ip saddr @p0-in0-b1 ip saddr != @p0-in0-b1-except ip daddr . meta l4proto . th dport @p0-in0-named return"), "{small}");
+    }
+
+    #[test]
+    fn no_policy_no_table() {
+        let model = check(&Source::default_topology(), &CompileOptions::named("t")).unwrap();
+        let c = &model.clusters[0];
+        assert!(super::ruleset(c, &c.workers[0]).is_none());
+    }
+
+    #[test]
+    fn selectors_matching_nothing_are_warnings_with_places() {
+        let text = "[[clusters]]\nname = \"C0\"\nflannel = { ip_masq = true }\npods = [{ name = \"c1\", worker = \"w1\", labels = { app = \"web\" } }]\nservices = [{ name = \"s\", selector = { app = \"wbe\" } }]\n[[clusters.network_policies]]\nname = \"p\"\npod_selector = { match_labels = { app = \"db\" } }\ningress = [{ ports = [{ port = \"sql\" }] }]\n";
+        let model = check(&Source::new("t.toml", text), &CompileOptions::named("t")).unwrap();
+        let w = &model.warnings;
+        assert!(
+            w.contains("t.toml:5:38: the selector of service `s` matches no pod"),
+            "{w}"
+        );
+        assert!(w.contains("t.toml:8:16: network policy `p` selects no pod"), "{w}");
+        assert!(w.contains("t.toml:9:32: no pod defines a port named `sql`"), "{w}");
+        assert!(model.clusters[0].services[0].endpoints.is_empty());
+    }
+}
