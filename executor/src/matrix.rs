@@ -13,8 +13,24 @@ use nix::sys::socket::{connect, getsockopt, socket, sockopt, AddressFamily, Sock
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Sockets open at once: well under the usual 1024 open files.
-const BATCH: usize = 768;
+/// Files kept free for everything else the process has open.
+const SPARE_FILES: u64 = 256;
+
+/// Sockets that may be open at once: the open-files limit, raised to its hard
+/// maximum first (each batch costs up to one timeout, so fewer batches are faster).
+fn batch_size() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 512;
+    };
+    let want = hard.min(1 << 16);
+    let limit = if want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+        want
+    } else {
+        soft
+    };
+    (limit.saturating_sub(SPARE_FILES)).max(64) as usize
+}
 
 /// `result[from][to]`: whether a TCP connection from pod `from` to pod `to`'s
 /// address and the matrix's port was established within `timeout`.
@@ -29,7 +45,7 @@ pub fn probe(m: &Matrix, timeout: Duration) -> Result<Vec<Vec<bool>>, String> {
     let mut result = vec![vec![false; n]; n];
     std::thread::scope(|s| {
         s.spawn(|| -> Result<(), String> {
-            for batch in pairs.chunks(BATCH) {
+            for batch in pairs.chunks(batch_size()) {
                 let mut pending: Vec<((usize, usize), OwnedFd)> = Vec::new();
                 let mut current = None;
                 for &(a, b) in batch {

@@ -20,6 +20,29 @@ pub struct MatrixArgs<'a> {
     pub json: bool,
 }
 
+/// The kernel holds at most `gc_thresh3` (1024) neighbour entries younger than 5 s,
+/// for all namespaces together, and only the host may raise it: pods of one worker
+/// reach each other on one bridge, each pair needing an entry both ways.
+const NEIGHBOUR_BUDGET: usize = 900;
+
+fn warn_neighbours(cluster: &knetsim_compiler::model::Cluster, m: &Matrix) {
+    let mut per_worker: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in &m.pods {
+        if let Some(pod) = cluster.pods.iter().find(|x| x.netns == p.netns) {
+            *per_worker.entry(pod.worker.as_str()).or_default() += 1;
+        }
+    }
+    let needed: usize = per_worker.values().map(|k| k * k.saturating_sub(1)).sum::<usize>() + 2 * m.pods.len();
+    if needed > NEIGHBOUR_BUDGET {
+        eprintln!(
+            "warning: this matrix makes about {needed} neighbour (ARP) entries at once; the kernel keeps at most \
+             1024 new ones for all namespaces together (net.ipv4.neigh.default.gc_thresh3, a host setting), so \
+             some connections may fail for that alone (dmesg: \"neighbor table overflow\"): probe fewer namespaces \
+             (--namespace), or spread the pods over more workers"
+        );
+    }
+}
+
 pub fn matrix(a: MatrixArgs) -> Outcome {
     let (opts, st) = recorded_state(a.target)?;
     let path = StateLayout::new(&opts.state_dir)
@@ -42,6 +65,7 @@ pub fn matrix(a: MatrixArgs) -> Outcome {
         )
         .into());
     }
+    warn_neighbours(cluster, &Matrix::of(cluster, a.namespaces, 0));
     let mut tables = Vec::new();
     for &port in a.ports {
         let m = Matrix::of(cluster, a.namespaces, port);
