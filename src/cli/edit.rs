@@ -244,9 +244,9 @@ mod tests {
         let mut doc = parse(&text).unwrap();
         let c = cluster_mut(&mut doc, "C0").unwrap();
         let mut pods = List::of(c, "pods", false).unwrap();
-        let i = pods.position("c1").unwrap();
+        let i = pods.position("default", "c1").unwrap();
         pods.remove(i);
-        assert_eq!(drop_endpoint(c, "c1"), vec!["web"]);
+        assert_eq!(drop_endpoint(c, "default", "c1"), vec!["web"]);
         let text = doc.to_string();
         assert!(
             text.contains(
