@@ -5,7 +5,7 @@
 //! freshly started emulation may still be converging (router links, workloads).
 //! Reading the tools' output is pure and unit-tested.
 
-use crate::system::linux::open_netns;
+use crate::system::linux::open_netns_entry;
 use crate::system::process::{command_in_netns, which};
 use knetsim_compiler::model::{BodyMatch, Check, CheckProbe, Expectation};
 use std::collections::BTreeMap;
@@ -56,6 +56,8 @@ pub enum Observation {
     Ping(PingSummary),
     /// One entry per request: the body, or the client's error.
     Http(Vec<Result<String, String>>),
+    /// What the lookup found, or why it got no answer (a server still starting: retried).
+    Dns(Result<crate::dns_probe::Lookup, String>),
     /// The probe could not be run at all (no such namespace, no tool).
     Broken(String),
 }
@@ -151,6 +153,11 @@ fn observe(check: &Check) -> Observation {
             }
             Observation::Http(responses)
         }
+        CheckProbe::Dns(probe) => Observation::Dns(crate::dns_probe::lookup(
+            &check.netns,
+            probe,
+            Duration::from_secs(check.timeout.into()),
+        )),
     }
 }
 
@@ -159,6 +166,14 @@ pub fn judge(check: &Check, seen: &Observation) -> (bool, String) {
     let expect_success = check.expect == Expectation::Success;
     match seen {
         Observation::Broken(e) => (false, e.clone()),
+        Observation::Dns(Err(e)) => (false, e.clone()),
+        Observation::Dns(Ok(found)) => match &check.probe {
+            CheckProbe::Dns(probe) => {
+                let (ok, detail) = crate::dns_probe::judge(probe, found);
+                (ok == expect_success, detail)
+            }
+            _ => (false, "not a dns check".into()),
+        },
         Observation::Ping(p) => {
             let answered = p.received > 0;
             let detail = match (&p.error, p.transmitted) {
@@ -343,7 +358,7 @@ impl HttpClient {
 
 /// Runs argv inside `netns`: (exited 0, stdout, stderr), or why it could not run.
 fn run_in(netns: &str, argv: &[String]) -> Result<(bool, String, String), String> {
-    let fd = open_netns(netns).map_err(|e| e.to_string())?;
+    let fd = open_netns_entry(netns).map_err(|e| e.to_string())?;
     let out = command_in_netns(fd, &argv[0], &argv[1..])
         .stdin(Stdio::null())
         .output()

@@ -56,6 +56,8 @@ pub enum CheckProbe {
         /// Requests made, each on a new connection.
         tries: u32,
     },
+    /// A DNS lookup as the pod's resolver makes it (see `dns_check.rs`).
+    Dns(super::dns_check::DnsProbe),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +91,7 @@ impl CheckProbe {
         match self {
             CheckProbe::Ping { target, .. } => format!("ping {target}"),
             CheckProbe::Http { url, .. } => format!("http {url}"),
+            CheckProbe::Dns(d) => format!("dns {} {}", d.record, d.name),
         }
     }
 }
@@ -229,11 +232,9 @@ impl Resolver<'_> {
     /// An address, a host, `CLUSTER/NAME` or `NAME.CLUSTER` (a pod, else a service).
     fn target(&self, report: &mut Report, value: &Spanned<String>, name: &str) -> Option<Target> {
         if let Ok(address) = name.parse::<Ipv4Addr>() {
-            let workload = self
-                .model
-                .clusters
-                .iter()
-                .any(|c| c.pods.iter().any(|p| p.ip == address) || c.services.iter().any(|s| s.vip == address));
+            let workload = self.model.clusters.iter().any(|c| {
+                c.pods.iter().any(|p| p.ip == address) || c.services.iter().any(|s| s.vip == address && !s.headless)
+            });
             return Some(Target { address, workload });
         }
         if name.chars().all(|c| c.is_ascii_digit() || c == '.') {
@@ -264,6 +265,15 @@ impl Resolver<'_> {
                 });
             }
             if let Some(s) = c.service(ns, local) {
+                if s.headless {
+                    report.error(
+                        value.span(),
+                        format!("service `{name}` is headless: it has no VIP"),
+                        "headless",
+                        "name one of its pods, or look its name up with a dns check",
+                    );
+                    return None;
+                }
                 return Some(Target {
                     address: s.vip,
                     workload: true,
@@ -389,7 +399,23 @@ pub fn resolve(
             },
         };
         let timeout = positive(report, &s.timeout, "timeout (seconds)", MAX_TIMEOUT_SECS);
+        let dns_only = [
+            s.record_type.as_ref().map(|v| v.span()),
+            s.addresses.as_ref().map(|v| v.span()),
+            s.nxdomain.as_ref().map(|v| v.span()),
+        ];
         let probe = match (&s.ping, &s.http) {
+            _ if s.dns.is_some() => {
+                if let Some(other) = s.ping.as_ref().or(s.http.as_ref()) {
+                    report.error(
+                        other.span(),
+                        format!("check `{name}` has a dns probe and another one"),
+                        "second probe",
+                        "one probe per check: split it into two [[checks]]",
+                    );
+                }
+                super::dns_check::resolve(model, report, s, from.as_ref().map(|f| f.0.as_str()))
+            }
             (Some(_), Some(http)) => {
                 report.error(
                     http.span(),
@@ -404,11 +430,14 @@ pub fn resolve(
                     s.name.span(),
                     format!("check `{name}` has no probe"),
                     "nothing to run",
-                    "add `ping = \"C0/c2\"` or `http = \"http://10.0.0.3:8001/svc1\"`",
+                    "add `ping = \"C0/c2\"`, `http = \"http://10.0.0.3:8001/svc1\"` or `dns = \"web.default.svc.cluster.local\"`",
                 );
                 None
             }
             (Some(ping), None) => {
+                for span in dns_only.iter().flatten() {
+                    not_for(report, Some(span.clone()), "type/addresses/nxdomain", "ping", "dns");
+                }
                 not_for(report, s.body.as_ref().map(|b| b.span()), "body", "ping", "http");
                 not_for(report, s.tries.as_ref().map(|b| b.span()), "tries", "ping", "http");
                 let count = positive(report, &s.count, "count", MAX_COUNT);
@@ -422,6 +451,9 @@ pub fn resolve(
                 })
             }
             (None, Some(http)) => {
+                for span in dns_only.iter().flatten() {
+                    not_for(report, Some(span.clone()), "type/addresses/nxdomain", "http", "dns");
+                }
                 not_for(report, s.count.as_ref().map(|b| b.span()), "count", "http", "ping");
                 http_probe(&r, report, s, http, expect, from.as_ref().map(|f| f.1))
             }
