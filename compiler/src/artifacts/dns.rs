@@ -186,3 +186,7 @@ pub fn resolv_conf(dns: &Dns, c: &Cluster, namespace: &str) -> String {
     let d = &dns.domain;
     format!("# pods of namespace {namespace} of cluster {}, written by knetsim as the kubelet does\nnameserver {vip}\nsearch {namespace}.svc.{d} svc.{d} {d}\noptions ndots:5\n", c.name)
 }
+
+#[cfg(test)]
+#[path = "dns_tests.rs"]
+mod tests;
