@@ -153,3 +153,39 @@ fn without_dns_nothing_is_added() {
     assert!(c.model.clusters.iter().all(|c| c.pods.iter().all(|p| !p.implicit)));
     assert!(!c.bundle.files.keys().any(|k| k.contains("/dns/")));
 }
+
+#[test]
+fn coredns_gets_a_corefile_and_zones_and_auto_picks_it_when_installed() {
+    let coredns = compiled(&TOPO.replace("domain = \"cluster.local\"", "server = \"coredns\""));
+    let corefile = file(&coredns, "clusters/C0/dns/Corefile");
+    assert!(corefile.contains("file /tmp/knetsim-d/dns/C0/db.cluster"), "{corefile}");
+    let zone = file(&coredns, "clusters/C0/dns/db.cluster");
+    assert!(
+        zone.contains("web.default.svc.cluster.local. IN A 100.64.0.1"),
+        "{zone}"
+    );
+    assert!(
+        zone.contains("_http._tcp.web.default.svc.cluster.local. IN SRV 0 100 80 web.default.svc.cluster.local."),
+        "{zone}"
+    );
+    let reverse = file(&coredns, "clusters/C0/dns/db.reverse");
+    assert!(
+        reverse.contains("1.0.64.100.in-addr.arpa. IN PTR web.default.svc.cluster.local."),
+        "{reverse}"
+    );
+    let pod = coredns
+        .model
+        .cluster("C0")
+        .unwrap()
+        .pod("kube-system", "kube-dns")
+        .unwrap();
+    assert_eq!(pod.command.as_ref().unwrap()[0], "coredns");
+    let mut opts = CompileOptions::named("d");
+    opts.coredns_on_path = true;
+    let auto = compile_all(&Source::new("t.toml", TOPO), &opts).unwrap();
+    assert_eq!(auto.model.dns.unwrap().server, crate::model::DnsServer::Coredns);
+    assert_eq!(
+        compiled(TOPO).model.dns.unwrap().server,
+        crate::model::DnsServer::Dnsmasq
+    );
+}
