@@ -134,6 +134,7 @@ fn compile_in(path: &Path, state_dir: &Path) -> (Model, Bundle) {
         name: String::new(),
         state_dir: state_dir.to_path_buf(),
         not_ready: Default::default(),
+        coredns_on_path: false,
     };
     let fail =
         |d: knetsim_compiler::Diagnostics| -> ! { panic!("{} does not compile:\n{}", path.display(), d.render()) };

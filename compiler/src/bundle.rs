@@ -19,6 +19,10 @@ pub enum ArtifactKind {
     NftRuleset,
     NginxConf,
     SkupperRouterConfig,
+    /// A cluster DNS server's config, hosts or zone file.
+    DnsConfig,
+    /// The resolv.conf of one namespace's pods.
+    ResolvConf,
     Checks,
     Plan,
 }

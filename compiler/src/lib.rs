@@ -32,6 +32,9 @@ pub struct CompileOptions {
     /// that are not ready. Their endpoints stay listed but leave the kube-proxy
     /// rules, as an EndpointSlice's `ready: false` endpoints do.
     pub not_ready: BTreeSet<String>,
+    /// A fact of the machine, found by the caller (the compiler looks at nothing):
+    /// whether `coredns` is on PATH, which `[dns] server = "auto"` then runs.
+    pub coredns_on_path: bool,
 }
 
 impl CompileOptions {
@@ -42,6 +45,7 @@ impl CompileOptions {
             name: name.to_string(),
             state_dir: host::HostLayout::system().state_dir(name),
             not_ready: BTreeSet::new(),
+            coredns_on_path: false,
         }
     }
 }
@@ -130,6 +134,7 @@ mod tests {
             name: name.into(),
             state_dir: dir.into(),
             not_ready: BTreeSet::new(),
+            coredns_on_path: false,
         };
         assert!(with("", "/tmp/knetsim").validate().is_ok());
         assert!(with("lab-1", "/tmp/knetsim-lab-1").validate().is_ok());

@@ -5,7 +5,7 @@
 //! freshly started emulation may still be converging (router links, workloads).
 //! Reading the tools' output is pure and unit-tested.
 
-use crate::system::linux::open_netns;
+use crate::system::linux::open_netns_entry;
 use crate::system::process::{command_in_netns, which};
 use knetsim_compiler::model::{BodyMatch, Check, CheckProbe, Expectation};
 use std::collections::BTreeMap;
@@ -58,6 +58,8 @@ pub enum Observation {
     Http(Vec<Result<String, String>>),
     /// `seen[from][to]` of a reachability matrix.
     Matrix(Vec<Vec<bool>>),
+    /// What the lookup found, or why it got no answer (a server still starting: retried).
+    Dns(Result<crate::dns_probe::Lookup, String>),
     /// The probe could not be run at all (no such namespace, no tool).
     Broken(String),
 }
@@ -157,6 +159,11 @@ fn observe(check: &Check) -> Observation {
             Ok(seen) => Observation::Matrix(seen),
             Err(e) => Observation::Broken(e),
         },
+        CheckProbe::Dns(probe) => Observation::Dns(crate::dns_probe::lookup(
+            &check.netns,
+            probe,
+            Duration::from_secs(check.timeout.into()),
+        )),
     }
 }
 
@@ -171,6 +178,14 @@ pub fn judge(check: &Check, seen: &Observation) -> (bool, String) {
             };
             judge_matrix(m, cells)
         }
+        Observation::Dns(Err(e)) => (false, e.clone()),
+        Observation::Dns(Ok(found)) => match &check.probe {
+            CheckProbe::Dns(probe) => {
+                let (ok, detail) = crate::dns_probe::judge(probe, found);
+                (ok == expect_success, detail)
+            }
+            _ => (false, "not a dns check".into()),
+        },
         Observation::Ping(p) => {
             let answered = p.received > 0;
             let detail = match (&p.error, p.transmitted) {
@@ -384,7 +399,7 @@ impl HttpClient {
 
 /// Runs argv inside `netns`: (exited 0, stdout, stderr), or why it could not run.
 fn run_in(netns: &str, argv: &[String]) -> Result<(bool, String, String), String> {
-    let fd = open_netns(netns).map_err(|e| e.to_string())?;
+    let fd = open_netns_entry(netns).map_err(|e| e.to_string())?;
     let out = command_in_netns(fd, &argv[0], &argv[1..])
         .stdin(Stdio::null())
         .output()

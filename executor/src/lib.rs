@@ -21,6 +21,7 @@
 pub mod checks;
 pub mod cni;
 pub mod delta;
+pub mod dns_probe;
 pub mod engine;
 pub mod etcd;
 pub mod events;

@@ -217,6 +217,7 @@ impl Locked {
             name: st.name.clone(),
             state_dir: st.state_dir.clone().into(),
             not_ready: now.clone(),
+            coredns_on_path: crate::system::process::which("coredns").is_some(),
         };
         let compiled =
             knetsim_compiler::compile_all(&Source::new("topology.toml", self.text.clone()), &compile_opts)

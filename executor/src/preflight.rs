@@ -23,6 +23,8 @@ pub fn package_for(program: &str) -> Option<&'static str> {
         "etcd" => "etcd-server",
         "etcdctl" => "etcd-client",
         "nginx" => "nginx-light",
+        "dnsmasq" => "dnsmasq-base",
+        "dig" | "nslookup" => "bind9-dnsutils",
         "flanneld" => "flannel",
         "skrouterd" => "skupper-router",
         "bridge" | "host-local" | "loopback" => "containernetworking-plugins",

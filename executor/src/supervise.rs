@@ -126,6 +126,7 @@ pub fn start(
         builtin: None,
         log: log.clone(),
         outputs: Vec::new(),
+        reloads: vec![],
         restart: Default::default(),
         ready: Probe::Alive,
     };

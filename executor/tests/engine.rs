@@ -110,6 +110,7 @@ fn chain(dir: &str) -> Plan {
                     builtin: None,
                     log: format!("{dir}/p.log"),
                     outputs: vec![],
+                    reloads: vec![],
                     restart: Default::default(),
                     ready: Probe::Alive,
                 }),
@@ -143,6 +144,7 @@ fn default_compiled(name: &str, dir: &Path) -> (Plan, Bundle) {
             name: name.into(),
             state_dir: dir.to_path_buf(),
             not_ready: Default::default(),
+            coredns_on_path: false,
         },
     )
     .expect("default topology compiles");
@@ -329,6 +331,7 @@ fn probe_timeout_fails_and_stops_the_process() {
                     builtin: None,
                     log: "/tmp/none/etcd.log".into(),
                     outputs: vec![],
+                    reloads: vec![],
                     restart: Default::default(),
                     ready: Probe::HttpGet {
                         netns: "a".into(),

@@ -130,6 +130,7 @@ fn compile_underlay(source: &Source, name: &str) -> (tempfile::TempDir, PathBuf,
         name: name.to_string(),
         state_dir: state_dir.clone(),
         not_ready: Default::default(),
+        coredns_on_path: false,
     };
     let bundle = knetsim_compiler::compile(source, &opts).expect("topology compiles");
     let plan = underlay_only(serde_json::from_str(bundle.get("plan.json").unwrap()).unwrap());

@@ -7,7 +7,7 @@ use super::running::display_name;
 use super::running::recorded_state;
 use super::Target;
 use knetsim_executor::observe::Inventory;
-use knetsim_executor::system::linux::open_netns;
+use knetsim_executor::system::linux::open_netns_entry;
 use knetsim_executor::system::process::{command_in_netns, exit_code, run_foreground, which};
 
 #[derive(clap::Args)]
@@ -45,7 +45,7 @@ fn resolve(target: &Target, node: &str) -> Result<(String, String), String> {
 
 /// Runs `program` in `netns` in the foreground; `Ok` with its exit code.
 pub(super) fn run_in(netns: &str, node: &str, program: &str, args: &[String], env: &[(&str, String)]) -> Outcome {
-    let fd = open_netns(netns).map_err(|e| format!("{node}: {e}"))?;
+    let fd = open_netns_entry(netns).map_err(|e| format!("{node}: {e}"))?;
     let mut cmd = command_in_netns(fd, program, args);
     cmd.env("KNETSIM_NODE", node);
     for (k, v) in env {

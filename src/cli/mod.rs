@@ -67,6 +67,7 @@ impl Target {
 
     pub fn options(&self) -> Result<CompileOptions, String> {
         let mut opts = CompileOptions::named(&self.name());
+        opts.coredns_on_path = knetsim_executor::system::process::which("coredns").is_some();
         if let Some(dir) = &self.state_dir {
             opts.state_dir = dir.clone();
         }

@@ -152,6 +152,9 @@ fn print_text(h: &Health) {
         .map(|s| service_row(&s.name, &s.vip, &s.ports, &s.endpoints))
         .collect();
     table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
+    if let Some(dns) = &h.dns {
+        println!("\nDNS: {dns}");
+    }
     table(
         &["ROUTER", "LINK / ADDRESS", "COST", "STATE", "VIA"],
         &router_rows(&h.routers),

@@ -233,6 +233,9 @@ fn print_summary(
         .map(|s| service_row(&s.id, &s.vip, &s.ports, &s.endpoints))
         .collect();
     table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
+    if let Some(dns) = &inv.dns {
+        println!("\nDNS: {dns}");
+    }
     if !skipped.contains(&Component::Ingress) {
         let rows: Vec<Vec<String>> = inv
             .ingresses

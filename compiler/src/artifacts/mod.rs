@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod cni;
+pub mod dns;
 pub mod etcd;
 pub mod flannel;
 pub mod netpol;
@@ -86,6 +87,26 @@ pub fn render(model: &Model) -> (crate::plan::Plan, Bundle) {
                 Some(&ing.worker),
                 nginx::conf(&naming, ing),
             );
+        }
+    }
+    if let Some(dns) = &model.dns {
+        for c in &model.clusters {
+            let cl = Some(c.name.as_str());
+            let node = c
+                .pod(crate::model::SYSTEM_NAMESPACE, crate::model::DNS_POD)
+                .map(|p| p.worker.as_str());
+            for (name, text) in dns::files(model, dns, c) {
+                b.insert(paths::dns_file(c, name), ArtifactKind::DnsConfig, cl, node, text);
+            }
+            for ns in c.namespace_names() {
+                b.insert(
+                    paths::resolv_conf(c, &ns),
+                    ArtifactKind::ResolvConf,
+                    cl,
+                    None,
+                    dns::resolv_conf(dns, c, &ns),
+                );
+            }
         }
     }
     for r in &model.routers {

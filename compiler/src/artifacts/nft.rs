@@ -102,13 +102,14 @@ pub fn ruleset(c: &Cluster) -> Arc<str> {
     let ip_wide: Vec<IpWide> = c
         .services
         .iter()
-        .filter(|s| s.ports.is_empty() && s.endpoints.iter().any(|e| e.ready))
+        .filter(|s| !s.headless && s.ports.is_empty() && s.endpoints.iter().any(|e| e.ready))
         .map(ip_wide)
         .collect();
     let ported: Vec<PortRule> = c
         .services
         .iter()
-        .filter(|s| s.endpoints.iter().any(|e| e.ready))
+        // A headless service has no VIP: kube-proxy ignores it, DNS names its endpoints.
+        .filter(|s| !s.headless && s.endpoints.iter().any(|e| e.ready))
         .flat_map(port_rules)
         .collect();
     Arc::from(templates::render(

@@ -43,6 +43,16 @@ pub fn router_config(r: &Router) -> String {
     format!("clusters/{}/skupper/{}.json", r.cluster, r.cluster)
 }
 
+/// A file of cluster `c`'s DNS server (`dnsmasq.conf`, `hosts`, `Corefile`, ...).
+pub fn dns_file(c: &Cluster, name: &str) -> String {
+    format!("clusters/{}/dns/{name}", c.name)
+}
+
+/// The resolv.conf of the pods of `namespace`.
+pub fn resolv_conf(c: &Cluster, namespace: &str) -> String {
+    format!("clusters/{}/dns/resolv.conf/{namespace}", c.name)
+}
+
 /// Runtime locations, following the seed's `/tmp/knetsim` layout.
 pub mod runtime {
     use super::*;
@@ -100,6 +110,19 @@ pub mod runtime {
     /// The emulation's one CA for inter-router TLS (`ca.crt`, `ca.key`).
     pub fn router_ca(n: &Naming) -> String {
         n.state("skupper/certs")
+    }
+    /// Where a cluster's DNS server reads its files: `dns/C0/hosts`.
+    pub fn dns_file(n: &Naming, c: &Cluster, name: &str) -> String {
+        n.state(&format!("dns/{}/{name}", c.name))
+    }
+    /// A pod's resolv.conf where `ip netns exec` (and knetsim's own entry into a pod)
+    /// bind-mounts it over /etc/resolv.conf: `/etc/netns/<pod netns>/resolv.conf`.
+    pub fn resolv_conf(p: &crate::model::Pod) -> String {
+        crate::host::HostLayout::system()
+            .netns_etc(&p.netns)
+            .join("resolv.conf")
+            .display()
+            .to_string()
     }
     /// `pods/C0/c1.log`; `pods/C0/prod/web.log` for a pod of another namespace.
     pub fn pod_log(n: &Naming, cluster: &Cluster, pod: &crate::model::Pod) -> String {

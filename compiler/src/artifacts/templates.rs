@@ -24,6 +24,19 @@ pub fn env() -> &'static Environment<'static> {
         .expect("network-policy.nft.j2 parses");
         env.add_template("flannel.nft.j2", include_str!("../../../templates/flannel.nft.j2"))
             .expect("flannel.nft.j2 parses");
+        for (name, text) in [
+            ("dnsmasq.conf.j2", include_str!("../../../templates/dnsmasq.conf.j2")),
+            ("dns-hosts.j2", include_str!("../../../templates/dns-hosts.j2")),
+            ("Corefile.j2", include_str!("../../../templates/Corefile.j2")),
+            ("dns-zone.j2", include_str!("../../../templates/dns-zone.j2")),
+            (
+                "dns-reverse-zone.j2",
+                include_str!("../../../templates/dns-reverse-zone.j2"),
+            ),
+        ] {
+            env.add_template(name, text)
+                .unwrap_or_else(|e| panic!("{name} parses: {e}"));
+        }
         env
     })
 }

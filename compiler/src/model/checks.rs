@@ -58,6 +58,8 @@ pub enum CheckProbe {
     },
     /// Every pod to every pod (`from` is the cluster, `netns` empty).
     Matrix(super::matrix::Matrix),
+    /// A DNS lookup as the pod's resolver makes it (see `dns_check.rs`).
+    Dns(super::dns_check::DnsProbe),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +94,7 @@ impl CheckProbe {
             CheckProbe::Ping { target, .. } => format!("ping {target}"),
             CheckProbe::Http { url, .. } => format!("http {url}"),
             CheckProbe::Matrix(m) => format!("matrix {}/{} of {} pods", m.protocol, m.port, m.pods.len()),
+            CheckProbe::Dns(d) => format!("dns {} {}", d.record, d.name),
         }
     }
 }
@@ -232,11 +235,9 @@ impl Resolver<'_> {
     /// An address, a host, `CLUSTER/NAME` or `NAME.CLUSTER` (a pod, else a service).
     fn target(&self, report: &mut Report, value: &Spanned<String>, name: &str) -> Option<Target> {
         if let Ok(address) = name.parse::<Ipv4Addr>() {
-            let workload = self
-                .model
-                .clusters
-                .iter()
-                .any(|c| c.pods.iter().any(|p| p.ip == address) || c.services.iter().any(|s| s.vip == address));
+            let workload = self.model.clusters.iter().any(|c| {
+                c.pods.iter().any(|p| p.ip == address) || c.services.iter().any(|s| s.vip == address && !s.headless)
+            });
             return Some(Target { address, workload });
         }
         if name.chars().all(|c| c.is_ascii_digit() || c == '.') {
@@ -267,6 +268,15 @@ impl Resolver<'_> {
                 });
             }
             if let Some(s) = c.service(ns, local) {
+                if s.headless {
+                    report.error(
+                        value.span(),
+                        format!("service `{name}` is headless: it has no VIP"),
+                        "headless",
+                        "name one of its pods, or look its name up with a dns check",
+                    );
+                    return None;
+                }
                 return Some(Target {
                     address: s.vip,
                     workload: true,
@@ -415,7 +425,23 @@ pub fn resolve(
             },
         };
         let timeout = positive(report, &s.timeout, "timeout (seconds)", MAX_TIMEOUT_SECS);
+        let dns_only = [
+            s.record_type.as_ref().map(|v| v.span()),
+            s.addresses.as_ref().map(|v| v.span()),
+            s.nxdomain.as_ref().map(|v| v.span()),
+        ];
         let probe = match (&s.ping, &s.http) {
+            _ if s.dns.is_some() => {
+                if let Some(other) = s.ping.as_ref().or(s.http.as_ref()) {
+                    report.error(
+                        other.span(),
+                        format!("check `{name}` has a dns probe and another one"),
+                        "second probe",
+                        "one probe per check: split it into two [[checks]]",
+                    );
+                }
+                super::dns_check::resolve(model, report, s, from.as_ref().map(|f| f.0.as_str()))
+            }
             (Some(_), Some(http)) => {
                 report.error(
                     http.span(),
@@ -430,11 +456,14 @@ pub fn resolve(
                     s.name.span(),
                     format!("check `{name}` has no probe"),
                     "nothing to run",
-                    "add `ping = \"C0/c2\"` or `http = \"http://10.0.0.3:8001/svc1\"`",
+                    "add `ping = \"C0/c2\"`, `http = \"http://10.0.0.3:8001/svc1\"` or `dns = \"web.default.svc.cluster.local\"`",
                 );
                 None
             }
             (Some(ping), None) => {
+                for span in dns_only.iter().flatten() {
+                    not_for(report, Some(span.clone()), "type/addresses/nxdomain", "ping", "dns");
+                }
                 not_for(report, s.body.as_ref().map(|b| b.span()), "body", "ping", "http");
                 not_for(report, s.tries.as_ref().map(|b| b.span()), "tries", "ping", "http");
                 let count = positive(report, &s.count, "count", MAX_COUNT);
@@ -448,6 +477,9 @@ pub fn resolve(
                 })
             }
             (None, Some(http)) => {
+                for span in dns_only.iter().flatten() {
+                    not_for(report, Some(span.clone()), "type/addresses/nxdomain", "http", "dns");
+                }
                 not_for(report, s.count.as_ref().map(|b| b.span()), "count", "http", "ping");
                 http_probe(&r, report, s, http, expect, from.as_ref().map(|f| f.1))
             }
@@ -479,6 +511,7 @@ fn matrix_probe(
         ("from", s.from.as_ref().map(|v| v.span())),
         ("ping", s.ping.as_ref().map(|v| v.span())),
         ("http", s.http.as_ref().map(|v| v.span())),
+        ("dns", s.dns.as_ref().map(|v| v.span())),
         ("expect", s.expect.as_ref().map(|v| v.span())),
     ] {
         if let Some(span) = span {

@@ -5,6 +5,7 @@
 mod allocate;
 mod build;
 pub mod checks;
+pub mod dns_check;
 pub mod matrix;
 mod names;
 pub mod policy;
@@ -30,6 +31,10 @@ pub struct Model {
     pub underlay: Underlay,
     pub clusters: Vec<Cluster>,
     pub routers: Vec<Router>,
+    /// Cluster DNS (`[dns]`): each cluster then has the implicit pod [`DNS_POD`] and the
+    /// Service [`DNS_SERVICE`] in `kube-system`, and every pod a resolv.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
     /// The topology's `[[checks]]`, resolved; written as `checks.json`, not in the inventory.
     #[serde(skip)]
     pub checks: Vec<Check>,
@@ -108,6 +113,41 @@ pub const SYSTEM_NAMESPACE: &str = "kube-system";
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// The implicit pod that runs each cluster's DNS server (in `kube-system`): the
+/// kube-dns add-on's name, whichever server runs in it.
+pub const DNS_POD: &str = "kube-dns";
+/// The Service in front of it, as kubeadm names it.
+pub const DNS_SERVICE: &str = "kube-dns";
+/// The label kubeadm's DNS pods carry and the Service selects.
+pub const DNS_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
+
+/// `[dns]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dns {
+    /// The cluster domain (`cluster.local`).
+    pub domain: String,
+    pub server: DnsServer,
+}
+
+/// Which real DNS server serves the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsServer {
+    /// Debian's dnsmasq: records from a hosts file (SIGHUP re-reads it) and its config.
+    Dnsmasq,
+    /// CoreDNS with a Corefile and a zone file (its `reload` and `file` plugins).
+    Coredns,
+}
+
+impl DnsServer {
+    pub fn program(self) -> &'static str {
+        match self {
+            DnsServer::Dnsmasq => "dnsmasq",
+            DnsServer::Coredns => "coredns",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Namespace {
@@ -276,6 +316,9 @@ pub struct Pod {
     /// Deleted, its endpoints kept (nothing is created for it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// Made by knetsim, not declared (the cluster DNS pod).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit: bool,
     #[serde(default, skip_serializing_if = "RestartPolicy::is_always")]
     pub restart_policy: RestartPolicy,
     #[serde(default, skip_serializing_if = "Probes::is_empty")]
@@ -353,7 +396,14 @@ pub struct Service {
     /// The label selector its endpoints come from (empty: a list of pods).
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub selector: Labels,
+    /// 0.0.0.0 for a headless service.
     pub vip: Ipv4Addr,
+    /// `clusterIP: None`: no VIP and no kube-proxy rules; DNS names its endpoints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub headless: bool,
+    /// Made by knetsim, not declared (`kube-dns`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit: bool,
     pub endpoints: Vec<Endpoint>,
     /// Empty = IP-wide DNAT.
     pub ports: Vec<ServicePort>,
@@ -384,6 +434,9 @@ pub struct ServicePort {
     pub target_port: u16,
     /// "tcp" or "udp".
     pub protocol: String,
+    /// A named port: DNS gives it an SRV record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

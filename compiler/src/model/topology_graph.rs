@@ -301,7 +301,10 @@ pub fn check(model: &Model) -> Vec<Diagnostic> {
                         ));
                     }
                 }
-                NodeKind::Service { vip } => claim(*vip, format!("service {}", g[n].name), &mut problems),
+                // A headless service has no VIP to claim.
+                NodeKind::Service { vip } if !vip.is_unspecified() => {
+                    claim(*vip, format!("service {}", g[n].name), &mut problems)
+                }
                 _ => {}
             }
         }

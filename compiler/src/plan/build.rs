@@ -5,7 +5,7 @@ use super::{
     AddAddress, AddRoute, CniAdd, CreateBridge, CreateNetns, CreateVeth, EtcdPut, GenerateCerts, Impair, MakeDir,
     NftLoad, Op, Plan, Probe, RestartPolicy, SetSysctl, StartProcess, Step, VethEnd, Wait, WriteFile,
 };
-use crate::artifacts::{etcd, flannel, paths, paths::runtime};
+use crate::artifacts::{dns, etcd, flannel, paths, paths::runtime};
 use crate::bundle::Bundle;
 use crate::model::{Cluster, Model, Naming};
 
@@ -157,6 +157,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 builtin: None,
                 log: member.log.clone(),
                 outputs: vec![member.data_dir.clone()],
+                reloads: vec![],
                 restart: RestartPolicy::Always,
                 ready: Probe::TcpConnect {
                     netns: m.netns.clone(),
@@ -226,6 +227,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 builtin: Some("flanneld".into()),
                 log: runtime::flannel_log(n, w),
                 outputs: vec![subnet_env.clone()],
+                reloads: vec![],
                 restart: RestartPolicy::Always,
                 ready: Probe::FileExists { path: subnet_env },
             }),
@@ -274,6 +276,8 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 }),
             );
             previous_add = Some(add.clone());
+            let mut workload_after = vec![add];
+            workload_after.extend(dns_files(model, n, c, p, s));
             if let Some(argv) = &p.command {
                 let ready = match p.ports.first() {
                     Some(port) => Probe::TcpConnect {
@@ -282,9 +286,13 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                     },
                     None => Probe::Alive,
                 };
+                let reloads = match (&model.dns, p.implicit) {
+                    (Some(dns), true) => dns::reloadable(n, c, dns.server),
+                    _ => vec![],
+                };
                 s.add(
                     format!("workload:{}", c.pod_id(p)),
-                    vec![add],
+                    workload_after,
                     Op::StartProcess(StartProcess {
                         name: workload_name(&c.pod_id(p)),
                         netns: p.netns.clone(),
@@ -292,6 +300,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                         builtin: None,
                         log: runtime::pod_log(n, c, p),
                         outputs: vec![],
+                        reloads,
                         restart: p.restart_policy,
                         ready,
                     }),
@@ -368,6 +377,7 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
                 builtin: None,
                 log: format!("{dir}/nginx.log"),
                 outputs: vec![],
+                reloads: vec![],
                 restart: RestartPolicy::Always,
                 ready: Probe::TcpConnect {
                     netns: w.netns.clone(),
@@ -376,6 +386,40 @@ fn cluster(model: &Model, n: &Naming, c: &Cluster, s: &mut Steps) {
             }),
         );
     }
+}
+
+/// With `[dns]`, the files a pod's workload needs first: its resolv.conf (read
+/// through the bind mount over /etc/resolv.conf that entering the pod makes), and
+/// for the DNS pod its server's files. Returns their step ids.
+fn dns_files(model: &Model, n: &Naming, c: &Cluster, p: &crate::model::Pod, s: &mut Steps) -> Vec<String> {
+    let Some(dns) = &model.dns else {
+        return Vec::new();
+    };
+    if p.implicit {
+        return dns::files(model, dns, c)
+            .into_iter()
+            .map(|(name, _)| {
+                let path = runtime::dns_file(n, c, name);
+                s.add(
+                    format!("file:{path}"),
+                    vec![],
+                    Op::WriteFile(WriteFile {
+                        path,
+                        artifact: paths::dns_file(c, name),
+                    }),
+                )
+            })
+            .collect();
+    }
+    let path = runtime::resolv_conf(p);
+    vec![s.add(
+        format!("file:{path}"),
+        vec![netns_id(&p.netns)],
+        Op::WriteFile(WriteFile {
+            path,
+            artifact: paths::resolv_conf(c, &p.namespace),
+        }),
+    )]
 }
 
 /// The process name of pod `id`'s (`C0/c4`) workload.
@@ -479,6 +523,7 @@ fn routers(model: &Model, n: &Naming, s: &mut Steps) {
                 builtin: Some("router".into()),
                 log: runtime::router_log(n, r),
                 outputs: vec![],
+                reloads: vec![],
                 restart: RestartPolicy::Always,
                 ready: Probe::HttpGet {
                     netns: netns.clone(),

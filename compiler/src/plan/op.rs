@@ -116,6 +116,10 @@ pub struct StartProcess {
     /// (flannel's subnet file, else the probe would pass on the old one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
+    /// Files it reads again on SIGHUP (dnsmasq's hosts file): when only these change,
+    /// a live change reloads it instead of restarting it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reloads: Vec<String>,
     /// Whether it is started again once it ended (a pod's `restart_policy`).
     #[serde(default, skip_serializing_if = "RestartPolicy::is_always")]
     pub restart: RestartPolicy,

@@ -17,6 +17,18 @@ pub struct TopologySpec {
     /// Validation probes run by `knetsim test` (and at the end of `knetsim up`).
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// Cluster DNS (opt-in): one DNS server per cluster behind the `kube-dns` Service.
+    pub dns: Option<Spanned<DnsSpec>>,
+}
+
+/// `[dns]`: the cluster domain and which real DNS server serves it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// The cluster domain (kubelet's `clusterDomain`), default `cluster.local`.
+    pub domain: Option<Spanned<String>>,
+    /// `auto` (default: CoreDNS when it is on PATH, else dnsmasq), `dnsmasq` or `coredns`.
+    pub server: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,7 +182,8 @@ pub struct ServiceSpec {
     pub name: Spanned<String>,
     /// The service's Kubernetes namespace (default `default`); its backends are pods of it.
     pub namespace: Option<Spanned<String>>,
-    /// Given, or allocated from the cluster's service CIDR.
+    /// Given, or allocated from the cluster's service CIDR; `"None"` makes the
+    /// service headless (Kubernetes' `clusterIP: None`).
     pub vip: Option<Spanned<String>>,
     /// The backends by name ...
     pub pods: Option<Spanned<Vec<Spanned<String>>>>,
@@ -190,6 +203,8 @@ pub enum PortSpec {
         target_port: Option<u16>,
         /// Spanned so an unsupported protocol is pointed at precisely.
         protocol: Option<Spanned<String>>,
+        /// A named port (an IANA_SVC_NAME): it gets an SRV record.
+        name: Option<Spanned<String>>,
     },
 }
 
@@ -251,6 +266,7 @@ struct FullPortSpec {
     port: u16,
     target_port: Option<u16>,
     protocol: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for PortSpec {
@@ -277,6 +293,7 @@ impl<'de> Deserialize<'de> for PortSpec {
                     port: full.port,
                     target_port: full.target_port,
                     protocol: full.protocol,
+                    name: full.name,
                 })
             }
         }
@@ -392,6 +409,15 @@ pub struct CheckSpec {
     pub ping: Option<Spanned<String>>,
     /// `http://HOST[:PORT][/PATH]`; HOST as for `ping`, with `NAME.CLUSTER` for pods and services.
     pub http: Option<Spanned<String>>,
+    /// A DNS name looked up from a pod, through its resolv.conf (nameserver, search, ndots).
+    pub dns: Option<Spanned<String>>,
+    /// dns only: the record type, `A` (default) or `SRV`.
+    #[serde(rename = "type")]
+    pub record_type: Option<Spanned<String>>,
+    /// dns only: the expected A addresses, or SRV answers as `"port target"`, in any order.
+    pub addresses: Option<Spanned<Vec<String>>>,
+    /// dns only: the name must not exist (NXDOMAIN).
+    pub nxdomain: Option<Spanned<bool>>,
     /// "success" (default) or "failure".
     pub expect: Option<Spanned<String>>,
     /// Text every response contains, or a list of texts each seen over `tries` requests.

@@ -13,6 +13,7 @@ fn compiled(text: &str, dir: &Path) -> (Plan, Bundle) {
         name: "d".into(),
         state_dir: dir.into(),
         not_ready: Default::default(),
+        coredns_on_path: false,
     };
     let bundle = compile(&Source::new("t.toml", text), &opts).unwrap();
     let plan: Plan = serde_json::from_str(bundle.get(PLAN).unwrap()).unwrap();

@@ -296,7 +296,16 @@ pub fn describe_probe(p: &Probe) -> String {
 pub(crate) fn removable(path: &Path, state_dir: &Path) -> bool {
     use std::path::Component;
     let plain = |p: &Path| p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir));
-    plain(path) && plain(state_dir) && state_dir.parent().is_some() && path.starts_with(state_dir) && path != state_dir
+    let in_state = plain(state_dir) && state_dir.parent().is_some() && path.starts_with(state_dir) && path != state_dir;
+    plain(path) && (in_state || netns_etc_entry(path))
+}
+
+/// A pod's `/etc/netns/<netns>` directory or its `resolv.conf` (never `/etc/netns`
+/// itself, which other namespaces' files share).
+fn netns_etc_entry(path: &Path) -> bool {
+    let etc = knetsim_compiler::host::HostLayout::system().netns_etc_dir;
+    let under = |p: &Path| p.parent() == Some(etc.as_path());
+    under(path) || (path.file_name().is_some_and(|n| n == "resolv.conf") && path.parent().is_some_and(under))
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -313,6 +322,17 @@ mod tests {
 
     #[test]
     fn removes_only_inside_the_state_dir() {
+        assert!(removable(
+            Path::new("/etc/netns/k0_c1/resolv.conf"),
+            Path::new("/tmp/knetsim")
+        ));
+        assert!(removable(Path::new("/etc/netns/k0_c1"), Path::new("/tmp/knetsim")));
+        assert!(!removable(Path::new("/etc/netns"), Path::new("/tmp/knetsim")));
+        assert!(!removable(
+            Path::new("/etc/netns/k0_c1/hosts"),
+            Path::new("/tmp/knetsim")
+        ));
+        assert!(!removable(Path::new("/etc/netns/../passwd"), Path::new("/tmp/knetsim")));
         let dir = Path::new("/tmp/knetsim");
         assert!(removable(Path::new("/tmp/knetsim/C0w1/x.conf"), dir));
         assert!(!removable(dir, dir));

@@ -59,6 +59,8 @@ pub struct Inventory {
     pub pods: Vec<PodInfo>,
     pub services: Vec<ServiceInfo>,
     pub ingresses: Vec<IngressInfo>,
+    /// Which cluster DNS runs, in words (`[dns]`), for `up` and `status`.
+    pub dns: Option<String>,
 }
 
 impl Inventory {
@@ -71,6 +73,14 @@ impl Inventory {
         let mut inv = Inventory {
             state_dir: model.state_dir.clone(),
             switch_netns: model.switch_netns.clone(),
+            dns: model.dns.as_ref().map(|d| {
+                // dnsmasq and CoreDNS are both real DNS servers: only the name differs.
+                format!(
+                    "{} (serving the kube-dns Service), domain {}",
+                    d.server.program(),
+                    d.domain
+                )
+            }),
             ..Inventory::default()
         };
         for c in &model.clusters {
@@ -99,7 +109,7 @@ impl Inventory {
             inv.services.extend(c.services.iter().map(|s| {
                 ServiceInfo {
                     id: c.service_id(s),
-                    vip: s.vip.to_string(),
+                    vip: if s.headless { "None".into() } else { s.vip.to_string() },
                     ports: s.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)).collect(),
                     endpoints: s
                         .endpoints

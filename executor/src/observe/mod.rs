@@ -46,6 +46,9 @@ pub struct Health {
     pub pods: Vec<PodHealth>,
     pub services: Vec<ServiceView>,
     pub routers: Vec<RouterHealth>,
+    /// The cluster DNS, in words (`dnsmasq (serving the kube-dns Service), ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -388,5 +391,6 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
         pods,
         services,
         routers,
+        dns: inv.and_then(|i| i.dns.clone()),
     }
 }

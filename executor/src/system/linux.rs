@@ -82,6 +82,11 @@ impl LinuxSystem {
         HostLayout::system().netns(name)
     }
 
+    /// `/etc/netns`, where the pods' resolv.conf files go.
+    pub fn netns_etc_dir() -> PathBuf {
+        HostLayout::system().netns_etc_dir
+    }
+
     /// Makes `/run/netns` a shared mount point (bind-mounted onto itself if it is
     /// not a mount point yet), as iproute2 does, so that deleting a namespace
     /// propagates into mount namespaces made later (e.g. by `ip netns exec`).
@@ -179,6 +184,15 @@ pub fn open_netns(netns: &str) -> SysResult<File> {
             SysError::io(format!("opening {}", path.display()), e)
         }
     })
+}
+
+/// Opens `/run/netns/NAME` with the files `ip netns exec` would bind over `/etc`
+/// (`/etc/netns/NAME/`: a pod's resolv.conf), for a child to enter it as a pod's
+/// processes see it.
+pub fn open_netns_entry(netns: &str) -> SysResult<super::process::NetnsEntry> {
+    let fd = open_netns(netns)?;
+    let etc = knetsim_compiler::host::HostLayout::system().netns_etc(netns);
+    Ok(super::process::NetnsEntry::with_etc(fd, &etc))
 }
 
 /// Runs `f` on a fresh thread that has entered `netns`; the thread ends with `f`.
@@ -498,6 +512,14 @@ impl System for LinuxSystem {
             Ok(_) => std::fs::remove_file(path),
             Err(e) => Err(e),
         };
+        // A pod's resolv.conf leaves its /etc/netns/<netns> directory empty: it goes
+        // too (recorded or not, e.g. after a crash between the two).
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| d.parent() == Some(LinuxSystem::netns_etc_dir().as_path()))
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
         match result {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -518,7 +540,7 @@ impl System for LinuxSystem {
         use super::process;
         let (program, args) =
             process::resolve_argv(&spec.argv, spec.builtin.as_deref(), &process::which, &process::self_exe)?;
-        let netns = open_netns(&spec.netns)?;
+        let netns = open_netns_entry(&spec.netns)?;
         let log = Path::new(&spec.log);
         let dir = log
             .parent()

@@ -157,25 +157,98 @@ pub fn provider(program: &str, builtin: Option<&str>, lookup: &dyn Fn(&str) -> O
     }
 }
 
-/// Enters the network namespace open as `fd` from a forked child, before exec.
-/// Only raw syscalls: safe between fork and exec.
-fn enter_netns(fd: i32) -> std::io::Result<()> {
-    // SAFETY: setns(2) on an fd we own; no allocation, async-signal-safe.
-    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
+/// A network namespace to enter from a forked child, as `ip netns exec` enters it:
+/// the namespace itself and the files of `/etc/netns/NAME/` (a pod's `resolv.conf`)
+/// bind-mounted over `/etc` in a mount namespace of the child's own, so that its
+/// resolver reads the pod's files while nothing else sees them.
+pub struct NetnsEntry {
+    fd: File,
+    /// (source, target) pairs, made before the fork: nothing is allocated after it.
+    binds: Vec<(std::ffi::CString, std::ffi::CString)>,
+}
+
+impl From<File> for NetnsEntry {
+    fn from(fd: File) -> Self {
+        NetnsEntry { fd, binds: Vec::new() }
     }
-    Ok(())
+}
+
+impl NetnsEntry {
+    /// `fd` (an open `/run/netns/NAME`) with the files of `etc_dir` (`/etc/netns/NAME`)
+    /// to bind over `/etc`; none when the directory does not exist.
+    pub fn with_etc(fd: File, etc_dir: &Path) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let mut binds = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(etc_dir) {
+            let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+            names.sort();
+            for name in names {
+                let src = etc_dir.join(&name);
+                let dst = Path::new("/etc").join(&name);
+                if let (Ok(src), Ok(dst)) = (
+                    std::ffi::CString::new(src.as_os_str().as_bytes()),
+                    std::ffi::CString::new(dst.as_os_str().as_bytes()),
+                ) {
+                    binds.push((src, dst));
+                }
+            }
+        }
+        NetnsEntry { fd, binds }
+    }
+
+    /// Enters it from a forked child, before exec. Only raw syscalls: safe between
+    /// fork and exec. A bind that fails is skipped, as `ip netns exec` does.
+    fn enter(&self) -> std::io::Result<()> {
+        // SAFETY: setns(2) on an fd we own; no allocation, async-signal-safe.
+        if unsafe { libc::setns(self.fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if self.binds.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: unshare(2) and mount(2) with C strings made before the fork.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Slave, not private: mounts and unmounts of the host (a namespace deleted
+            // by `ip netns del`) still reach the child.
+            let root = c"/";
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_SLAVE | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (src, dst) in &self.binds {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A command whose child enters the network namespace `netns` (an open
-/// `/run/netns/NAME`) between fork and exec: no thread of the calling process
-/// ever leaves its own namespace. The file stays open as long as the command.
-pub fn command_in_netns(netns: File, program: impl AsRef<OsStr>, args: &[String]) -> Command {
+/// `/run/netns/NAME`, with its `/etc` files when given as a [`NetnsEntry`]) between
+/// fork and exec: no thread of the calling process ever leaves its own namespace.
+/// The file stays open as long as the command.
+pub fn command_in_netns(netns: impl Into<NetnsEntry>, program: impl AsRef<OsStr>, args: &[String]) -> Command {
+    let netns = netns.into();
     let mut cmd = Command::new(program);
     cmd.args(args);
-    // SAFETY: the closure only makes a raw syscall.
+    // SAFETY: the closure only makes raw syscalls.
     unsafe {
-        cmd.pre_exec(move || enter_netns(netns.as_raw_fd()));
+        cmd.pre_exec(move || netns.enter());
     }
     cmd
 }
@@ -185,7 +258,13 @@ pub fn command_in_netns(netns: File, program: impl AsRef<OsStr>, args: &[String]
 /// stdin `/dev/null`, stdout and stderr appended to `log` (which must be in an
 /// existing directory), working directory `cwd`. Returns its PID; it is not
 /// waited for (the caller's `running` check reaps it if it dies early).
-pub fn spawn_detached(netns: File, program: &Path, args: &[String], log: &Path, cwd: &Path) -> SysResult<u32> {
+pub fn spawn_detached(
+    netns: impl Into<NetnsEntry>,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    cwd: &Path,
+) -> SysResult<u32> {
     let mut out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -209,14 +288,15 @@ pub fn spawn_detached(netns: File, program: &Path, args: &[String], log: &Path, 
         .stdout(out)
         .stderr(err)
         .current_dir(cwd);
-    let fd = netns.as_raw_fd();
+    let netns = std::sync::Arc::new(netns.into());
+    let entry = netns.clone();
     // SAFETY: only raw syscalls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            enter_netns(fd)
+            entry.enter()
         });
     }
     let child = cmd.spawn().map_err(|e| SysError::io(format!("starting `{line}`"), e))?;

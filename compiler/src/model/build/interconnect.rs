@@ -190,6 +190,15 @@ impl Builder<'_> {
                     }
                 },
                 (None, Some(s)) => match c.service(ns_of(s.get_ref()).0, ns_of(s.get_ref()).1) {
+                    Some(svc) if svc.headless => {
+                        self.report.error(
+                            s.span(),
+                            format!("service `{}` is headless: it has no VIP to connect to", s.get_ref()),
+                            "headless",
+                            "expose one of its pods (pod = ...), or a service with a VIP",
+                        );
+                        continue;
+                    }
                     Some(svc) => svc.vip,
                     None => {
                         let known: Vec<String> = c.services.iter().map(|s| qualified(&s.namespace, &s.name)).collect();

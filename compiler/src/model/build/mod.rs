@@ -13,11 +13,13 @@ use crate::CompileOptions;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+mod dns;
 mod flannel;
 mod impairments;
 mod interconnect;
 mod namespaces;
 mod policies;
+mod ports;
 #[cfg(test)]
 mod tests;
 mod workloads;
@@ -42,6 +44,8 @@ pub fn build(source: &Source, topo: &spec::TopologySpec, opts: &CompileOptions) 
         underlay_ips: HashMap::new(),
         unusable_clusters: HashSet::new(),
         ports: PortTable::default(),
+        dns: None,
+        coredns_on_path: opts.coredns_on_path,
     };
     let mut model = b.model(topo);
     if b.report.items.is_empty() {
@@ -74,6 +78,9 @@ struct Builder<'a> {
     /// Clusters whose name is invalid: already reported, so references to them are not.
     unusable_clusters: HashSet<String>,
     ports: PortTable,
+    /// `[dns]`, resolved before the clusters (their DNS pod and Service depend on it).
+    dns: Option<Dns>,
+    coredns_on_path: bool,
 }
 
 /// A cluster as declared, with the spans needed by later (cross-cluster) checks.
@@ -161,6 +168,7 @@ impl<'a> Builder<'a> {
             self.switch_names.insert(switch);
         }
 
+        self.dns = self.dns_settings(&topo.dns);
         let mut cluster_names = Unique::new("cluster");
         let mut host_counter: u64 = 0;
         let mut declared = Vec::new();
@@ -244,6 +252,7 @@ impl<'a> Builder<'a> {
             underlay,
             clusters: declared.into_iter().map(|d| d.cluster).collect(),
             routers,
+            dns: self.dns.clone(),
             checks: Vec::new(),
             warnings: String::new(),
         };

@@ -98,7 +98,9 @@ impl Builder<'_> {
                 };
                 Unique::within("pod", scope)
             });
-            if !unique.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text) {
+            if !unique.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text)
+                || self.dns_reserved(ns, &p.name, "pod")
+            {
                 continue;
             }
             // Checked before the worker, so a pod on an unknown worker has them checked too.
@@ -168,70 +170,14 @@ impl Builder<'_> {
                 namespace,
                 labels,
                 deleted: p.deleted,
+                implicit: false,
                 restart_policy,
                 probes,
             });
         }
-    }
-
-    /// A pod's container ports checked (each once per protocol, names unique and
-    /// IANA_SVC_NAMEs as Kubernetes requires); returns the named ones.
-    fn container_ports(&mut self, p: &spec::PodSpec) -> Vec<NamedPort> {
-        let pod = p.name.get_ref();
-        let mut numbers = Unique::within("port", format!("pod `{pod}`"));
-        let mut names = Unique::within("port name", format!("pod `{pod}`"));
-        let mut named = Vec::new();
-        for port in &p.ports {
-            let cp = port.get_ref();
-            if cp.port == 0 {
-                self.report.error(
-                    port.span(),
-                    format!("port 0 of pod `{pod}` is not usable"),
-                    "bad port",
-                    "ports are 1..=65535 (the pod's readiness is a TCP connect to its first port)",
-                );
-                continue;
-            }
-            let protocol = match &cp.protocol {
-                None => "tcp".to_string(),
-                Some(v) => match v.get_ref().to_ascii_lowercase().as_str() {
-                    p @ ("tcp" | "udp") => p.to_string(),
-                    _ => {
-                        self.report.error(
-                            v.span(),
-                            format!("protocol `{}` of pod `{pod}` is not supported", v.get_ref()),
-                            "bad protocol",
-                            "use \"TCP\" or \"UDP\"",
-                        );
-                        continue;
-                    }
-                },
-            };
-            numbers.insert(
-                &mut self.report,
-                &format!("{}/{protocol}", cp.port),
-                port.span(),
-                self.text,
-            );
-            let Some(name) = &cp.name else { continue };
-            if !is_port_name(name.get_ref()) {
-                self.report.error(
-                    name.span(),
-                    format!("port name `{}` is not valid", name.get_ref()),
-                    "invalid port name",
-                    "as in Kubernetes (IANA_SVC_NAME): at most 15 lower-case letters, digits and '-', with a letter, no '--', not starting or ending with '-'",
-                );
-                continue;
-            }
-            if names.insert(&mut self.report, name.get_ref(), name.span(), self.text) {
-                named.push(NamedPort {
-                    name: name.get_ref().clone(),
-                    port: cp.port,
-                    protocol,
-                });
-            }
-        }
-        named
+        let first = cluster.workers.first().map(|w| w.host.name.clone());
+        let slot = first.and_then(|w| per_worker.get(&w).copied()).unwrap_or(0);
+        self.dns_pod(cluster, slot, &taken);
     }
 
     /// One of a pod's probes, checked as the Kubernetes API checks a `Probe` and
@@ -382,6 +328,9 @@ impl Builder<'_> {
         let mut vips = Unique::within("VIP", format!("cluster `{}`", cluster.name));
         let mut given = HashSet::new();
         let mut resolved: Vec<(usize, Option<Ipv4Addr>)> = Vec::new();
+        // The DNS VIP is reserved before any other is handed out.
+        let dns_vip = self.reserve_dns_vip(cs, cluster, cidr_ok);
+        given.extend(dns_vip);
         for (i, s) in cs.services.iter().enumerate() {
             self.report.identifier(&s.name, "service name", 40);
             let ns = s.namespace.as_ref().map_or(DEFAULT_NAMESPACE, |n| n.get_ref().as_str());
@@ -393,12 +342,15 @@ impl Builder<'_> {
                 };
                 Unique::within("service", scope)
             });
-            if !unique.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text) {
+            if !unique.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text)
+                || self.dns_reserved(ns, &s.name, "service")
+            {
                 continue;
             }
             // A bad VIP is reported and the service gets an allocated one instead,
             // so ingress rules and exposes that name it are still checked.
             let vip = match &s.vip {
+                Some(v) if v.get_ref() == "None" => Some(Ipv4Addr::UNSPECIFIED),
                 Some(v) => 'vip: {
                     let Some(ip) = self.report.ipv4_addr(v, "VIP") else {
                         break 'vip None;
@@ -429,6 +381,15 @@ impl Builder<'_> {
                             ),
                             label,
                             &hint,
+                        );
+                        break 'vip None;
+                    }
+                    if Some(ip) == dns_vip {
+                        self.report.error(
+                            v.span(),
+                            format!("VIP {ip} is the cluster DNS's (Service kube-system/kube-dns)"),
+                            "reserved by [dns]",
+                            "as kubeadm does, the DNS Service takes the 10th address of the service CIDR; pick another VIP or leave vip out",
                         );
                         break 'vip None;
                     }
@@ -466,9 +427,14 @@ impl Builder<'_> {
                 namespace,
                 selector,
                 vip,
+                headless: vip.is_unspecified(),
+                implicit: false,
                 endpoints,
                 ports,
             });
+        }
+        if let Some(vip) = dns_vip {
+            self.dns_service(cluster, vip);
         }
     }
 
@@ -584,60 +550,6 @@ impl Builder<'_> {
         endpoints
     }
 
-    pub(super) fn service_ports(&mut self, s: &spec::ServiceSpec) -> Vec<ServicePort> {
-        let mut out: Vec<ServicePort> = Vec::new();
-        for p in &s.ports {
-            let (port, target_port, protocol, protocol_span) = match p.get_ref() {
-                PortSpec::Number(n) => (*n, *n, "tcp".to_string(), p.span()),
-                PortSpec::Full {
-                    port,
-                    target_port,
-                    protocol,
-                } => (
-                    *port,
-                    target_port.unwrap_or(*port),
-                    protocol
-                        .as_ref()
-                        .map(|p| p.get_ref().to_ascii_lowercase())
-                        .unwrap_or_else(|| "tcp".into()),
-                    protocol.as_ref().map(|p| p.span()).unwrap_or(p.span()),
-                ),
-            };
-            if port == 0 || target_port == 0 {
-                self.report
-                    .error(p.span(), "port 0 is not usable", "bad port", "ports are 1..=65535");
-                continue;
-            }
-            if protocol != "tcp" && protocol != "udp" {
-                self.report.error(
-                    protocol_span,
-                    format!(
-                        "protocol `{protocol}` of service `{}` port {port} is not supported",
-                        s.name.get_ref()
-                    ),
-                    "bad protocol",
-                    "use \"tcp\" or \"udp\"",
-                );
-                continue;
-            }
-            if out.iter().any(|o| o.port == port && o.protocol == protocol) {
-                self.report.error(
-                    p.span(),
-                    format!("service `{}` declares {protocol} port {port} twice", s.name.get_ref()),
-                    "duplicate port",
-                    "each port/protocol once",
-                );
-                continue;
-            }
-            out.push(ServicePort {
-                port,
-                target_port,
-                protocol,
-            });
-        }
-        out
-    }
-
     pub(super) fn ingresses(&mut self, cs: &spec::ClusterSpec, cluster: &mut Cluster) {
         let mut names = Unique::within("ingress", format!("cluster `{}`", cluster.name));
         for ing in &cs.ingresses {
@@ -709,6 +621,15 @@ impl Builder<'_> {
                     );
                     continue;
                 };
+                if svc.headless {
+                    self.report.error(
+                        r.service.span(),
+                        format!("service `{}` is headless: it has no VIP to proxy to", svc.name),
+                        "headless",
+                        "give the service a VIP (leave vip out), or route to another service",
+                    );
+                    continue;
+                }
                 let port = match (&r.port, svc.ports.as_slice()) {
                     (Some(p), _) if *p.get_ref() == 0 => {
                         self.report

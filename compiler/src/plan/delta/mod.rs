@@ -319,15 +319,24 @@ pub fn delta(
             new: Box::new(s.clone()),
         });
     }
-    // A process whose configuration file was rewritten: nginx reloads, others restart.
+    // A process whose configuration file was rewritten: nginx reloads, and so does a
+    // process all of whose changed files it re-reads on SIGHUP (`reloads`); others restart.
     for s in unchanged_processes {
-        let Op::StartProcess(StartProcess { argv, .. }) = &s.op else {
+        let Op::StartProcess(StartProcess { argv, reloads, .. }) = &s.op else {
             continue;
         };
-        if !argv.iter().any(|a| changed_files.contains(a.as_str())) {
+        // `--conf-file=PATH` names its file too.
+        let file = |a: &str| a.rsplit_once('=').map_or(a, |(_, f)| f).to_string();
+        let changed: Vec<String> = argv
+            .iter()
+            .map(|a| file(a))
+            .filter(|f| changed_files.contains(f.as_str()))
+            .collect();
+        if changed.is_empty() {
             continue;
         }
-        if argv.first().map(String::as_str) == Some("nginx") {
+        let reloadable = changed.iter().all(|f| reloads.contains(f));
+        if reloadable || argv.first().map(String::as_str) == Some("nginx") {
             actions.push(Action::Reload(s.clone()));
         } else {
             actions.push(Action::Change {
