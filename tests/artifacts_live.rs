@@ -158,7 +158,8 @@ fn every_worker_ruleset_loads_in_nft() {
             let vips: Vec<String> = c
                 .services
                 .iter()
-                .filter(|s| !s.endpoints.is_empty())
+                // A headless service has no VIP and no rules.
+                .filter(|s| !s.endpoints.is_empty() && !s.headless)
                 .map(|s| s.vip.to_string())
                 .collect();
             for w in &c.workers {
@@ -186,6 +187,23 @@ fn every_worker_ruleset_loads_in_nft() {
                 }
                 let chains = listing.matches("\tchain nat-").count();
                 assert_eq!(chains, 3, "{what}: one table with its three NAT hooks:\n{listing}");
+                // The NetworkPolicy table beside it, where the cluster has policies.
+                let rel = knetsim_compiler::artifacts::paths::network_policy(c, w);
+                if bundle.get(&rel).is_some() {
+                    let file = files.path().join(&rel);
+                    let file_arg = file.to_str().expect("utf-8 temp path");
+                    for round in 1..=2 {
+                        let out = ns.exec(&tools.nft, &["-f", file_arg]);
+                        assert!(out.status.success(), "nft -f {rel} (load {round}): {}", text(&out));
+                    }
+                    let out = ns.exec(&tools.nft, &["list", "table", "ip", "network-policy"]);
+                    let listing = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        listing.contains("chain ingress") && listing.contains("chain egress"),
+                        "{rel}:\n{listing}"
+                    );
+                    loaded += 1;
+                }
                 loaded += 1;
             }
         }

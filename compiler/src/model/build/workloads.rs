@@ -13,6 +13,16 @@ fn container_id(cluster: &str, namespace: &str, pod: &str) -> String {
     }
 }
 
+/// Names unique per namespace, as Kubernetes keeps pods and services.
+fn unique_in_namespace(what: &'static str, namespace: &str, cluster: &str) -> Unique<'static> {
+    let scope = if namespace == DEFAULT_NAMESPACE {
+        format!("cluster `{cluster}`")
+    } else {
+        format!("namespace `{namespace}` of cluster `{cluster}`")
+    };
+    Unique::within(what, scope)
+}
+
 /// Kubernetes' IANA_SVC_NAME: 1-15 characters of `[a-z0-9-]`, at least one letter,
 /// no leading, trailing or doubled '-'.
 pub(super) fn is_port_name(s: &str) -> bool {
@@ -90,14 +100,9 @@ impl Builder<'_> {
             // do not fail as well.
             self.report.identifier(&p.name, "pod name", 40);
             let ns = p.namespace.as_ref().map_or(DEFAULT_NAMESPACE, |n| n.get_ref().as_str());
-            let unique = names.entry(ns.to_string()).or_insert_with(|| {
-                let scope = if ns == DEFAULT_NAMESPACE {
-                    format!("cluster `{}`", cluster.name)
-                } else {
-                    format!("namespace `{ns}` of cluster `{}`", cluster.name)
-                };
-                Unique::within("pod", scope)
-            });
+            let unique = names
+                .entry(ns.to_string())
+                .or_insert_with(|| unique_in_namespace("pod", ns, &cluster.name));
             if !unique.insert(&mut self.report, p.name.get_ref(), p.name.span(), self.text)
                 || self.dns_reserved(ns, &p.name, "pod")
             {
@@ -334,14 +339,9 @@ impl Builder<'_> {
         for (i, s) in cs.services.iter().enumerate() {
             self.report.identifier(&s.name, "service name", 40);
             let ns = s.namespace.as_ref().map_or(DEFAULT_NAMESPACE, |n| n.get_ref().as_str());
-            let unique = names.entry(ns.to_string()).or_insert_with(|| {
-                let scope = if ns == DEFAULT_NAMESPACE {
-                    format!("cluster `{}`", cluster.name)
-                } else {
-                    format!("namespace `{ns}` of cluster `{}`", cluster.name)
-                };
-                Unique::within("service", scope)
-            });
+            let unique = names
+                .entry(ns.to_string())
+                .or_insert_with(|| unique_in_namespace("service", ns, &cluster.name));
             if !unique.insert(&mut self.report, s.name.get_ref(), s.name.span(), self.text)
                 || self.dns_reserved(ns, &s.name, "service")
             {
