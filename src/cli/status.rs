@@ -152,6 +152,7 @@ fn print_text(h: &Health) {
         .map(|s| service_row(&s.name, &s.vip, &s.ports, &s.endpoints))
         .collect();
     table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
+    table(&POLICY_HEADER, &policy_rows(&h.policies));
     if let Some(dns) = &h.dns {
         println!("\nDNS: {dns}");
     }
@@ -159,6 +160,23 @@ fn print_text(h: &Health) {
         &["ROUTER", "LINK / ADDRESS", "COST", "STATE", "VIA"],
         &router_rows(&h.routers),
     );
+}
+
+pub const POLICY_HEADER: [&str; 4] = ["NETWORK POLICY", "TYPES", "SELECTS", "RULES"];
+
+/// Rows of the NETWORK POLICY table (`status`, and `up`'s summary).
+pub fn policy_rows(policies: &[knetsim_executor::observe::inventory::PolicyInfo]) -> Vec<Vec<String>> {
+    policies
+        .iter()
+        .map(|p| {
+            let selects = if p.selects.is_empty() {
+                "(no pod)".to_string()
+            } else {
+                p.selects.join(", ")
+            };
+            vec![p.id.clone(), p.types.clone(), selects, p.rules.clone()]
+        })
+        .collect()
 }
 
 /// A row of the SERVICE table (`status`, and `up`'s summary).

@@ -233,6 +233,10 @@ fn print_summary(
         .map(|s| service_row(&s.id, &s.vip, &s.ports, &s.endpoints))
         .collect();
     table(&["SERVICE", "VIP", "PORTS", "ENDPOINTS"], &rows);
+    table(
+        &super::status::POLICY_HEADER,
+        &super::status::policy_rows(&inv.policies),
+    );
     if let Some(dns) = &inv.dns {
         println!("\nDNS: {dns}");
     }

@@ -47,9 +47,19 @@ struct EndpointRule {
     target_port: u16,
 }
 
+/// How a service is named in chain names and comments: `web` in `default` (the
+/// seed's), `shop/web` in another namespace, so that names never clash.
+pub fn rule_name(s: &Service) -> String {
+    if s.namespace == crate::model::DEFAULT_NAMESPACE {
+        s.name.clone()
+    } else {
+        format!("{}/{}", s.namespace, s.name)
+    }
+}
+
 fn ip_wide(s: &Service) -> IpWide {
     IpWide {
-        name: s.name.clone(),
+        name: rule_name(s),
         vip: s.vip.to_string(),
         endpoints: s
             .endpoints
@@ -62,9 +72,9 @@ fn ip_wide(s: &Service) -> IpWide {
 
 fn port_rules(s: &Service) -> impl Iterator<Item = PortRule> + '_ {
     s.ports.iter().map(move |p| {
-        let base = format!("{}/{}/{}", s.name, p.protocol, p.port);
+        let base = format!("{}/{}/{}", rule_name(s), p.protocol, p.port);
         PortRule {
-            service: s.name.clone(),
+            service: rule_name(s),
             vip: s.vip.to_string(),
             protocol: p.protocol.clone(),
             port: p.port,
@@ -131,6 +141,21 @@ mod tests {
         let text = "add table ip kube-proxy\ndelete table ip kube-proxy\n\ntable ip kube-proxy {\n  chain services {\n  }\n}\n";
         assert_eq!(super::tables(text), ["ip kube-proxy"]);
         assert!(super::tables("").is_empty());
+    }
+
+    #[test]
+    fn services_of_one_name_in_two_namespaces_get_their_own_chains() {
+        use crate::{check, CompileOptions, Source};
+        let text = "[[clusters]]\nname = \"C0\"\nnamespaces = [{ name = \"shop\" }]\npods = [{ name = \"a\", worker = \"w1\" }, { name = \"a\", namespace = \"shop\", worker = \"w2\" }]\nservices = [{ name = \"web\", pods = [\"a\"], ports = [80] }, { name = \"web\", namespace = \"shop\", pods = [\"a\"], ports = [80] }]\n";
+        let model = check(&Source::new("t.toml", text), &CompileOptions::named("t")).unwrap();
+        let c = &model.clusters[0];
+        let rules = super::ruleset(c);
+        assert!(rules.contains("chain service-web/tcp/80 {"), "{rules}");
+        assert!(rules.contains("chain service-shop/web/tcp/80 {"), "{rules}");
+        assert!(
+            rules.contains(&format!("dnat to {}:80", c.pod("shop", "a").unwrap().ip)),
+            "{rules}"
+        );
     }
 
     #[test]

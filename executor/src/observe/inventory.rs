@@ -41,6 +41,19 @@ pub struct ServiceInfo {
     pub endpoints: Vec<String>,
 }
 
+/// A NetworkPolicy, as `status` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyInfo {
+    /// `C0/shop/api-from-web`.
+    pub id: String,
+    /// `Ingress`, `Egress` or `Ingress,Egress`.
+    pub types: String,
+    /// The pods it selects (`C0/shop/api`).
+    pub selects: Vec<String>,
+    /// `1 ingress, 0 egress`.
+    pub rules: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct IngressInfo {
     pub id: String,
@@ -59,6 +72,7 @@ pub struct Inventory {
     pub pods: Vec<PodInfo>,
     pub services: Vec<ServiceInfo>,
     pub ingresses: Vec<IngressInfo>,
+    pub policies: Vec<PolicyInfo>,
     /// Which cluster DNS runs, in words (`[dns]`), for `up` and `status`.
     pub dns: Option<String>,
 }
@@ -119,6 +133,22 @@ impl Inventory {
                             false => format!("{} ({}, not ready)", e.pod, e.ip),
                         })
                         .collect(),
+                }
+            }));
+            inv.policies.extend(c.network_policies.iter().map(|np| {
+                let mut types = Vec::new();
+                if np.ingress.is_some() {
+                    types.push("Ingress");
+                }
+                if np.egress.is_some() {
+                    types.push("Egress");
+                }
+                let count = |r: &Option<Vec<_>>| r.as_ref().map_or(0, Vec::len);
+                PolicyInfo {
+                    id: format!("{}/{}", c.name, np.id()),
+                    types: types.join(","),
+                    selects: c.selected_by(np).map(|p| c.pod_id(p)).collect(),
+                    rules: format!("{} ingress, {} egress", count(&np.ingress), count(&np.egress)),
                 }
             }));
             inv.ingresses.extend(c.ingresses.iter().map(|i| {

@@ -45,6 +45,8 @@ pub struct Health {
     pub flannel: Vec<FlannelHealth>,
     pub pods: Vec<PodHealth>,
     pub services: Vec<ServiceView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<inventory::PolicyInfo>,
     pub routers: Vec<RouterHealth>,
     /// The cluster DNS, in words (`dnsmasq (serving the kube-dns Service), ...`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -390,6 +392,7 @@ pub fn health(st: &State, inv: Option<&Inventory>) -> Health {
         flannel,
         pods,
         services,
+        policies: inv.map(|i| i.policies.clone()).unwrap_or_default(),
         routers,
         dns: inv.and_then(|i| i.dns.clone()),
     }

@@ -82,7 +82,8 @@ pub fn services(listing: &Value) -> BTreeMap<String, LiveService> {
         let (Some(vip), Some(chain)) = (elem[0]["concat"][0].as_str(), elem[1]["goto"]["target"].as_str()) else {
             continue;
         };
-        let Some(name) = chain.strip_prefix("service-").and_then(|c| c.split('/').next()) else {
+        // `service-NAME/proto/port`, NAME being `web` or `shop/web` (another namespace).
+        let Some(name) = chain.strip_prefix("service-").and_then(|c| c.rsplitn(3, '/').nth(2)) else {
             continue;
         };
         let endpoints: Vec<String> = rules
