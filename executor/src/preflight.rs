@@ -133,6 +133,23 @@ impl Needs {
     }
 }
 
+/// The kernel setting NetworkPolicy relies on: with br_netfilter, frames between pods
+/// of one worker's bridge pass the worker's IPv4 forward hook, where the policy table
+/// is (kubeadm's preflight asks for the same). Each new network namespace has it on.
+pub const BRIDGE_NF_CALL: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// Kernel features the plan needs that this machine lacks, one sentence each.
+pub fn kernel_lacks(plan: &Plan, bridge_nf_present: bool) -> Vec<String> {
+    let polices = plan.steps.iter().any(|s| s.id.starts_with("netpol:"));
+    if polices && !bridge_nf_present {
+        return vec![format!(
+            "NetworkPolicy needs br_netfilter ({BRIDGE_NF_CALL} is missing): without it, pods of one worker \
+             would reach each other past the policies; load it with `modprobe br_netfilter`"
+        )];
+    }
+    Vec::new()
+}
+
 /// Checks that everything `plan` runs is present. `builtins` are the subcommands
 /// this knetsim provides as stand-ins (e.g. `flanneld`); `cni_dirs` where CNI
 /// plugins are looked for. Empty = ready to go.
@@ -274,6 +291,18 @@ services = [{ name = "web", pods = ["c1", "c2"] }]
             .into_iter()
             .collect(),
         }
+    }
+
+    #[test]
+    fn policies_need_br_netfilter() {
+        let with_policy = format!(
+            "{}[[clusters.network_policies]]\nname = \"deny\"\npod_selector = {{}}\n",
+            SINGLE.replace("name = \"C0\"", "name = \"C0\"\nflannel = { ip_masq = true }")
+        );
+        let lacks = kernel_lacks(&plan(&with_policy), false);
+        assert!(lacks.len() == 1 && lacks[0].contains("br_netfilter"), "{lacks:?}");
+        assert!(kernel_lacks(&plan(&with_policy), true).is_empty());
+        assert!(kernel_lacks(&plan(SINGLE), false).is_empty(), "no policy, no need");
     }
 
     #[test]

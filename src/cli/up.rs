@@ -62,6 +62,10 @@ fn preflight_report(plan: &Plan) -> Option<String> {
     let builtins = builtins();
     let builtins: Vec<&str> = builtins.iter().map(String::as_str).collect();
     let missing = preflight::check(plan, &RealMachine, &builtins, preflight::CNI_PLUGIN_DIRS);
+    let lacks = preflight::kernel_lacks(plan, std::path::Path::new(preflight::BRIDGE_NF_CALL).exists());
+    if let Some(first) = lacks.first() {
+        return Some(format!("error: {first} (nothing was changed)\n"));
+    }
     if missing.is_empty() {
         return None;
     }
