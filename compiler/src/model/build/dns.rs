@@ -100,16 +100,19 @@ impl Builder<'_> {
         reserved
     }
 
-    /// The DNS pod, numbered on the first worker after its declared pods (`slot`:
-    /// the next index the worker's allocation would try).
-    pub(super) fn dns_pod(&mut self, cluster: &mut Cluster, slot: usize, taken: &HashSet<Ipv4Addr>) {
+    /// The DNS pod, on the first worker at the highest free pod address of its subnet:
+    /// away from the sequential addresses of the declared pods, so that it never moves
+    /// when one of them is removed, and none of them moves for it.
+    pub(super) fn dns_pod(&mut self, cluster: &mut Cluster, taken: &HashSet<Ipv4Addr>) {
         let Some(dns) = self.dns.clone() else { return };
         let Some(worker) = cluster.workers.first() else { return };
-        let Some(ip) = (slot..)
-            .map(|i| allocate::pod_ip(worker.subnet, i))
-            .take_while(Option::is_some)
-            .flatten()
-            .find(|ip| !taken.contains(ip))
+        let used: HashSet<Ipv4Addr> = cluster.pods.iter().map(|p| p.ip).chain(taken.iter().copied()).collect();
+        // Pod addresses run from `.2` to the one below the broadcast address.
+        let last = usize::try_from(worker.subnet.size().saturating_sub(4)).unwrap_or(usize::MAX);
+        let Some(ip) = (0..=last)
+            .rev()
+            .filter_map(|i| allocate::pod_ip(worker.subnet, i))
+            .find(|ip| !used.contains(ip))
         else {
             return;
         };

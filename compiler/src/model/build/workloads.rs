@@ -180,9 +180,7 @@ impl Builder<'_> {
                 probes,
             });
         }
-        let first = cluster.workers.first().map(|w| w.host.name.clone());
-        let slot = first.and_then(|w| per_worker.get(&w).copied()).unwrap_or(0);
-        self.dns_pod(cluster, slot, &taken);
+        self.dns_pod(cluster, &taken);
     }
 
     /// One of a pod's probes, checked as the Kubernetes API checks a `Probe` and
