@@ -135,6 +135,35 @@ fn policies_topology_applies_after_dnat_and_covers_new_pods() {
         let isolated = rules.split("set egress-isolated").next().unwrap();
         assert!(isolated.contains(own) && !isolated.contains(other), "{w}:\n{rules}");
     }
+    // Through a service VIP the policy judges the backend kube-proxy picked: db (on
+    // C0w1) admits api (C0w2) and refuses web (C0w1, the same bridge), as directly.
+    ok(&["svc", "add", "--name", &name, "C0/shop/db", "--vip", "100.64.30.1", "--pods", "db", "--port", "8080"]);
+    let via_vip = |pod: &str| knetsim(&["exec", "--name", &name, pod, "--", "curl", "-s", "-m", "2", "http://100.64.30.1:8080/"]);
+    let out = via_vip("C0/shop/api");
+    assert!(out.status.success() && text_of(&out).contains("db"), "{}", text(&out));
+    let out = via_vip("C0/shop/web");
+    assert!(!out.status.success(), "web reached db through its VIP: {}", text(&out));
+
+    // A host is no pod, but an ipBlock takes it: allow C0w2's address on the pod network
+    // (its flannel.<vni> address, the source of what it sends to pods elsewhere).
+    let original = std::fs::read_to_string(&topology).unwrap();
+    let peers = "from = [{ namespace_selector = {} }], ports = [{ port = \"http\" }]";
+    assert!(original.contains(peers));
+    let with_host = original
+        .replace(peers, "from = [{ namespace_selector = {} }, { ip_block = { cidr = \"11.10.16.0/32\" } }], ports = [{ port = \"http\" }]")
+        .replace("expect = \"failure\"\ntimeout = 1\n\n[[checks]]\nname = \"who", "timeout = 1\n\n[[checks]]\nname = \"who");
+    let dir = tempfile_dir(&name);
+    let edited = dir.join("policies.toml");
+    std::fs::write(&edited, with_host).unwrap();
+    ok(&["apply", "--name", &name, edited.to_str().unwrap()]);
+    let status: Value = serde_json::from_str(&ok(&["status", "--name", &name, "--json"])).unwrap();
+    let web = common::pod_ip(&status, "C0/shop/web");
+    let out = knetsim(&["exec", "--name", &name, "C0w2", "--", "curl", "-s", "-m", "2", &format!("http://{web}:8080/")]);
+    assert!(out.status.success() && text_of(&out).contains("web"), "{}", text(&out));
+    let out = knetsim(&["exec", "--name", &name, "C0e1", "--", "curl", "-s", "-m", "2", &format!("http://{web}:8080/")]);
+    assert!(!out.status.success(), "C0e1 is outside the block: {}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+
     // A pod added live to `shop` is covered by its default-deny at once: c1 cannot
     // reach it, though it listens; one of the same namespace labelled app=web can.
     ok(&[
@@ -168,6 +197,10 @@ fn policies_topology_applies_after_dnat_and_covers_new_pods() {
     assert!(out.status.success(), "{}", text(&out));
     drop(guard);
     assert_nothing_left(&name);
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
