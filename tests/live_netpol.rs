@@ -137,8 +137,20 @@ fn policies_topology_applies_after_dnat_and_covers_new_pods() {
     }
     // Through a service VIP the policy judges the backend kube-proxy picked: db (on
     // C0w1) admits api (C0w2) and refuses web (C0w1, the same bridge), as directly.
-    ok(&["svc", "add", "--name", &name, "C0/shop/db", "--vip", "100.64.30.1", "--pods", "db", "--port", "8080"]);
-    let via_vip = |pod: &str| knetsim(&["exec", "--name", &name, pod, "--", "curl", "-s", "-m", "2", "http://100.64.30.1:8080/"]);
+    ok(&[
+        "svc",
+        "add",
+        "--name",
+        &name,
+        "C0/shop/db",
+        "--vip",
+        "100.64.30.1",
+        "--pods",
+        "db",
+        "--port",
+        "8080",
+    ]);
+    let via_vip = |pod: &str| curl_from(&name, pod, "http://100.64.30.1:8080/");
     let out = via_vip("C0/shop/api");
     assert!(out.status.success() && text_of(&out).contains("db"), "{}", text(&out));
     let out = via_vip("C0/shop/web");
@@ -158,9 +170,9 @@ fn policies_topology_applies_after_dnat_and_covers_new_pods() {
     ok(&["apply", "--name", &name, edited.to_str().unwrap()]);
     let status: Value = serde_json::from_str(&ok(&["status", "--name", &name, "--json"])).unwrap();
     let web = common::pod_ip(&status, "C0/shop/web");
-    let out = knetsim(&["exec", "--name", &name, "C0w2", "--", "curl", "-s", "-m", "2", &format!("http://{web}:8080/")]);
+    let out = curl_from(&name, "C0w2", &format!("http://{web}:8080/"));
     assert!(out.status.success() && text_of(&out).contains("web"), "{}", text(&out));
-    let out = knetsim(&["exec", "--name", &name, "C0e1", "--", "curl", "-s", "-m", "2", &format!("http://{web}:8080/")]);
+    let out = curl_from(&name, "C0e1", &format!("http://{web}:8080/"));
     assert!(!out.status.success(), "C0e1 is outside the block: {}", text(&out));
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -187,7 +199,7 @@ fn policies_topology_applies_after_dnat_and_covers_new_pods() {
     let status: Value = serde_json::from_str(&ok(&["status", "--name", &name, "--json"])).unwrap();
     let extra = common::pod_ip(&status, "C0/shop/extra");
     let url = format!("http://{extra}:8080/");
-    let from = |pod: &str| knetsim(&["exec", "--name", &name, pod, "--", "curl", "-s", "-m", "2", &url]);
+    let from = |pod: &str| curl_from(&name, pod, &url);
     let out = from("C0/c1");
     assert!(!out.status.success(), "c1 reached the new pod: {}", text(&out));
     let out = from("C0/shop/api");
@@ -197,6 +209,11 @@ fn policies_topology_applies_after_dnat_and_covers_new_pods() {
     assert!(out.status.success(), "{}", text(&out));
     drop(guard);
     assert_nothing_left(&name);
+}
+
+/// `curl` of `url` from `node` of emulation `name`, 2 s at most.
+fn curl_from(name: &str, node: &str, url: &str) -> std::process::Output {
+    knetsim(&["exec", "--name", name, node, "--", "curl", "-s", "-m", "2", url])
 }
 
 fn text_of(out: &std::process::Output) -> String {

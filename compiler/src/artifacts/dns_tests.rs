@@ -21,17 +21,27 @@ fn the_dns_pod_takes_the_top_of_the_first_subnet_and_the_service_the_10th_addres
     let pod = c0.pod("kube-system", "kube-dns").unwrap();
     // w1 holds client, web1, db2 (.2 .3 .4); the DNS pod is at the top of the subnet,
     // where removing one of them cannot move it.
-    assert_eq!((pod.worker.as_str(), pod.ip.to_string()), ("C0w1", "11.10.15.254".into()));
+    assert_eq!(
+        (pod.worker.as_str(), pod.ip.to_string()),
+        ("C0w1", "11.10.15.254".into())
+    );
     assert_eq!(c0.pod("default", "db2").unwrap().ip.to_string(), "11.10.0.4");
     // Removing a pod before it on the worker (its followers pinned, as `pod rm` does)
     // leaves the DNS pod where it is.
     let web1 = TOPO.lines().find(|l| l.contains("name = \"web1\"")).unwrap();
-    let fewer = TOPO
-        .replace(&format!("{web1}\n"), "")
-        .replace("{ name = \"db2\", worker = \"w1\"", "{ name = \"db2\", worker = \"w1\", ip = \"11.10.0.4\"");
+    let fewer = TOPO.replace(&format!("{web1}\n"), "").replace(
+        "{ name = \"db2\", worker = \"w1\"",
+        "{ name = \"db2\", worker = \"w1\", ip = \"11.10.0.4\"",
+    );
     let fewer = compiled(&fewer);
     assert!(fewer.model.cluster("C0").unwrap().pod("default", "web1").is_none());
-    let moved = fewer.model.cluster("C0").unwrap().pod("kube-system", "kube-dns").unwrap().ip;
+    let moved = fewer
+        .model
+        .cluster("C0")
+        .unwrap()
+        .pod("kube-system", "kube-dns")
+        .unwrap()
+        .ip;
     assert_eq!(moved, pod.ip);
     assert_eq!(pod.labels.get("k8s-app").map(String::as_str), Some("kube-dns"));
     let svc = c0.service("kube-system", "kube-dns").unwrap();
