@@ -135,6 +135,29 @@ fn policies_topology_applies_after_dnat_and_covers_new_pods() {
         let isolated = rules.split("set egress-isolated").next().unwrap();
         assert!(isolated.contains(own) && !isolated.contains(other), "{w}:\n{rules}");
     }
+    // ops/probe (on C0w2) may only send DNS, yet its own worker is always reachable (as
+    // Kubernetes defines it); another worker is not.
+    let ping = |to: &str| {
+        knetsim(&[
+            "exec",
+            "--name",
+            &name,
+            "C0/ops/probe",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            to,
+        ])
+    };
+    // Mininet numbering: C0e1 10.0.0.1, C0w1 10.0.0.2, C0w2 10.0.0.3.
+    let out = ping("10.0.0.3");
+    assert!(out.status.success(), "its own worker: {}", text(&out));
+    let out = ping("10.0.0.2");
+    assert!(!out.status.success(), "another worker: {}", text(&out));
+
     // Through a service VIP the policy judges the backend kube-proxy picked: db (on
     // C0w1) admits api (C0w2) and refuses web (C0w1, the same bridge), as directly.
     ok(&[

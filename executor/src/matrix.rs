@@ -35,24 +35,42 @@ fn batch_size() -> usize {
 /// `result[from][to]`: whether a TCP connection from pod `from` to pod `to`'s
 /// address and the matrix's port was established within `timeout`.
 pub fn probe(m: &Matrix, timeout: Duration) -> Result<Vec<Vec<bool>>, String> {
-    let n = m.pods.len();
-    let namespaces = m
-        .pods
+    Ok(probe_all(std::slice::from_ref(m), timeout)?.remove(0))
+}
+
+/// Several matrices (one per port, say) probed in one pass: `result[i][from][to]`.
+pub fn probe_all(ms: &[Matrix], timeout: Duration) -> Result<Vec<Vec<Vec<bool>>>, String> {
+    let namespaces = ms
         .iter()
-        .map(|p| open_netns(&p.netns).map_err(|e| format!("pod {}: {e}", p.label)))
+        .map(|m| {
+            m.pods
+                .iter()
+                .map(|p| open_netns(&p.netns).map_err(|e| format!("pod {}: {e}", p.label)))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).collect();
-    let mut result = vec![vec![false; n]; n];
+    // Grouped by source pod, so that the thread enters each namespace once per batch.
+    let mut cells: Vec<Cell> = Vec::new();
+    for (i, m) in ms.iter().enumerate() {
+        let n = m.pods.len();
+        cells.extend((0..n).flat_map(|a| (0..n).map(move |b| (i, a, b))));
+    }
+    cells.sort_by_key(|&(i, a, _)| (ms[i].pods[a].netns.clone(), i, a));
+    let mut result: Vec<Vec<Vec<bool>>> = ms
+        .iter()
+        .map(|m| vec![vec![false; m.pods.len()]; m.pods.len()])
+        .collect();
     std::thread::scope(|s| {
         s.spawn(|| -> Result<(), String> {
-            for batch in pairs.chunks(batch_size()) {
-                let mut pending: Vec<((usize, usize), OwnedFd)> = Vec::new();
+            for batch in cells.chunks(batch_size()) {
+                let mut pending: Vec<(Cell, OwnedFd)> = Vec::new();
                 let mut current = None;
-                for &(a, b) in batch {
-                    if current != Some(a) {
-                        setns(&namespaces[a], CloneFlags::CLONE_NEWNET)
+                for &(i, a, b) in batch {
+                    let m = &ms[i];
+                    if current != Some(&m.pods[a].netns) {
+                        setns(&namespaces[i][a], CloneFlags::CLONE_NEWNET)
                             .map_err(|e| format!("entering {}: {e}", m.pods[a].netns))?;
-                        current = Some(a);
+                        current = Some(&m.pods[a].netns);
                     }
                     let fd = socket(
                         AddressFamily::Inet,
@@ -63,8 +81,8 @@ pub fn probe(m: &Matrix, timeout: Duration) -> Result<Vec<Vec<bool>>, String> {
                     .map_err(|e| format!("socket: {e}"))?;
                     let addr = SockaddrIn::from(std::net::SocketAddrV4::new(m.pods[b].ip, m.port));
                     match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
-                        Ok(()) => result[a][b] = true,
-                        Err(Errno::EINPROGRESS) => pending.push(((a, b), fd)),
+                        Ok(()) => result[i][a][b] = true,
+                        Err(Errno::EINPROGRESS) => pending.push(((i, a, b), fd)),
                         Err(_) => {}
                     }
                 }
@@ -78,8 +96,11 @@ pub fn probe(m: &Matrix, timeout: Duration) -> Result<Vec<Vec<bool>>, String> {
     Ok(result)
 }
 
+/// A cell of one of the matrices: (matrix, from, to).
+type Cell = (usize, usize, usize);
+
 /// Polls the connecting sockets until each is decided or `timeout` passes.
-fn wait_all(pending: &mut Vec<((usize, usize), OwnedFd)>, result: &mut [Vec<bool>], timeout: Duration) {
+fn wait_all(pending: &mut Vec<(Cell, OwnedFd)>, result: &mut [Vec<Vec<bool>>], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -97,12 +118,12 @@ fn wait_all(pending: &mut Vec<((usize, usize), OwnedFd)>, result: &mut [Vec<bool
         let done: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         let mut i = 0;
-        pending.retain(|((a, b), fd)| {
+        pending.retain(|((m, a, b), fd)| {
             let decided = done[i];
             i += 1;
             if decided {
                 // SO_ERROR 0: the handshake completed; anything else: refused, unreachable.
-                result[*a][*b] = getsockopt(fd, sockopt::SocketError).is_ok_and(|e| e == 0);
+                result[*m][*a][*b] = getsockopt(fd, sockopt::SocketError).is_ok_and(|e| e == 0);
             }
             !decided
         });

@@ -66,13 +66,16 @@ pub fn matrix(a: MatrixArgs) -> Outcome {
         .into());
     }
     warn_neighbours(cluster, &Matrix::of(cluster, a.namespaces, 0));
-    let mut tables = Vec::new();
-    for &port in a.ports {
-        let m = Matrix::of(cluster, a.namespaces, port);
-        let t0 = Instant::now();
-        let seen = knetsim_executor::matrix::probe(&m, a.timeout)?;
-        tables.push((m, seen, t0.elapsed()));
-    }
+    let matrices: Vec<Matrix> = a
+        .ports
+        .iter()
+        .map(|&port| Matrix::of(cluster, a.namespaces, port))
+        .collect();
+    let t0 = Instant::now();
+    let seen = knetsim_executor::matrix::probe_all(&matrices, a.timeout)?;
+    let took = t0.elapsed();
+    let tables: Vec<(Matrix, Vec<Vec<bool>>, std::time::Duration)> =
+        matrices.into_iter().zip(seen).map(|(m, s)| (m, s, took)).collect();
     if a.json {
         let out: Vec<serde_json::Value> = tables
             .iter()
