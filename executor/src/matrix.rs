@@ -1,5 +1,5 @@
-//! Probes a reachability matrix: a TCP connect from every pod to every pod, all
-//! at once. One thread steps through the source pods' namespaces creating
+//! Probes a reachability matrix: a TCP connect (or a UDP datagram answered) from
+//! every pod to every pod, all at once. One thread steps through the source pods' namespaces creating
 //! non-blocking sockets (a socket stays in the namespace it was made in), then
 //! waits on all of them together, so a matrix takes about one timeout however
 //! many pairs are blocked, not one timeout per blocked pair.
@@ -9,7 +9,9 @@ use knetsim_compiler::model::matrix::Matrix;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, CloneFlags};
-use nix::sys::socket::{connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use nix::sys::socket::{
+    connect, getsockopt, recv, send, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn,
+};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,7 @@ pub fn probe_all(ms: &[Matrix], timeout: Duration) -> Result<Vec<Vec<Vec<bool>>>
         cells.extend((0..n).flat_map(|a| (0..n).map(move |b| (i, a, b))));
     }
     cells.sort_by_key(|&(i, a, _)| (ms[i].pods[a].netns.clone(), i, a));
+    let udp: Vec<bool> = ms.iter().map(|m| m.protocol == "udp").collect();
     let mut result: Vec<Vec<Vec<bool>>> = ms
         .iter()
         .map(|m| vec![vec![false; m.pods.len()]; m.pods.len()])
@@ -72,21 +75,29 @@ pub fn probe_all(ms: &[Matrix], timeout: Duration) -> Result<Vec<Vec<Vec<bool>>>
                             .map_err(|e| format!("entering {}: {e}", m.pods[a].netns))?;
                         current = Some(&m.pods[a].netns);
                     }
+                    let udp = m.protocol == "udp";
                     let fd = socket(
                         AddressFamily::Inet,
-                        SockType::Stream,
+                        if udp { SockType::Datagram } else { SockType::Stream },
                         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
                         None,
                     )
                     .map_err(|e| format!("socket: {e}"))?;
                     let addr = SockaddrIn::from(std::net::SocketAddrV4::new(m.pods[b].ip, m.port));
-                    match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+                    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                    match connect(raw, &addr) {
+                        // A UDP "connection" is a datagram that gets an answer.
+                        Ok(()) if udp => {
+                            if send(raw, PROBE, MsgFlags::empty()).is_ok() {
+                                pending.push(((i, a, b), fd));
+                            }
+                        }
                         Ok(()) => result[i][a][b] = true,
                         Err(Errno::EINPROGRESS) => pending.push(((i, a, b), fd)),
                         Err(_) => {}
                     }
                 }
-                wait_all(&mut pending, &mut result, timeout);
+                wait_all(&mut pending, &mut result, &udp, timeout);
             }
             Ok(())
         })
@@ -99,8 +110,12 @@ pub fn probe_all(ms: &[Matrix], timeout: Duration) -> Result<Vec<Vec<Vec<bool>>>
 /// A cell of one of the matrices: (matrix, from, to).
 type Cell = (usize, usize, usize);
 
+/// What a UDP probe sends; any answer counts.
+const PROBE: &[u8] = b"knetsim matrix probe\n";
+
 /// Polls the connecting sockets until each is decided or `timeout` passes.
-fn wait_all(pending: &mut Vec<(Cell, OwnedFd)>, result: &mut [Vec<Vec<bool>>], timeout: Duration) {
+/// `udp[m]`: matrix `m` probes UDP.
+fn wait_all(pending: &mut Vec<(Cell, OwnedFd)>, result: &mut [Vec<Vec<bool>>], udp: &[bool], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -110,7 +125,10 @@ fn wait_all(pending: &mut Vec<(Cell, OwnedFd)>, result: &mut [Vec<Vec<bool>>], t
         let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
         let mut fds: Vec<PollFd> = pending
             .iter()
-            .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLOUT))
+            .map(|((m, _, _), fd)| {
+                let want = if udp[*m] { PollFlags::POLLIN } else { PollFlags::POLLOUT };
+                PollFd::new(fd.as_fd(), want)
+            })
             .collect();
         if poll(&mut fds, ms).is_err() {
             continue;
@@ -122,8 +140,14 @@ fn wait_all(pending: &mut Vec<(Cell, OwnedFd)>, result: &mut [Vec<Vec<bool>>], t
             let decided = done[i];
             i += 1;
             if decided {
-                // SO_ERROR 0: the handshake completed; anything else: refused, unreachable.
-                result[*m][*a][*b] = getsockopt(fd, sockopt::SocketError).is_ok_and(|e| e == 0);
+                result[*m][*a][*b] = if udp[*m] {
+                    // An answer; an ICMP error (port unreachable) makes recv fail.
+                    let mut buf = [0u8; 64];
+                    recv(std::os::fd::AsRawFd::as_raw_fd(fd), &mut buf, MsgFlags::empty()).is_ok_and(|n| n > 0)
+                } else {
+                    // SO_ERROR 0: the handshake completed; anything else: refused, unreachable.
+                    getsockopt(fd, sockopt::SocketError).is_ok_and(|e| e == 0)
+                };
             }
             !decided
         });

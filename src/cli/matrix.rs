@@ -1,4 +1,4 @@
-//! `knetsim test --matrix`: a TCP connect from every pod to every pod of a cluster,
+//! `knetsim test --matrix`: a TCP connect (or a UDP datagram answered) from every pod to every pod of a cluster,
 //! printed as the reachability truth table the upstream NetworkPolicy e2e suite
 //! prints (rows: from, columns: to; `.` connects, `X` does not).
 
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub struct MatrixArgs<'a> {
     pub target: &'a Target,
     pub ports: &'a [u16],
+    pub protocol: &'a str,
     pub namespaces: &'a [String],
     pub cluster: Option<&'a str>,
     pub timeout: Duration,
@@ -69,7 +70,10 @@ pub fn matrix(a: MatrixArgs) -> Outcome {
     let matrices: Vec<Matrix> = a
         .ports
         .iter()
-        .map(|&port| Matrix::of(cluster, a.namespaces, port))
+        .map(|&port| Matrix {
+            protocol: a.protocol.to_string(),
+            ..Matrix::of(cluster, a.namespaces, port)
+        })
         .collect();
     let t0 = Instant::now();
     let seen = knetsim_executor::matrix::probe_all(&matrices, a.timeout)?;

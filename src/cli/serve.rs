@@ -1,8 +1,10 @@
 //! `knetsim serve`: the seed's `utils/ss.py`, a tiny HTTP server answering every GET
-//! with a fixed text, used as a pod workload (e.g. the ingress demo's S1-W2).
+//! with a fixed text, used as a pod workload (e.g. the ingress demo's S1-W2). With
+//! `--udp` it also answers every datagram on the same ports with the text, as the
+//! upstream e2e image agnhost serves TCP and UDP (reachability matrices over UDP).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
@@ -15,6 +17,9 @@ pub struct ServeArgs {
     /// several (the NetworkPolicy e2e pods serve 80 and 81).
     #[arg(long, default_values_t = [8000], value_parser = clap::value_parser!(u16).range(1..))]
     port: Vec<u16>,
+    /// Also answer UDP datagrams on the same ports (each with the text).
+    #[arg(long)]
+    udp: bool,
 }
 
 pub fn serve(a: ServeArgs) -> i32 {
@@ -28,9 +33,29 @@ pub fn serve(a: ServeArgs) -> i32 {
             }
         }
     }
-    eprintln!("serving {:?} on port {}", a.text, join(&a.port));
+    let mut udp = Vec::new();
+    for port in a.port.iter().filter(|_| a.udp) {
+        match UdpSocket::bind(("0.0.0.0", *port)) {
+            Ok(sock) => udp.push(sock),
+            Err(e) => {
+                eprintln!("error: cannot listen on UDP port {port}: {e}");
+                return 1;
+            }
+        }
+    }
+    let proto = if a.udp { "TCP and UDP " } else { "" };
+    eprintln!("serving {:?} on {proto}port {}", a.text, join(&a.port));
     let body = format!("{}\n", a.text);
     thread::scope(|s| {
+        for sock in &udp {
+            let body = body.as_bytes();
+            s.spawn(move || {
+                let mut buf = [0u8; 2048];
+                while let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(body, peer);
+                }
+            });
+        }
         for listener in &listeners {
             let body = &body;
             s.spawn(move || {

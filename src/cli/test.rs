@@ -36,6 +36,10 @@ pub struct TestArgs {
     /// Ports the matrix probes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "80", requires = "matrix", value_parser = clap::value_parser!(u16).range(1..))]
     ports: Vec<u16>,
+    /// The matrix's protocol: tcp (a connect) or udp (a datagram that gets an answer;
+    /// workloads answer UDP with `knetsim serve --udp`).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"], requires = "matrix")]
+    protocol: String,
     /// Namespaces whose pods the matrix probes (repeatable; default: all but kube-system).
     #[arg(long = "namespace", requires = "matrix")]
     namespaces: Vec<String>,
@@ -141,6 +145,7 @@ pub fn test(a: TestArgs) -> Outcome {
         return super::matrix::matrix(super::matrix::MatrixArgs {
             target: &a.target,
             ports: &a.ports,
+            protocol: &a.protocol,
             namespaces: &a.namespaces,
             cluster: a.cluster.as_deref(),
             timeout: Duration::from_secs(a.timeout.max(1)),

@@ -523,17 +523,21 @@ fn matrix_probe(
             );
         }
     }
-    if let Some(p) = &spec.protocol {
-        if !p.get_ref().eq_ignore_ascii_case("tcp") {
-            report.error(
-                p.span(),
-                format!("a matrix probes TCP only, not `{}`", p.get_ref()),
-                "TCP only",
-                "leave protocol out",
-            );
-            return None;
-        }
-    }
+    let protocol = match &spec.protocol {
+        None => "tcp".to_string(),
+        Some(p) => match p.get_ref().to_ascii_lowercase().as_str() {
+            proto @ ("tcp" | "udp") => proto.to_string(),
+            _ => {
+                report.error(
+                    p.span(),
+                    format!("a matrix probes TCP or UDP, not `{}`", p.get_ref()),
+                    "TCP or UDP",
+                    "protocol = \"TCP\" (the default) or \"UDP\" (a datagram that gets an answer)",
+                );
+                return None;
+            }
+        },
+    };
     if *spec.port.get_ref() == 0 {
         report.error(
             spec.port.span(),
@@ -557,6 +561,7 @@ fn matrix_probe(
         namespaces.push(ns.get_ref().clone());
     }
     let mut matrix = super::matrix::Matrix::of(cluster, &namespaces, *spec.port.get_ref());
+    matrix.protocol = protocol;
     // The table's header names the pods probed, so pods added later leave it valid.
     let header: Vec<String> = (spec.expect.get_ref().lines().map(str::trim))
         .find(|l| !l.is_empty())

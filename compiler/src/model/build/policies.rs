@@ -36,7 +36,8 @@ impl Builder<'_> {
             let pod_selector = self.selector(&np.pod_selector);
             let (mut ingress_type, mut egress_type) =
                 (true, np.egress.as_ref().is_some_and(|e| !e.get_ref().is_empty()));
-            if let Some(types) = &np.policy_types {
+            // An empty list is defaulted as a missing one, as the API server does.
+            if let Some(types) = np.policy_types.as_ref().filter(|t| !t.get_ref().is_empty()) {
                 (ingress_type, egress_type) = (false, false);
                 for t in types.get_ref() {
                     match t.get_ref().as_str() {
