@@ -45,16 +45,7 @@ impl Builder<'_> {
                 self.text,
             );
             let Some(name) = &cp.name else { continue };
-            if !is_port_name(name.get_ref()) {
-                self.report.error(
-                    name.span(),
-                    format!("port name `{}` is not valid", name.get_ref()),
-                    "invalid port name",
-                    "as in Kubernetes (IANA_SVC_NAME): at most 15 lower-case letters, digits and '-', with a letter, no '--', not starting or ending with '-'",
-                );
-                continue;
-            }
-            if names.insert(&mut self.report, name.get_ref(), name.span(), self.text) {
+            if self.port_name(name, &mut names) {
                 named.push(NamedPort {
                     name: name.get_ref().clone(),
                     port: cp.port,
@@ -65,22 +56,28 @@ impl Builder<'_> {
         named
     }
 
+    /// A port name checked as Kubernetes checks an IANA_SVC_NAME, and unique among
+    /// `names`; false when reported.
+    fn port_name(&mut self, name: &Spanned<String>, names: &mut Unique) -> bool {
+        if !is_port_name(name.get_ref()) {
+            self.report.error(
+                name.span(),
+                format!("port name `{}` is not valid", name.get_ref()),
+                "invalid port name",
+                "as in Kubernetes (IANA_SVC_NAME): at most 15 lower-case letters, digits and '-', with a letter, no '--', not starting or ending with '-'",
+            );
+            return false;
+        }
+        names.insert(&mut self.report, name.get_ref(), name.span(), self.text)
+    }
+
     pub(super) fn service_ports(&mut self, s: &spec::ServiceSpec) -> Vec<ServicePort> {
         let mut out: Vec<ServicePort> = Vec::new();
         let mut names = Unique::within("port name", format!("service `{}`", s.name.get_ref()));
         for p in &s.ports {
             let name = match p.get_ref() {
                 PortSpec::Full { name: Some(n), .. } => {
-                    if !is_port_name(n.get_ref()) {
-                        self.report.error(
-                            n.span(),
-                            format!("port name `{}` is not valid", n.get_ref()),
-                            "invalid port name",
-                            "as in Kubernetes (IANA_SVC_NAME): at most 15 lower-case letters, digits and '-', with a letter, no '--', not starting or ending with '-'",
-                        );
-                        continue;
-                    }
-                    if !names.insert(&mut self.report, n.get_ref(), n.span(), self.text) {
+                    if !self.port_name(n, &mut names) {
                         continue;
                     }
                     Some(n.get_ref().clone())
