@@ -45,36 +45,61 @@ fn lookup_here(probe: &DnsProbe, timeout: Duration) -> Result<Lookup, String> {
         socket
             .send_to(&bytes, server)
             .map_err(|e| format!("sending to {server}: {e}"))?;
+        let id = msg.id();
         let mut buf = [0u8; 4096];
-        let n = socket
-            .recv(&mut buf)
-            .map_err(|e| format!("no answer from {server} within {timeout:?}: {e}"))?;
-        let reply = Message::from_bytes(&buf[..n]).map_err(|e| format!("bad reply: {e}"))?;
-        match reply.response_code() {
-            ResponseCode::NXDomain => continue,
-            ResponseCode::NoError => {}
-            other => return Err(format!("{server} answered {other} for {q}")),
+        // A late answer to an earlier query of this socket is not this one's.
+        let reply = loop {
+            let n = socket
+                .recv(&mut buf)
+                .map_err(|e| format!("no answer from {server} within {timeout:?}: {e}"))?;
+            if let Some(reply) = read_reply(&buf[..n], id, record).transpose() {
+                break reply;
+            }
+        };
+        match reply {
+            Err(e) if e == NXDOMAIN => continue,
+            Err(e) => return Err(format!("{server}: {e} for {q}")),
+            Ok(answers) => {
+                return Ok(Lookup::Found {
+                    name: q.trim_end_matches('.').to_string(),
+                    answers,
+                })
+            }
         }
-        let mut answers: Vec<String> = reply
-            .answers()
-            .iter()
-            .filter_map(|r| match r.data()? {
-                RData::A(a) if record == RecordType::A => Some(a.0.to_string()),
-                RData::SRV(s) if record == RecordType::SRV => Some(format!(
-                    "{} {}",
-                    s.port(),
-                    s.target().to_ascii().trim_end_matches('.').to_ascii_lowercase()
-                )),
-                _ => None,
-            })
-            .collect();
-        answers.sort();
-        return Ok(Lookup::Found {
-            name: q.trim_end_matches('.').to_string(),
-            answers,
-        });
     }
     Ok(Lookup::NxDomain)
+}
+
+const NXDOMAIN: &str = "NXDOMAIN";
+
+/// Reads a DNS reply (untrusted bytes): None when it answers another query than `id`;
+/// else its sorted answers of type `record` (A: addresses; SRV: `PORT TARGET`), or the
+/// error (`NXDOMAIN`, another response code, a malformed message).
+pub fn read_reply(bytes: &[u8], id: u16, record: RecordType) -> Result<Option<Vec<String>>, String> {
+    let reply = Message::from_bytes(bytes).map_err(|e| format!("bad reply: {e}"))?;
+    if reply.id() != id || reply.message_type() != MessageType::Response {
+        return Ok(None);
+    }
+    match reply.response_code() {
+        ResponseCode::NXDomain => return Err(NXDOMAIN.into()),
+        ResponseCode::NoError => {}
+        other => return Err(format!("answered {other}")),
+    }
+    let mut answers: Vec<String> = reply
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data()? {
+            RData::A(a) if record == RecordType::A => Some(a.0.to_string()),
+            RData::SRV(s) if record == RecordType::SRV => Some(format!(
+                "{} {}",
+                s.port(),
+                s.target().to_ascii().trim_end_matches('.').to_ascii_lowercase()
+            )),
+            _ => None,
+        })
+        .collect();
+    answers.sort();
+    Ok(Some(answers))
 }
 
 /// Whether `seen` is what the probe expects, and the detail to show.
@@ -121,5 +146,44 @@ mod tests {
         assert!(!judge(&probe(&[], true), &found).0);
         assert!(judge(&probe(&[], true), &Lookup::NxDomain).0);
         assert!(!judge(&probe(&["11.10.0.2"], false), &Lookup::NxDomain).0);
+    }
+
+    #[test]
+    fn replies_are_read_by_id_and_code() {
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::Record;
+        let name = Name::from_str("web.default.svc.cluster.local.").unwrap();
+        let reply = |id: u16, code: ResponseCode| {
+            let mut m = Message::new();
+            m.set_id(id)
+                .set_message_type(MessageType::Response)
+                .set_response_code(code);
+            m.add_query(Query::query(name.clone(), RecordType::A));
+            for ip in ["11.10.0.4", "11.10.0.3"] {
+                m.add_answer(Record::from_rdata(name.clone(), 5, RData::A(A(ip.parse().unwrap()))));
+            }
+            m.to_bytes().unwrap()
+        };
+        let ok = reply(7, ResponseCode::NoError);
+        assert_eq!(
+            read_reply(&ok, 7, RecordType::A).unwrap(),
+            Some(vec!["11.10.0.3".to_string(), "11.10.0.4".to_string()])
+        );
+        assert_eq!(
+            read_reply(&ok, 8, RecordType::A).unwrap(),
+            None,
+            "another query's answer"
+        );
+        assert_eq!(read_reply(&ok, 7, RecordType::SRV).unwrap(), Some(vec![]));
+        assert_eq!(
+            read_reply(&reply(7, ResponseCode::NXDomain), 7, RecordType::A).unwrap_err(),
+            NXDOMAIN
+        );
+        assert!(read_reply(&reply(7, ResponseCode::Refused), 7, RecordType::A)
+            .unwrap_err()
+            .contains("Refused"));
+        assert!(read_reply(&ok[..5], 7, RecordType::A)
+            .unwrap_err()
+            .contains("bad reply"));
     }
 }
