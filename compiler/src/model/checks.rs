@@ -154,8 +154,8 @@ fn parse_url(url: &str) -> Result<Url<'_>, (String, String)> {
     Ok(Url { host, port, rest })
 }
 
-struct Resolver<'m> {
-    model: &'m Model,
+pub(super) struct Resolver<'m> {
+    pub(super) model: &'m Model,
     /// Clusters already reported as invalid: no follow-on errors for them.
     unusable: &'m HashSet<String>,
 }
@@ -174,7 +174,14 @@ impl Resolver<'_> {
         names
     }
 
-    fn unknown(&self, report: &mut Report, value: &Spanned<String>, name: &str, what: &str, known: &[String]) {
+    pub(super) fn unknown(
+        &self,
+        report: &mut Report,
+        value: &Spanned<String>,
+        name: &str,
+        what: &str,
+        known: &[String],
+    ) {
         let known: Vec<&str> = known.iter().map(String::as_str).collect();
         let mut listed = known.iter().take(8).copied().collect::<Vec<_>>().join(", ");
         if known.len() > 8 {
@@ -192,7 +199,7 @@ impl Resolver<'_> {
         );
     }
 
-    fn cluster(&self, report: &mut Report, value: &Spanned<String>, name: &str) -> Option<&Cluster> {
+    pub(super) fn cluster(&self, report: &mut Report, value: &Spanned<String>, name: &str) -> Option<&Cluster> {
         if self.unusable.contains(name) {
             return None;
         }
@@ -385,7 +392,7 @@ pub fn resolve(
             ok = false;
         }
         if let Some(m) = &s.matrix {
-            if let (Some(matrix), true) = (matrix_probe(&r, report, s, m), ok) {
+            if let (Some(matrix), true) = (super::matrix::resolve(&r, report, s, m), ok) {
                 out.push(Check {
                     name: name.clone(),
                     from: matrix.cluster.clone(),
@@ -497,114 +504,6 @@ pub fn resolve(
         }
     }
     out
-}
-
-/// A `matrix` check: the cluster's pods and the expected table.
-fn matrix_probe(
-    r: &Resolver,
-    report: &mut Report,
-    s: &spec::CheckSpec,
-    m: &Spanned<spec::MatrixSpec>,
-) -> Option<super::matrix::Matrix> {
-    let spec = m.get_ref();
-    for (field, span) in [
-        ("from", s.from.as_ref().map(|v| v.span())),
-        ("ping", s.ping.as_ref().map(|v| v.span())),
-        ("http", s.http.as_ref().map(|v| v.span())),
-        ("dns", s.dns.as_ref().map(|v| v.span())),
-        ("expect", s.expect.as_ref().map(|v| v.span())),
-    ] {
-        if let Some(span) = span {
-            report.error(
-                span,
-                format!("a matrix check takes no `{field}`"),
-                "not for a matrix",
-                "a matrix probes every pod from every pod; its expect is the table inside matrix",
-            );
-        }
-    }
-    let protocol = match &spec.protocol {
-        None => "tcp".to_string(),
-        Some(p) => match p.get_ref().to_ascii_lowercase().as_str() {
-            proto @ ("tcp" | "udp") => proto.to_string(),
-            _ => {
-                report.error(
-                    p.span(),
-                    format!("a matrix probes TCP or UDP, not `{}`", p.get_ref()),
-                    "TCP or UDP",
-                    "protocol = \"TCP\" (the default) or \"UDP\" (a datagram that gets an answer)",
-                );
-                return None;
-            }
-        },
-    };
-    if *spec.port.get_ref() == 0 {
-        report.error(
-            spec.port.span(),
-            "port 0 is not usable",
-            "bad port",
-            "ports are 1..=65535",
-        );
-        return None;
-    }
-    let cluster = match &spec.cluster {
-        Some(c) => r.cluster(report, c, c.get_ref())?,
-        None => r.model.clusters.first()?,
-    };
-    let mut namespaces = Vec::new();
-    for ns in spec.namespaces.iter().flatten() {
-        if !cluster.has_namespace(ns.get_ref()) {
-            let known = cluster.namespace_names();
-            r.unknown(report, ns, ns.get_ref(), "namespace", &known);
-            return None;
-        }
-        namespaces.push(ns.get_ref().clone());
-    }
-    let mut matrix = super::matrix::Matrix::of(cluster, &namespaces, *spec.port.get_ref());
-    matrix.protocol = protocol;
-    // The table's header names the pods probed, so pods added later leave it valid.
-    let header: Vec<String> = (spec.expect.get_ref().lines().map(str::trim))
-        .find(|l| !l.is_empty())
-        .map(|l| l.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    if let Some(unknown) = header.iter().find(|h| !matrix.pods.iter().any(|p| &&p.label == h)) {
-        let known: Vec<&str> = matrix.pods.iter().map(|p| p.label.as_str()).collect();
-        let hint = match closest(unknown, &known) {
-            Some(c) => format!(
-                "did you mean `{c}`? pods are named namespace/name (known: {})",
-                known.join(" ")
-            ),
-            None => format!("pods are named namespace/name (known: {})", known.join(" ")),
-        };
-        report.error(
-            spec.expect.span(),
-            format!(
-                "the expected matrix names `{unknown}`, which is not a pod of cluster `{}`",
-                cluster.name
-            ),
-            "unknown pod",
-            &hint,
-        );
-        return None;
-    }
-    matrix.pods = header
-        .iter()
-        .filter_map(|h| matrix.pods.iter().find(|p| &p.label == h).cloned())
-        .collect();
-    let labels: Vec<&str> = matrix.pods.iter().map(|p| p.label.as_str()).collect();
-    match super::matrix::parse(spec.expect.get_ref(), &labels) {
-        Ok(cells) => matrix.expect = cells,
-        Err(e) => {
-            report.error(
-                spec.expect.span(),
-                format!("the expected matrix does not read: {e}"),
-                "bad table",
-                "a header of pods (ns/name), then a row per pod: its name and `.` (connects) or `X` per column",
-            );
-            return None;
-        }
-    }
-    Some(matrix)
 }
 
 /// The http probe of a check and the components it needs.
