@@ -98,7 +98,12 @@ fn set_elements(ruleset: &str) -> usize {
     ruleset
         .lines()
         .filter_map(|l| l.trim().strip_prefix("elements = {"))
-        .map(|l| l.trim_end_matches('}').split(',').filter(|e| !e.trim().is_empty()).count())
+        .map(|l| {
+            l.trim_end_matches('}')
+                .split(',')
+                .filter(|e| !e.trim().is_empty())
+                .count()
+        })
         .sum()
 }
 
