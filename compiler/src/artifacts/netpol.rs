@@ -31,6 +31,19 @@ struct Set {
     elements: Vec<String>,
 }
 
+impl Set {
+    /// A set of addresses (`interval`: of CIDR blocks).
+    fn addresses(name: &str, interval: bool, comment: String, elements: Vec<String>) -> Set {
+        Set {
+            name: name.to_string(),
+            kind: "ipv4_addr",
+            interval,
+            comment,
+            elements,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Rule {
     text: String,
@@ -90,13 +103,12 @@ pub fn ruleset(c: &Cluster, w: &Worker) -> Option<String> {
             continue;
         }
         let own = format!("p{i}-pods");
-        ctx.sets.push(Set {
-            name: own.clone(),
-            kind: "ipv4_addr",
-            interval: false,
-            comment: format!("pods of {} selected by {}", w.host.name, p.id()),
-            elements: addresses(selected.iter().copied()),
-        });
+        ctx.sets.push(Set::addresses(
+            &own,
+            false,
+            format!("pods of {} selected by {}", w.host.name, p.id()),
+            addresses(selected.iter().copied()),
+        ));
         for (dir, rules) in [(Direction::Ingress, &p.ingress), (Direction::Egress, &p.egress)] {
             let Some(rules) = rules else { continue };
             let isolated = if dir == Direction::Ingress { &mut ing } else { &mut eg };
@@ -157,23 +169,21 @@ fn rule_lines(
             }
             Peer::IpBlock { cidr, except } => {
                 let name = format!("{base}-b{k}");
-                sets.push(Set {
-                    name: name.clone(),
-                    kind: "ipv4_addr",
-                    interval: true,
-                    comment: format!("{comment} ipBlock {cidr}"),
-                    elements: vec![cidr.to_string()],
-                });
+                sets.push(Set::addresses(
+                    &name,
+                    true,
+                    format!("{comment} ipBlock {cidr}"),
+                    vec![cidr.to_string()],
+                ));
                 let mut m = format!("{peer_field} @{name}");
                 if !except.is_empty() {
                     let x = format!("{name}-except");
-                    sets.push(Set {
-                        name: x.clone(),
-                        kind: "ipv4_addr",
-                        interval: true,
-                        comment: format!("{comment} ipBlock {cidr} except"),
-                        elements: except.iter().map(|e| e.to_string()).collect(),
-                    });
+                    sets.push(Set::addresses(
+                        &x,
+                        true,
+                        format!("{comment} ipBlock {cidr} except"),
+                        except.iter().map(|e| e.to_string()).collect(),
+                    ));
                     m.push_str(&format!(" {peer_field} != @{x}"));
                 }
                 peers.push(m);
@@ -182,13 +192,12 @@ fn rule_lines(
     }
     if any_pod_peer {
         let name = format!("{base}-peers");
-        sets.push(Set {
-            name: name.clone(),
-            kind: "ipv4_addr",
-            interval: false,
-            comment: format!("{comment}: pods its peers select"),
-            elements: peer_pods.iter().map(|ip| ip.to_string()).collect(),
-        });
+        sets.push(Set::addresses(
+            &name,
+            false,
+            format!("{comment}: pods its peers select"),
+            peer_pods.iter().map(|ip| ip.to_string()).collect(),
+        ));
         peers.insert(0, format!("{peer_field} @{name}"));
     }
     // Port matches: numeric ports grouped by protocol, whole protocols, named ports.
